@@ -1,0 +1,1 @@
+"""The output side: schemas, Parquet writers, FAISS, identities, queries."""

@@ -1,0 +1,1 @@
+"""vidx entry points: the CLI, the index job and config loading."""

@@ -1,0 +1,1 @@
+"""What runs inside Ray actors: decoding, face and action models, tracking."""
