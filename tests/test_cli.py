@@ -1,0 +1,93 @@
+"""End-to-end tests of the real `vidx` console script, on demo media made at test time."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VIDX = shutil.which("vidx", path=str(Path(sys.executable).parent)) or shutil.which("vidx")
+
+
+def run(*args, check_rc=None):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    p = subprocess.run([VIDX, *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
+    if check_rc is not None:
+        assert p.returncode == check_rc, (p.returncode, p.stdout, p.stderr)
+    return p
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    assert VIDX, "the vidx console script is not installed (pip install -e .)"
+    out = tmp_path_factory.mktemp("demo")
+    run("demo", out, check_rc=0)
+    return out
+
+
+def test_faces_json_and_per_file_messages(demo, tmp_path):
+    notimg = tmp_path / "notes.jpg"
+    notimg.write_text("not a photo")
+    p = run("faces", "--json", demo / "astronaut.jpg", demo / "astronaut_turned.jpg", demo / "blank.png",
+            notimg, tmp_path / "missing.png", check_rc=0)
+    recs = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [Path(r["photo"]).name for r in recs] == ["astronaut.jpg", "astronaut_turned.jpg"]
+    for r in recs:
+        x1, y1, x2, y2 = r["box"]
+        assert x2 - x1 > 60 and y2 - y1 > 60 and r["score"] > 0.5
+        assert len(r["landmarks"]) == 5 and len(r["embedding"]) == 128
+        # the 5 landmarks sit inside (or at the edge of) the face box
+        assert all(x1 - 10 <= x <= x2 + 10 and y1 - 10 <= y <= y2 + 10 for x, y in r["landmarks"])
+    # the portrait's face is in the upper middle of the 512x512 picture
+    assert 120 < recs[0]["box"][0] < 220 and 40 < recs[0]["box"][1] < 120
+    assert "blank.png: no face found" in p.stderr
+    assert "notes.jpg: not an image" in p.stderr
+    assert "missing.png: no such file" in p.stderr
+
+
+def test_faces_text_output(demo):
+    p = run("faces", demo / "astronaut.jpg", check_rc=0)
+    lines = p.stdout.splitlines()
+    assert lines[0].endswith("astronaut.jpg: 1 face")
+    assert lines[1].strip().startswith("face 0  box [")
+    assert len(lines[3].split()) == 129  # "embedding" + 128 numbers
+
+
+def test_nothing_readable_exits_nonzero(tmp_path):
+    bad = tmp_path / "a.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # truncated PNG
+    p = run("faces", bad, check_rc=1)
+    assert "a.png" in p.stderr and "could be read" in p.stderr
+
+
+def test_compare_same_and_different(demo):
+    p = run("faces", "compare", "--json", demo / "astronaut.jpg", demo / "astronaut_turned.jpg", check_rc=0)
+    r = json.loads(p.stdout)
+    assert r["same_person"] is True and r["distance"] < 0.4 and r["threshold"] == pytest.approx(0.6)
+    p = run("faces", "compare", demo / "astronaut.jpg", demo / "blank.png", check_rc=1)
+    assert "blank.png: no face found" in p.stderr
+    p = run("faces", "compare", demo / "astronaut.jpg", check_rc=2)
+    assert "usage" in p.stderr
+
+
+def test_bad_options_are_refused(demo):
+    p = run("faces", "--upsample", "3", demo / "astronaut.jpg", check_rc=2)
+    assert "invalid choice" in p.stderr
+    if not __import__("torch").cuda.is_available():
+        p = run("faces", "--device", "cuda", demo / "astronaut.jpg", check_rc=1)
+        assert "no CUDA GPU" in p.stderr
+
+
+@pytest.mark.media
+def test_compare_real_people(faces_dir):
+    r = json.loads(run("faces", "compare", "--json", faces_dir / "fr_obama.jpg", faces_dir / "fr_obama2.jpg",
+                       check_rc=0).stdout)
+    assert r["same_person"]
+    r = json.loads(run("faces", "compare", "--json", faces_dir / "fr_obama.jpg", faces_dir / "fr_biden2.jpg",
+                       check_rc=0).stdout)
+    assert not r["same_person"]
