@@ -13,7 +13,6 @@ is the one per-face step; small faces, the common case in video, skip it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -21,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidx.workers.face_detector import as_image_tensor, lround
+from vidx.workers.face_detector import lround
+from vidx.workers.pixels import PixelSource
 
 # dlib's 5-point chip template (interpolation.h, get_face_chip_details), unit square
 _TEMPLATE_5 = np.array([
@@ -72,26 +72,23 @@ def chip_details(landmarks: np.ndarray, size: int = 150, padding: float = 0.25) 
     return ChipDetails(rects, angle, size)
 
 
-def _area(r: np.ndarray) -> float:
-    w, h = r[2] - r[0] + 1, r[3] - r[1] + 1
-    return 0.0 if (r[0] > r[2] or r[1] > r[3]) else w * h
+def _area(r: np.ndarray) -> np.ndarray:
+    """drectangle area with dlib's inclusive width (r - l + 1); 0 when empty.  r: (..., 4)."""
+    w, h = r[..., 2] - r[..., 0] + 1, r[..., 3] - r[..., 1] + 1
+    return np.where((r[..., 0] > r[..., 2]) | (r[..., 1] > r[..., 3]), 0.0, w * h)
 
 
 def _rect_down(r: np.ndarray) -> np.ndarray:
+    """pyramid_down<2>.rect_down: p / 2 - (1.25, 0.75) for both corners."""
     return r / 2.0 - np.array([1.25, 0.75, 1.25, 0.75])
 
 
-def _rotate(center: np.ndarray, p: np.ndarray, angle: float) -> np.ndarray:
-    ca, sa = math.cos(angle), math.sin(angle)
-    d = p - center
-    return np.array([ca * d[0] - sa * d[1], sa * d[0] + ca * d[1]]) + center
-
-
-def _corners(r: np.ndarray, angle: float) -> np.ndarray:
-    """tl, tr, bl, br of a drectangle rotated about its centre."""
-    c = np.array([(r[0] + r[2]) / 2.0, (r[1] + r[3]) / 2.0])
-    pts = [(r[0], r[1]), (r[2], r[1]), (r[0], r[3]), (r[2], r[3])]
-    return np.stack([_rotate(c, np.array(p, np.float64), angle) for p in pts])
+def _corners(r: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """tl, tr, bl, br of drectangles (F, 4) rotated about their centres: (F, 4, 2)."""
+    c = np.stack([(r[:, 0] + r[:, 2]) / 2.0, (r[:, 1] + r[:, 3]) / 2.0], 1)[:, None]
+    pts = np.stack([r[:, [0, 1]], r[:, [2, 1]], r[:, [0, 3]], r[:, [2, 3]]], 1) - c
+    ca, sa = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    return np.stack([ca * pts[..., 0] - sa * pts[..., 1], sa * pts[..., 0] + ca * pts[..., 1]], -1) + c
 
 
 def pyramid_down2(img: torch.Tensor) -> torch.Tensor:
@@ -107,109 +104,92 @@ def pyramid_down2(img: torch.Tensor) -> torch.Tensor:
     return x[:, 0].permute(1, 2, 0).to(torch.uint8)
 
 
-class _Sources:
-    """Flat buffer of several RGB images, so one gather samples from all of them."""
+def _bilinear(flat: torch.Tensor, base: torch.Tensor, stride: torch.Tensor, nr: torch.Tensor,
+              nc: torch.Tensor, amat: np.ndarray, size: int) -> torch.Tensor:
+    """dlib's transform_image + interpolate_bilinear for F chips at once.
 
-    def __init__(self, device: torch.device):
-        self.parts: list[torch.Tensor] = []
-        self.offsets: list[int] = []
-        self.device = device
-        self.n = 0
-
-    def add(self, img: torch.Tensor) -> int:
-        self.parts.append(img.reshape(-1, 3))
-        self.offsets.append(self.n)
-        self.n += img.shape[0] * img.shape[1]
-        return len(self.parts) - 1
-
-    def flat(self) -> torch.Tensor:
-        if not self.parts:
-            return torch.zeros((1, 3), dtype=torch.uint8, device=self.device)
-        return torch.cat(self.parts).to(self.device)
-
-
-def extract_chips(images: Sequence[np.ndarray | torch.Tensor], image_index: np.ndarray,
-                  landmarks: np.ndarray, size: int = 150, padding: float = 0.25,
-                  device: torch.device | str | None = None) -> torch.Tensor:
-    """(F, size, size, 3) uint8 chips, equal to dlib.get_face_chip for each face on its own."""
-    image_index = np.asarray(image_index, np.int64)
-    n = len(image_index)
-    imgs = [as_image_tensor(im) for im in images]
-    dev = torch.device(device) if device is not None else (imgs[0].device if imgs else torch.device("cpu"))
-    if n == 0:
-        return torch.zeros((0, size, size, 3), dtype=torch.uint8, device=dev)
-    det = chip_details(landmarks, size, padding)
-    src = _Sources(dev)
-    img_src = [src.add(im.to(dev)) for im in imgs]
-    # per face: source id, source origin in the image's pixel grid, source bounds, affine map
-    face_src = np.zeros(n, np.int64)
-    origin = np.zeros((n, 2), np.int64)  # top-left of the sub-image inside its source buffer
-    bounds = np.zeros((n, 2), np.int64)  # (nr, nc) of the sub-image
-    src_w = np.zeros(n, np.int64)  # row stride of the source buffer
-    amat = np.zeros((n, 2, 3), np.float64)
-    for i in range(n):  # per-face geometry is a few scalars; the pixel work below is batched
-        r, ang = det.rects[i], float(det.angles[i])
-        im = imgs[image_index[i]]
-        H, W = im.shape[:2]
-        depth, grow = 0, 2.0
-        rd = _rect_down(r)
-        while _area(rd) > size * size:
-            rd = _rect_down(rd)
-            depth += 1
-            grow = grow * 2 + 2
-        cs = _corners(r, ang)
-        rot = np.array([cs[:, 0].min(), cs[:, 1].min(), cs[:, 0].max(), cs[:, 1].max()])
-        g = np.array([rot[0] - grow, rot[1] - grow, rot[2] + grow, rot[3] + grow])
-        inter = np.array([max(g[0], 0), max(g[1], 0), min(g[2], W - 1), min(g[3], H - 1)])
-        bb = lround(inter).astype(np.int64)  # drectangle -> rectangle
-        if bb[0] > bb[2] or bb[1] > bb[3]:  # the chip lies wholly outside the image: black
-            face_src[i], bounds[i] = -1, (0, 0)
-            continue
-        rr = r - np.array([bb[0], bb[1], bb[0], bb[1]], np.float64)
-        if depth == 0:
-            face_src[i] = img_src[image_index[i]]
-            origin[i] = bb[:2]
-            bounds[i] = (bb[3] - bb[1] + 1, bb[2] - bb[0] + 1)
-            src_w[i] = W
-        else:
-            level = im[bb[1] : bb[3] + 1, bb[0] : bb[2] + 1].to(dev)
-            for _ in range(depth):
-                level = pyramid_down2(level)
-                rr = _rect_down(rr)
-            face_src[i] = src.add(level)
-            origin[i] = (0, 0)
-            bounds[i] = level.shape[:2]
-            src_w[i] = level.shape[1]
-        c = _corners(rr, ang)  # tl, tr, bl
-        amat[i, :, 0] = (c[1] - c[0]) / (size - 1)
-        amat[i, :, 1] = (c[2] - c[0]) / (size - 1)
-        amat[i, :, 2] = c[0]
-    flat = src.flat()
-    offs = torch.tensor(src.offsets + [0], dtype=torch.long, device=dev)
-    fs = torch.as_tensor(face_src, device=dev)
-    base = offs[fs.clamp(min=0)] + torch.as_tensor(origin[:, 1] * src_w + origin[:, 0], device=dev)
-    stride = torch.as_tensor(src_w, device=dev)
-    nr = torch.as_tensor(bounds[:, 0], device=dev)
-    nc = torch.as_tensor(bounds[:, 1], device=dev)
-    A = torch.as_tensor(amat, device=dev)  # float64
+    flat: (M, 3) uint8 pixels; per chip: base offset of its sub-image's top-left pixel, row
+    stride, sub-image rows / cols (the bounds check), and the 2x3 chip -> sub-image map.
+    Maths in float64 and truncation to uint8, as dlib does."""
+    dev = flat.device
+    A = torch.as_tensor(amat, device=dev)
     ys, xs = torch.meshgrid(torch.arange(size, device=dev, dtype=torch.float64),
                             torch.arange(size, device=dev, dtype=torch.float64), indexing="ij")
     grid = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones(size * size, device=dev, dtype=torch.float64)])
-    p = A @ grid  # (F, 2, S*S): x, y in sub-image coordinates
-    px, py = p[:, 0], p[:, 1]
-    left, top = torch.floor(px), torch.floor(py)
-    lr, tb = (px - left)[..., None], (py - top)[..., None]
+    p = A @ grid  # (F, 2, size*size)
+    left, top = torch.floor(p[:, 0]), torch.floor(p[:, 1])
+    lr, tb = (p[:, 0] - left)[..., None], (p[:, 1] - top)[..., None]
     left, top = left.long(), top.long()
-    ok = (left >= 0) & (top >= 0) & (left + 1 < nc[:, None]) & (top + 1 < nr[:, None]) & (fs[:, None] >= 0)
-    lc, tc = left.clamp(min=0), top.clamp(min=0)
-    i00 = base[:, None] + tc * stride[:, None] + lc
-    hi = flat.shape[0] - 1
-
-    def px_at(idx: torch.Tensor) -> torch.Tensor:
-        return flat[idx.clamp(0, hi)].double()
-
-    tl, tr = px_at(i00), px_at(i00 + 1)
-    bl, br = px_at(i00 + stride[:, None]), px_at(i00 + stride[:, None] + 1)
+    ok = (left >= 0) & (top >= 0) & (left + 1 < nc[:, None]) & (top + 1 < nr[:, None])
+    i00 = (base[:, None] + top.clamp(min=0) * stride[:, None] + left.clamp(min=0)).clamp(0, max(flat.shape[0] - 2, 0))
+    st = stride[:, None]
+    hi = max(flat.shape[0] - 1, 0)
+    at = lambda i: flat[i.clamp(max=hi)].double()  # noqa: E731
+    tl, tr, bl, br = at(i00), at(i00 + 1), at(i00 + st), at(i00 + st + 1)
     val = (1 - tb) * ((1 - lr) * tl + lr * tr) + tb * ((1 - lr) * bl + lr * br)
     val = torch.where(ok[..., None], val, torch.zeros((), dtype=val.dtype, device=dev))
-    return val.to(torch.uint8).reshape(n, size, size, 3)  # truncation, as dlib's double -> uchar
+    return val.to(torch.uint8).reshape(-1, size, size, 3)
+
+
+def extract_chips(images: PixelSource | Sequence[np.ndarray | torch.Tensor] | torch.Tensor,
+                  image_index: np.ndarray, landmarks: np.ndarray, size: int = 150, padding: float = 0.25,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """(F, size, size, 3) uint8 chips, equal to dlib.get_face_chip for each face on its own.
+
+    Geometry is vectorised over faces; faces whose square needs dlib's pyramid (side above
+    about 2 * size) get their own shrunken crop first, then all chips are sampled in one or
+    two batched gathers."""
+    src = images if isinstance(images, PixelSource) else PixelSource(images, device)
+    dev = src.device
+    image_index = np.asarray(image_index, np.int64)
+    n = len(image_index)
+    if n == 0:
+        return torch.zeros((0, size, size, 3), dtype=torch.uint8, device=dev)
+    det = chip_details(landmarks, size, padding)
+    r, ang = det.rects, det.angles
+    H, W = src.height[image_index], src.width[image_index]
+    # pyramid depth: how often rect_down keeps the rect larger than the chip (dlib's loop)
+    depth = np.zeros(n, np.int64)
+    grow = np.full(n, 2.0)
+    rd = _rect_down(r)
+    for _ in range(32):
+        more = _area(rd) > size * size
+        if not more.any():
+            break
+        depth += more
+        grow = np.where(more, grow * 2 + 2, grow)
+        rd = np.where(more[:, None], _rect_down(rd), rd)
+    cs = _corners(r, ang)
+    g = np.stack([cs[..., 0].min(1) - grow, cs[..., 1].min(1) - grow, cs[..., 0].max(1) + grow,
+                  cs[..., 1].max(1) + grow], 1)
+    inter = np.stack([np.maximum(g[:, 0], 0), np.maximum(g[:, 1], 0), np.minimum(g[:, 2], W - 1),
+                      np.minimum(g[:, 3], H - 1)], 1)
+    bb = lround(inter).astype(np.int64)  # drectangle -> rectangle: the crop around the chip
+    empty = (bb[:, 0] > bb[:, 2]) | (bb[:, 1] > bb[:, 3])  # chip wholly outside: stays black
+    rr = r - np.stack([bb[:, 0], bb[:, 1], bb[:, 0], bb[:, 1]], 1).astype(np.float64)
+    for k in range(int(depth.max())):
+        rr = np.where((depth > k)[:, None], _rect_down(rr), rr)
+    c = _corners(rr, ang)  # tl, tr, bl in the (possibly shrunken) crop
+    amat = np.stack([(c[:, 1] - c[:, 0]) / (size - 1), (c[:, 2] - c[:, 0]) / (size - 1), c[:, 0]], -1)
+    out = torch.zeros((n, size, size, 3), dtype=torch.uint8, device=dev)
+    direct = np.flatnonzero((depth == 0) & ~empty)
+    if len(direct):
+        base, _, width = src.tensors(image_index[direct])
+        o = torch.as_tensor(bb[direct, 1] * W[direct] + bb[direct, 0], device=dev)
+        nr = torch.as_tensor(bb[direct, 3] - bb[direct, 1] + 1, device=dev)
+        ncol = torch.as_tensor(bb[direct, 2] - bb[direct, 0] + 1, device=dev)
+        out[torch.as_tensor(direct, device=dev)] = _bilinear(src.flat, base + o, width, nr, ncol, amat[direct], size)
+    big = np.flatnonzero((depth > 0) & ~empty)
+    if len(big):  # large faces: shrink their own crop (the one per-face step)
+        views = src.images()
+        levels = []
+        for i in big:
+            lv = views[image_index[i]][bb[i, 1] : bb[i, 3] + 1, bb[i, 0] : bb[i, 2] + 1]
+            for _ in range(depth[i]):
+                lv = pyramid_down2(lv)
+            levels.append(lv)
+        lsrc = PixelSource(levels)
+        ids = np.arange(len(big))
+        base, nr, ncol = lsrc.tensors(ids)
+        out[torch.as_tensor(big, device=dev)] = _bilinear(lsrc.flat, base, ncol, nr, ncol, amat[big], size)
+    return out

@@ -30,6 +30,7 @@ from torch import nn
 
 from vidx.workers import dlib_format, face_weights
 from vidx.workers.face_embedder import Affine, conv_from
+from vidx.workers.pixels import as_image_tensor
 
 
 @dataclass
@@ -45,13 +46,6 @@ class Detections:
     @staticmethod
     def empty() -> "Detections":
         return Detections(np.zeros((0, 4), np.float64), np.zeros((0,), np.float64))
-
-
-def as_image_tensor(im: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """A uint8 (H, W, 3) tensor view of an image (copies read-only numpy arrays)."""
-    if isinstance(im, torch.Tensor):
-        return im
-    return torch.from_numpy(im if im.flags.writeable else im.copy())
 
 
 def lround(x: np.ndarray) -> np.ndarray:
@@ -260,15 +254,20 @@ class FaceDetector(nn.Module):
         """Detect faces in RGB uint8 images of any sizes; same-size images share a batch."""
         if upsample not in (0, 1, 2):
             raise ValueError(f"upsample must be 0, 1 or 2, got {upsample}")
+        if isinstance(images, torch.Tensor) and images.ndim == 4:  # a batch of frames
+            out: list[Detections] = []
+            for s in range(0, images.shape[0], batch_size):
+                out += self.detect_batch(images[s : s + batch_size], upsample)
+            return out
         imgs = [as_image_tensor(im) for im in images]
-        out: list[Detections | None] = [None] * len(imgs)
+        res: list[Detections | None] = [None] * len(imgs)
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, im in enumerate(imgs):
             groups.setdefault(tuple(im.shape), []).append(i)
         for ids in groups.values():
             for s in range(0, len(ids), batch_size):
                 part = ids[s : s + batch_size]
-                res = self.detect_batch(torch.stack([imgs[i] for i in part]), upsample)
-                for i, r in zip(part, res):
-                    out[i] = r
-        return out  # type: ignore[return-value]
+                found = self.detect_batch(torch.stack([imgs[i] for i in part]), upsample)
+                for i, r in zip(part, found):
+                    res[i] = r
+        return res  # type: ignore[return-value]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from vidx.workers import dlib_format, face_weights
-from vidx.workers.face_detector import as_image_tensor
+from vidx.workers.pixels import PixelSource
 
 
 def similarity_2d(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,30 +81,20 @@ class LandmarkPredictor(nn.Module):
         return torch.from_numpy(out).to(shape.device)
 
     @torch.inference_mode()
-    def predict(self, images: Sequence[torch.Tensor | np.ndarray], image_index: np.ndarray,
-                boxes: np.ndarray) -> np.ndarray:
+    def predict(self, images: PixelSource | Sequence[torch.Tensor | np.ndarray] | torch.Tensor,
+                image_index: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Landmarks (F, P, 2) float64 (integral values, as dlib's points) for F faces.
 
-        images: RGB uint8 (H, W, 3), any sizes; image_index: (F,) which image each box is in;
-        boxes: (F, 4) [l, t, r, b] inclusive (dlib rectangles).
+        images: RGB uint8 images (a list of any sizes, an (N, H, W, 3) batch or a PixelSource);
+        image_index: (F,) which image each box is in; boxes: (F, 4) [l, t, r, b] inclusive.
         """
         n_faces = len(boxes)
         if n_faces == 0:
             return np.zeros((0, self.num_parts, 2), np.float64)
         dev = self.initial.device
-        # One flat buffer of grey pixels, (r + g + b) // 3 as dlib's rgb -> grey.
-        greys, offsets, sizes, off = [], [], [], 0
-        for im in images:
-            t = as_image_tensor(im).to(dev)
-            g = (t[..., 0].int() + t[..., 1].int() + t[..., 2].int()) // 3
-            greys.append(g.reshape(-1).float())
-            offsets.append(off)
-            sizes.append(tuple(t.shape[:2]))
-            off += g.numel()
-        flat = torch.cat(greys)
-        ii = torch.as_tensor(np.asarray(image_index), dtype=torch.long, device=dev)
-        base = torch.tensor(offsets, dtype=torch.long, device=dev)[ii]
-        hw = torch.tensor(sizes, dtype=torch.long, device=dev)[ii]  # (F, 2) H, W
+        src = images if isinstance(images, PixelSource) else PixelSource(images, dev)
+        flat = src.flat.to(dev)
+        base, height, width = (t.to(dev) for t in src.tensors(np.asarray(image_index, np.int64)))
         b = torch.as_tensor(np.asarray(boxes, np.float64), device=dev)
         # unnormalizing_tform: (0,0) -> top-left, (1,1) -> bottom-right
         org = b[:, None, :2]  # (F, 1, 2) double
@@ -119,9 +109,10 @@ class LandmarkPredictor(nn.Module):
             pts = torch.einsum("fij,ej->fei", m, self.deltas[c]) + anchor_pts
             img = torch.floor(org + ext * pts.double() + 0.5).long()  # (F, Fe, 2) x, y
             x, y = img[..., 0], img[..., 1]
-            ok = (x >= 0) & (y >= 0) & (x < hw[:, 1:2]) & (y < hw[:, 0:1])
-            lin = base[:, None] + y.clamp(min=0) * hw[:, 1:2] + x.clamp(min=0)
-            fv = torch.where(ok, flat[lin.clamp(max=flat.numel() - 1)], torch.zeros((), device=dev))
+            ok = (x >= 0) & (y >= 0) & (x < width[:, None]) & (y < height[:, None])
+            lin = (base[:, None] + y * width[:, None] + x).clamp(0, max(flat.shape[0] - 1, 0))
+            rgb = flat[lin].int()  # (F, Fe, 3); grey = (r + g + b) // 3 as dlib's rgb -> grey
+            fv = torch.where(ok, (rgb.sum(-1) // 3).float(), torch.zeros((), device=dev))
             node = torch.zeros((n_faces, T), dtype=torch.long, device=dev)
             i1, i2, th = self.idx1[c], self.idx2[c], self.thresh[c]
             for _ in range(self.depth):

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from vidx.workers.face_align import extract_chips
-from vidx.workers.face_detector import Detections, FaceDetector, as_image_tensor
+from vidx.workers.face_detector import Detections, FaceDetector
 from vidx.workers.face_embedder import CHIP_SIZE, DISTANCE_THRESHOLD, FaceEmbedder
 from vidx.workers.face_landmarks import LandmarkPredictor
+from vidx.workers.pixels import PixelSource, as_image_tensor
 
 CHIP_PADDING = 0.25
 
@@ -63,12 +64,13 @@ class DlibMMOD:
 
     name = "dlib_mmod"
 
-    def __init__(self, upsample: int = 0, device: str | torch.device = "cpu", batch_size: int = 8):
+    def __init__(self, upsample: int = 0, device: str | torch.device = "cpu", batch_size: int | None = None):
         if upsample not in (0, 1):
             raise ValueError(f"upsample must be 0 or 1, got {upsample!r}")
         self.net = FaceDetector().to(device)
         self.upsample = upsample
-        self.batch_size = batch_size
+        # bench/bench_faces.py: on the CPU one frame at a time is fastest (cache); GPUs want batches
+        self.batch_size = batch_size or (8 if torch.device(device).type == "cuda" else 1)
 
     def detect(self, images: Sequence[np.ndarray | torch.Tensor]) -> list[Detections]:
         return self.net.detect(images, upsample=self.upsample, batch_size=self.batch_size)
@@ -101,25 +103,32 @@ class FaceEngine:
         return {"detector": self.detector.name, "landmarks": self.landmarks.name,
                 "embedder": self.embedder.name}
 
-    def __call__(self, images: Sequence[np.ndarray | torch.Tensor], keep_chips: bool = False) -> Faces:
-        imgs = [as_image_tensor(im) for im in images]
-        for i, im in enumerate(imgs):
-            if im.ndim != 3 or im.shape[2] != 3 or im.dtype != torch.uint8:
-                raise ValueError(f"image {i}: expected (H, W, 3) uint8 RGB, got {tuple(im.shape)} {im.dtype}")
+    def __call__(self, images: Sequence[np.ndarray | torch.Tensor] | torch.Tensor,
+                 keep_chips: bool = False) -> Faces:
+        """Faces in RGB uint8 images: a list (any sizes) or an (N, H, W, 3) batch of frames."""
+        if isinstance(images, torch.Tensor) and images.ndim == 4:
+            if images.shape[-1] != 3 or images.dtype != torch.uint8:
+                raise ValueError(f"expected (N, H, W, 3) uint8 RGB frames, got {tuple(images.shape)} {images.dtype}")
+            imgs = images.to(self.device)
+        else:
+            imgs = [as_image_tensor(im) for im in images]
+            for i, im in enumerate(imgs):
+                if im.ndim != 3 or im.shape[2] != 3 or im.dtype != torch.uint8:
+                    raise ValueError(f"image {i}: expected (H, W, 3) uint8 RGB, got {tuple(im.shape)} {im.dtype}")
         dets = self.detector.detect(imgs)
         image_index = np.concatenate([np.full(len(d), i, np.int64) for i, d in enumerate(dets)] or [np.zeros(0, np.int64)])
         boxes = np.concatenate([d.boxes for d in dets] or [np.zeros((0, 4))]).reshape(-1, 4)
         scores = np.concatenate([d.scores for d in dets] or [np.zeros(0)])
         return self.describe(imgs, image_index, boxes, scores, keep_chips)
 
-    def describe(self, images: Sequence[np.ndarray | torch.Tensor], image_index: np.ndarray,
+    def describe(self, images: PixelSource | Sequence[np.ndarray | torch.Tensor] | torch.Tensor, image_index: np.ndarray,
                  boxes: np.ndarray, scores: np.ndarray | None = None, keep_chips: bool = False) -> Faces:
         """Landmarks, chips and embeddings for given boxes (e.g. from another detector)."""
-        imgs = [as_image_tensor(im).to(self.device) for im in images]
+        src = images if isinstance(images, PixelSource) else PixelSource(images, self.device)
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, np.float64)
-        lm = self.landmarks.predict(imgs, image_index, boxes)
-        chips = extract_chips(imgs, image_index, lm, CHIP_SIZE, CHIP_PADDING, device=self.device)
+        lm = self.landmarks.predict(src, image_index, boxes)
+        chips = extract_chips(src, image_index, lm, CHIP_SIZE, CHIP_PADDING)
         emb = self.embedder.embed(chips, batch_size=self.embed_batch)
         return Faces(np.asarray(image_index, np.int64), boxes, scores, lm, emb,
                      chips.cpu().numpy() if keep_chips else None)
