@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from vidx.workers.face_detector import lround
+from vidx.workers.face_landmarks import similarity_2d
 from vidx.workers.pixels import PixelSource
 
 # dlib's 5-point chip template (interpolation.h, get_face_chip_details), unit square
@@ -31,20 +32,6 @@ _TEMPLATE_5 = np.array([
     [0.3340850613712, 0.2290642403242],
     [0.4901123135679, 0.6277975316475],
 ])
-
-
-def similarity_np(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Batched least-squares similarity transform src -> dst (float64), see face_landmarks."""
-    ms, md = src.mean(-2, keepdims=True), dst.mean(-2, keepdims=True)
-    s, d = src - ms, dst - md
-    n = src.shape[-2]
-    var = (s * s).sum((-1, -2)) / n
-    a = (s * d).sum((-1, -2)) / n
-    b = (s[..., 0] * d[..., 1] - s[..., 1] * d[..., 0]).sum(-1) / n
-    var = np.where(var == 0, 1.0, var)
-    m = np.stack([np.stack([a, -b], -1), np.stack([b, a], -1)], -2) / var[..., None, None]
-    t = md[..., 0, :] - np.einsum("...ij,...j->...i", m, np.broadcast_to(ms[..., 0, :], md[..., 0, :].shape))
-    return m, t
 
 
 @dataclass
@@ -62,7 +49,8 @@ def chip_details(landmarks: np.ndarray, size: int = 150, padding: float = 0.25) 
     if lm.shape[1:] != (5, 2):
         raise ValueError(f"expected (F, 5, 2) landmarks, got {lm.shape}")
     tpl = (padding + _TEMPLATE_5) / (2 * padding + 1) * size
-    m, t = similarity_np(np.broadcast_to(tpl, lm.shape), lm)
+    m, t = (x.numpy() for x in similarity_2d(torch.from_numpy(np.broadcast_to(tpl, lm.shape).copy()),
+                                             torch.from_numpy(lm)))
     p = m[:, :, 0]  # tform.get_m() * (1, 0)
     angle = np.arctan2(p[:, 1], p[:, 0])
     scale = np.hypot(p[:, 0], p[:, 1])
