@@ -2,6 +2,7 @@
 
     vidx faces PHOTO... [--json] [--upsample 0|1] [--device cpu|cuda]
     vidx faces compare A B [--upsample 0|1] [--device cpu|cuda]
+    vidx index SRC... --out OUT [--config FILE] [--set key=value ...]
     vidx demo DIR
 """
 
@@ -146,6 +147,29 @@ def compare_parser() -> argparse.ArgumentParser:
     return c
 
 
+def cmd_index(args) -> int:
+    from vidx.indexing.store import IndexError_
+    from vidx.jobs.config import ConfigError, load_config
+    from vidx.jobs.index import run_index
+
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as e:
+        log.error("vidx index: %s", e)
+        return 2
+    try:
+        s = run_index(args.sources, args.out, cfg)
+    except IndexError_ as e:
+        log.error("vidx index: %s", e)
+        return 2
+    print(f"videos: {s.videos_ok} ok, {s.videos_partial} partial, {s.videos_failed} failed; "
+          f"chunks: {s.chunks_run} indexed, {s.chunks_skipped} already done; "
+          f"tracks: {s.tracks}; detections: {s.detections}; {s.wall_s:.1f} s")
+    for uri, err in s.failures:
+        print(f"  failed: {uri}: {err}")
+    return 0 if s.videos_ok + s.videos_partial > 0 or not s.failures else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vidx", description="Index video archives by who did what when.")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -160,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("photos", nargs="+", metavar="PHOTO", help="image files (or: compare A B)")
     _face_options(f)
     f.set_defaults(func=cmd_faces)
+    ix = sub.add_parser(
+        "index", help="index videos into Parquet tables (faces and tracks), resumably, with Ray",
+        description="Index videos (files, folders searched recursively, or pyarrow.fs URIs such as s3://...) "
+        "into OUT. Without RAY_ADDRESS a local Ray is started; with it, that cluster is used. Rerunning "
+        "the same command resumes, skipping chunks already committed.")
+    ix.add_argument("sources", nargs="+", metavar="SRC")
+    ix.add_argument("--out", required=True, help="index folder or URI")
+    ix.add_argument("--config", help="YAML file or preset name: default, gpu, cluster")
+    ix.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, e.g. --set faces.sample_fps=4 (repeatable)")
+    ix.set_defaults(func=cmd_index)
     d = sub.add_parser("demo", help="write demo photos (public-domain, from scikit-image) into a folder")
     d.add_argument("out", type=Path, metavar="DIR")
     d.set_defaults(func=cmd_demo)

@@ -1,0 +1,73 @@
+"""Arrow schemas of every table vidx writes: the single source of truth.
+
+Times are seconds (float64) from the stream's presentation timestamps.  Boxes are pixel
+coordinates in the video's own frame size ([x1, y1, x2, y2], dlib's inclusive rectangles
+scaled back from the detection resolution).  Embeddings are dlib's raw 128-d descriptors
+(same person when the euclidean distance is below 0.6).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+EMBED_DIM = 128
+SCHEMA_VERSION = 1
+
+VIDEOS = pa.schema([
+    pa.field("video_id", pa.string(), nullable=False),  # content-derived, stable across renames
+    pa.field("path", pa.string(), nullable=False),  # where it was found (last run)
+    pa.field("size_bytes", pa.int64()),
+    pa.field("status", pa.string(), nullable=False),  # ok | partial | failed
+    pa.field("error", pa.string()),  # why it failed (or which chunk failed)
+    pa.field("duration_s", pa.float64()),
+    pa.field("fps", pa.float64()),
+    pa.field("frames", pa.int64()),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("codec", pa.string()),
+    pa.field("decoder", pa.string()),  # decord | pyav
+    pa.field("chunks", pa.int32()),
+    pa.field("chunks_done", pa.int32()),
+    pa.field("tracks", pa.int32()),
+])
+
+FACE_DETECTIONS = pa.schema([
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("chunk", pa.int32(), nullable=False),
+    pa.field("frame", pa.int64(), nullable=False),  # index of the frame in the stream
+    pa.field("t", pa.float64(), nullable=False),  # presentation time, seconds
+    pa.field("x1", pa.float32()), pa.field("y1", pa.float32()),
+    pa.field("x2", pa.float32()), pa.field("y2", pa.float32()),
+    pa.field("score", pa.float32()),
+    pa.field("landmarks", pa.list_(pa.float32(), 10)),  # 5 (x, y) points, video pixels
+    pa.field("embedding", pa.list_(pa.float32(), EMBED_DIM)),
+    pa.field("segment_id", pa.string(), nullable=False),  # the chunk-level track it belongs to
+])
+
+# One row per track inside one chunk; the commit joins segments cut by chunk boundaries.
+TRACK_SEGMENTS = pa.schema([
+    pa.field("segment_id", pa.string(), nullable=False),
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("chunk", pa.int32(), nullable=False),
+    pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()),
+    pa.field("detections", pa.int32()),
+    pa.field("weight", pa.float32()),  # sum of detection quality weights
+    pa.field("embedding", pa.list_(pa.float32(), EMBED_DIM)),  # quality-weighted mean (raw scale)
+    pa.field("first_box", pa.list_(pa.float32(), 4)), pa.field("last_box", pa.list_(pa.float32(), 4)),
+    pa.field("first_embedding", pa.list_(pa.float32(), EMBED_DIM)),
+    pa.field("last_embedding", pa.list_(pa.float32(), EMBED_DIM)),
+    pa.field("best_quality", pa.float32()),
+    pa.field("thumbnail", pa.binary()),  # JPEG of the best detection's face
+    pa.field("thumbnail_t", pa.float64()),
+])
+
+FACE_TRACKS = pa.schema([
+    pa.field("track_id", pa.string(), nullable=False),  # the first segment's id
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()),
+    pa.field("detections", pa.int32()),
+    pa.field("embedding", pa.list_(pa.float32(), EMBED_DIM)),  # quality-weighted mean (raw scale)
+    pa.field("thumbnail", pa.binary()),  # JPEG
+    pa.field("thumbnail_t", pa.float64()),
+    pa.field("segments", pa.list_(pa.string())),  # segment_ids joined into this track
+])

@@ -1,0 +1,127 @@
+"""The index on disk (or an object store): part files with deterministic names and a manifest.
+
+    OUT/manifest.json                                  what a reader may trust (atomic)
+    OUT/videos/videos-<commit>.parquet                 one row per input video
+    OUT/face_detections/<video_id>/<chunk>.parquet     per-chunk parts (retries overwrite)
+    OUT/track_segments/<video_id>/<chunk>.parquet      per-chunk tracks
+    OUT/face_tracks/<video_id>.parquet                 tracks joined across chunks
+
+Every file is written to a temporary name and moved into place; the manifest is written the
+same way, last.  A part that no manifest names (a crash between the two) is ignored by
+readers and overwritten by the retry.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import uuid
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from vidx.indexing import schemas
+
+MANIFEST = "manifest.json"
+
+
+class IndexError_(RuntimeError):
+    """The index folder is unusable (unreadable manifest, wrong version)."""
+
+
+def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path) for a local path or any URI pyarrow.fs understands (s3://, gs://...)."""
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, ValueError):
+        import os
+
+        fs, path = pafs.LocalFileSystem(), os.path.abspath(uri)
+    return fs, path
+
+
+class Store:
+    def __init__(self, out: str):
+        self.uri = out
+        self.fs, self.root = resolve(out)
+
+    # ------------------------------------------------------------------ paths
+    def path(self, rel: str) -> str:
+        return posixpath.join(self.root, rel)
+
+    @staticmethod
+    def detections_rel(video_id: str, chunk: int) -> str:
+        return f"face_detections/{video_id}/{chunk:05d}.parquet"
+
+    @staticmethod
+    def segments_rel(video_id: str, chunk: int) -> str:
+        return f"track_segments/{video_id}/{chunk:05d}.parquet"
+
+    @staticmethod
+    def tracks_rel(video_id: str) -> str:
+        return f"face_tracks/{video_id}.parquet"
+
+    # ------------------------------------------------------------------ io
+    def _atomic(self, rel: str, write) -> None:
+        final = self.path(rel)
+        self.fs.create_dir(posixpath.dirname(final), recursive=True)
+        tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            write(tmp)
+            self.fs.move(tmp, final)
+        finally:
+            if self.fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+                self.fs.delete_file(tmp)
+
+    def write_table(self, rel: str, table: pa.Table) -> None:
+        self._atomic(rel, lambda p: pq.write_table(table, p, filesystem=self.fs, compression="zstd"))
+
+    def read_table(self, rel: str, schema: pa.Schema | None = None) -> pa.Table:
+        return pq.read_table(self.path(rel), filesystem=self.fs, schema=schema)
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.File
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        if not self.exists(MANIFEST):
+            return None
+        try:
+            with self.fs.open_input_stream(self.path(MANIFEST)) as f:
+                m = json.loads(f.read())
+        except (OSError, ValueError) as e:
+            raise IndexError_(f"{self.path(MANIFEST)} is unreadable ({e}); move it away to re-index") from None
+        if m.get("schema_version") != schemas.SCHEMA_VERSION:
+            raise IndexError_(f"{self.uri} was written by another vidx version "
+                              f"(schema {m.get('schema_version')}, this vidx reads {schemas.SCHEMA_VERSION})")
+        return m
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+
+        def write(p):
+            with self.fs.open_output_stream(p) as f:
+                f.write(data)
+
+        self._atomic(MANIFEST, write)
+
+
+def read_index_table(out: str, name: str) -> pa.Table:
+    """One of videos, face_detections, track_segments, face_tracks: every part the manifest names."""
+    store = Store(out)
+    m = store.read_manifest()
+    if m is None:
+        raise IndexError_(f"{out} has no {MANIFEST}: not a vidx index (or nothing committed yet)")
+    schema = {"videos": schemas.VIDEOS, "face_detections": schemas.FACE_DETECTIONS,
+              "track_segments": schemas.TRACK_SEGMENTS, "face_tracks": schemas.FACE_TRACKS}[name]
+    if name == "videos":
+        rels = [m["tables"]["videos"]] if m.get("tables", {}).get("videos") else []
+    elif name == "face_tracks":
+        rels = [v["face_tracks"] for v in m["videos"].values() if v.get("face_tracks")]
+    else:
+        key = "detections" if name == "face_detections" else "segments"
+        rels = [c[key] for v in m["videos"].values() for c in v.get("chunks", {}).values()]
+    if not rels:
+        return schema.empty_table()
+    return pa.concat_tables([store.read_table(r, schema) for r in sorted(rels)])

@@ -1,0 +1,134 @@
+"""Typed configuration: dataclass defaults, then a YAML preset, then ``--set key=value``.
+
+Presets live in ``configs/`` (default = one machine, gpu, cluster).  Unknown keys and values
+of the wrong type or range are refused with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class FacesConfig:
+    sample_fps: float = 2.0  # frames per second sampled for faces
+    max_side: int = 1280  # decode at most this long a side for detection (0 = native)
+    upsample: int = 0  # dlib detector: 1 finds ~40 px faces at 4x the cost
+    batch_frames: int = 16  # frames decoded and run through the models together
+    device: str = "auto"  # auto: cuda when the actor has a GPU, else cpu
+
+
+@dataclass
+class TrackingConfig:
+    link_distance: float = 0.55  # max embedding distance to continue a track
+    max_gap_s: float = 1.5  # close a track unseen for longer than this
+    join_distance: float = 0.5  # join tracks across a chunk boundary below this distance
+
+
+@dataclass
+class RayConfig:
+    actors: int = 0  # actor pool size; 0 = as many as the cluster's CPUs (or GPUs) allow
+    num_cpus: float = 1.0  # per actor
+    num_gpus: float = 0.0  # per actor; 0 on CPU machines
+
+
+@dataclass
+class Config:
+    chunk_seconds: float = 60.0  # videos are split into chunks of this length
+    faces: FacesConfig = field(default_factory=FacesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_RULES = {
+    "chunk_seconds": lambda v: v >= 1,
+    "faces.sample_fps": lambda v: 0 < v <= 120,
+    "faces.max_side": lambda v: v == 0 or v >= 160,
+    "faces.upsample": lambda v: v in (0, 1),
+    "faces.batch_frames": lambda v: 1 <= v <= 1024,
+    "faces.device": lambda v: v == "auto" or v == "cpu" or v.startswith("cuda"),
+    "tracking.link_distance": lambda v: 0 < v <= 2,
+    "tracking.max_gap_s": lambda v: v >= 0,
+    "tracking.join_distance": lambda v: 0 < v <= 2,
+    "ray.actors": lambda v: v >= 0,
+    "ray.num_cpus": lambda v: v > 0,
+    "ray.num_gpus": lambda v: v >= 0,
+}
+
+
+def _set(obj: Any, key: str, value: Any, prefix: str = "") -> None:
+    name, _, rest = key.partition(".")
+    full = prefix + name
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if name not in fields:
+        raise ConfigError(f"unknown config key '{full}' (known: {', '.join(prefix + n for n in fields)})")
+    cur = getattr(obj, name)
+    if dataclasses.is_dataclass(cur):
+        if rest:
+            return _set(cur, rest, value, full + ".")
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{full}' is a section; give keys under it")
+        for k, v in value.items():
+            _set(cur, str(k), v, full + ".")
+        return
+    if rest:
+        raise ConfigError(f"config key '{full}' has no sub-keys")
+    typ = type(cur)
+    try:
+        if typ is bool or isinstance(value, bool) and typ is not str:
+            raise TypeError
+        v = typ(value) if not (typ is int and isinstance(value, float) and not value.is_integer()) else None
+        if v is None:
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key '{full}' must be {typ.__name__}, got {value!r}") from None
+    rule = _RULES.get(full)
+    if rule and not rule(v):
+        raise ConfigError(f"config key '{full}' = {value!r} is out of range")
+    setattr(obj, name, v)
+
+
+def preset_path(name: str) -> Path:
+    return Path(str(resources.files("vidx.configs") / f"{name}.yaml"))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file (a path or a preset name: default, gpu, cluster), then overrides."""
+    cfg = Config()
+    if path:
+        p = Path(path)
+        if not p.exists() and not p.suffix:
+            p = preset_path(str(path))
+        if not p.is_file():
+            raise ConfigError(f"config file {path} not found (presets: default, gpu, cluster)")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of keys")
+        for k, v in data.items():
+            _set(cfg, str(k), v)
+    for item in overrides or []:
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        _set(cfg, key.strip(), value)
+    return cfg

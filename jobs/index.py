@@ -1,0 +1,421 @@
+"""The index job: plan -> fan out over Ray -> commit.
+
+1. Plan (driver): list the videos under the sources (local paths or pyarrow.fs URIs; folders
+   recursively, videos recognised by content), give each a content-derived id, probe it,
+   split it into chunks and leave out the chunks the manifest already names.
+2. Fan out: Ray Data ``map_batches`` over the chunks with an actor pool of
+   :class:`vidx.workers.chunk_worker.ChunkIndexer`; each actor writes its own parts.
+3. Commit (driver): as chunks finish, the manifest is rewritten atomically (so a killed job
+   resumes where it stopped); at the end, tracks cut by chunk boundaries are joined and the
+   videos table and the manifest are written.  A rerun with nothing to do changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import posixpath
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+
+from vidx.indexing import schemas
+from vidx.indexing.store import Store, resolve
+from vidx.jobs.config import Config
+from vidx.workers import decode
+
+log = logging.getLogger(__name__)
+
+_SAMPLE = 4 << 20  # bytes hashed from the start, the middle and the end of a file
+
+
+# ---------------------------------------------------------------------------- plan
+
+
+def content_id(fs: pafs.FileSystem, path: str, size: int) -> str:
+    """Stable id from the file's content: its size and 3 samples of 4 MiB (whole file if small)."""
+    h = hashlib.blake2b(digest_size=10)
+    h.update(str(size).encode())
+    with fs.open_input_file(path) as f:
+        if size <= 3 * _SAMPLE:
+            h.update(f.read())
+        else:
+            for off in (0, size // 2 - _SAMPLE // 2, size - _SAMPLE):
+                f.seek(off)
+                h.update(f.read(_SAMPLE))
+    return "v" + h.hexdigest()
+
+
+def _path_id(uri: str) -> str:
+    return "p" + hashlib.blake2b(uri.encode(), digest_size=10).hexdigest()
+
+
+@dataclass
+class Input:
+    uri: str
+    explicit: bool  # named on the command line (always reported), or found in a folder
+
+
+def list_inputs(sources: list[str]) -> list[Input]:
+    """Files named explicitly, plus the videos found in folders (by extension or content)."""
+    out: list[Input] = []
+    for src in sources:
+        fs, path = resolve(src)
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            sel = pafs.FileSelector(path, recursive=True)
+            for fi in sorted(fs.get_file_info(sel), key=lambda i: i.path):
+                if fi.type != pafs.FileType.File:
+                    continue
+                uri = fi.path if fs.type_name == "local" else f"{src.split('://')[0]}://{fi.path}"
+                if posixpath.splitext(fi.path)[1].lower() in decode.VIDEO_SUFFIXES:
+                    out.append(Input(uri, False))
+                else:
+                    try:
+                        with fs.open_input_file(fi.path) as f:
+                            head = f.read(1024)
+                    except OSError:
+                        continue
+                    if decode.sniff(head):
+                        out.append(Input(uri, False))
+        else:
+            out.append(Input(src if fs.type_name != "local" else path, True))
+    return out
+
+
+@dataclass
+class VideoPlan:
+    video_id: str
+    uri: str
+    size: int = 0
+    info: decode.VideoInfo | None = None
+    error: str = ""
+    chunks: list[tuple[float, float]] = field(default_factory=list)
+
+
+def plan_video(inp: Input, chunk_s: float) -> VideoPlan:
+    fs, path = resolve(inp.uri)
+    try:
+        fi = fs.get_file_info(path)
+        if fi.type == pafs.FileType.NotFound:
+            return VideoPlan(_path_id(inp.uri), inp.uri, error="no such file")
+        if fi.type == pafs.FileType.Directory:
+            return VideoPlan(_path_id(inp.uri), inp.uri, error="is a folder, not a video")
+        if fs.type_name == "local" and not os.access(path, os.R_OK):
+            return VideoPlan(_path_id(inp.uri), inp.uri, size=fi.size, error="permission denied")
+        vid = content_id(fs, path, fi.size)
+    except OSError as e:
+        return VideoPlan(_path_id(inp.uri), inp.uri, error=f"unreadable: {e}")
+    vp = VideoPlan(vid, inp.uri, size=fi.size)
+    try:
+        if fs.type_name == "local":
+            vp.info = decode.probe(path)
+        else:
+            from vidx.workers.chunk_worker import local_file
+
+            with local_file(inp.uri) as lp:
+                vp.info = decode.probe(lp)
+        vp.chunks = decode.chunk_bounds(vp.info.duration, chunk_s)
+    except decode.DecodeError as e:
+        vp.error = str(e)
+    return vp
+
+
+# ---------------------------------------------------------------------------- commit
+
+
+def _fsl(values: np.ndarray, dim: int) -> pa.Array:
+    return pa.FixedSizeListArray.from_arrays(np.asarray(values, np.float32).ravel(), dim)
+
+
+def join_tracks(video_id: str, segs: pa.Table, bounds: list[tuple[float, float]], cfg: Config) -> pa.Table:
+    """Join segments that a chunk boundary cut: same person (embedding distance below
+    tracking.join_distance) ending within max_gap_s before the boundary and starting within
+    max_gap_s after it.  Union-find over segments; aggregates weighted by detection quality."""
+    n = segs.num_rows
+    if n == 0:
+        return schemas.FACE_TRACKS.empty_table()
+    d = segs.to_pydict()
+    chunk = np.asarray(d["chunk"])
+    start, end = np.asarray(d["start_s"]), np.asarray(d["end_s"])
+    first_e = np.asarray(d["first_embedding"], np.float32)
+    last_e = np.asarray(d["last_embedding"], np.float32)
+    parent = np.arange(n)
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    gap = cfg.tracking.max_gap_s + 1.0 / cfg.faces.sample_fps
+    for c in range(len(bounds) - 1):
+        edge = bounds[c][1]
+        a = np.flatnonzero((chunk == c) & (end >= edge - gap))
+        b = np.flatnonzero((chunk == c + 1) & (start <= edge + gap))
+        if len(a) == 0 or len(b) == 0:
+            continue
+        dist = np.linalg.norm(last_e[a][:, None] - first_e[b][None], axis=-1)
+        dist[dist >= cfg.tracking.join_distance] = np.inf
+        while np.isfinite(dist).any():
+            i, j = np.unravel_index(np.argmin(dist), dist.shape)
+            parent[find(b[j])] = find(a[i])
+            dist[i, :] = np.inf
+            dist[:, j] = np.inf
+    roots = np.array([find(i) for i in range(n)])
+    emb = np.asarray(d["embedding"], np.float32)
+    w = np.asarray(d["weight"], np.float64)
+    q = np.asarray(d["best_quality"])
+    det = np.asarray(d["detections"])
+    rows = {k: [] for k in schemas.FACE_TRACKS.names}
+    order = np.lexsort((start, roots))
+    for r in dict.fromkeys(roots[order]):  # one row per joined track, by first appearance
+        m = np.flatnonzero(roots == r)
+        m = m[np.argsort(start[m])]
+        best = m[np.argmax(q[m])]
+        rows["track_id"].append(d["segment_id"][m[0]])
+        rows["video_id"].append(video_id)
+        rows["start_s"].append(float(start[m].min()))
+        rows["end_s"].append(float(end[m].max()))
+        rows["detections"].append(int(det[m].sum()))
+        rows["embedding"].append((emb[m] * w[m, None]).sum(0) / max(w[m].sum(), 1e-9))
+        rows["thumbnail"].append(d["thumbnail"][best])
+        rows["thumbnail_t"].append(float(d["thumbnail_t"][best]))
+        rows["segments"].append([d["segment_id"][i] for i in m])
+    rows["embedding"] = _fsl(np.stack(rows["embedding"]), schemas.EMBED_DIM)
+    rows["detections"] = pa.array(rows["detections"], pa.int32())
+    return pa.table(rows, schema=schemas.FACE_TRACKS)
+
+
+# ---------------------------------------------------------------------------- run
+
+
+@dataclass
+class Summary:
+    videos_ok: int = 0
+    videos_partial: int = 0
+    videos_failed: int = 0
+    chunks_run: int = 0
+    chunks_skipped: int = 0
+    tracks: int = 0
+    detections: int = 0
+    wall_s: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _ray_init() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        log.info("connecting to the Ray cluster at %s", os.environ["RAY_ADDRESS"])
+        ray.init(log_to_driver=True)
+    else:
+        log.info("starting a local Ray with %d CPUs", os.cpu_count() or 1)
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=True,
+                 logging_level=logging.WARNING)
+
+
+def _pool_size(cfg: Config, n_chunks: int) -> int:
+    import ray
+
+    res = ray.cluster_resources()
+    if cfg.ray.num_gpus > 0:
+        gpus = res.get("GPU", 0)
+        if gpus < cfg.ray.num_gpus:
+            raise SystemExit(f"vidx: the config asks for GPU actors (ray.num_gpus={cfg.ray.num_gpus}) but the "
+                             f"Ray cluster has {gpus:g} GPUs; use --set ray.num_gpus=0 or --config default")
+        cap = int(gpus // cfg.ray.num_gpus)
+    else:
+        cap = max(1, int(res.get("CPU", 1) // cfg.ray.num_cpus))
+    n = cfg.ray.actors or cap
+    return max(1, min(n, cap, n_chunks))
+
+
+def run_index(sources: list[str], out: str, cfg: Config, progress: bool | None = None) -> Summary:
+    t_start = time.time()
+    store = Store(out)
+    manifest = store.read_manifest() or {"schema_version": schemas.SCHEMA_VERSION, "commit": 0, "videos": {},
+                                         "tables": {}}
+    before = _comparable(manifest)
+    inputs = list_inputs(sources)
+    if not inputs:
+        raise SystemExit(f"vidx: no videos found in {' '.join(sources)}")
+    log.info("planning %d input(s)", len(inputs))
+    plans: dict[str, VideoPlan] = {}
+    for inp in inputs:
+        vp = plan_video(inp, cfg.chunk_seconds)
+        if vp.video_id in plans:
+            log.info("%s is the same video as %s; indexing it once", inp.uri, plans[vp.video_id].uri)
+            continue
+        plans[vp.video_id] = vp
+    summary = Summary()
+    todo = []
+    for vp in plans.values():
+        entry = manifest["videos"].setdefault(vp.video_id, {"chunks": {}})
+        entry["path"] = vp.uri
+        if vp.error:
+            continue
+        entry["chunk_seconds"] = cfg.chunk_seconds
+        for c, (s, e) in enumerate(vp.chunks):
+            done = entry["chunks"].get(str(c))
+            if done and store.exists(done["detections"]) and store.exists(done["segments"]):
+                summary.chunks_skipped += 1
+                continue
+            todo.append({"video_id": vp.video_id, "uri": vp.uri, "chunk": c, "start_s": s, "end_s": e})
+    chunk_errors: dict[str, str] = {}
+    ran_videos: set[str] = set()
+    if todo:
+        _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress)
+    _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summary)
+    summary.wall_s = time.time() - t_start
+    return summary
+
+
+def _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress):
+    import ray.data
+    from tqdm import tqdm
+
+    from vidx.workers.chunk_worker import ChunkIndexer
+
+    _ray_init()
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    pool = _pool_size(cfg, len(todo))
+    log.info("indexing %d chunk(s) of %d video(s) with %d actor(s)", len(todo),
+             len({t["video_id"] for t in todo}), pool)
+    ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
+        ChunkIndexer, batch_size=1, concurrency=pool, num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus,
+        fn_constructor_kwargs={"out": out, "faces": cfg.to_dict()["faces"], "tracking": cfg.to_dict()["tracking"],
+                               "num_cpus": cfg.ray.num_cpus})
+    tty = sys.stderr.isatty() if progress is None else progress
+    total_s = sum(t["end_s"] - t["start_s"] for t in todo)
+    bar = tqdm(total=round(total_s, 1), unit="video-s", disable=not tty, dynamic_ncols=True, file=sys.stderr)
+    last_write = last_log = t_run = time.time()
+    done_s, faces, videos_done = 0.0, 0, set()
+    left = {}
+    for t in todo:
+        left[t["video_id"]] = left.get(t["video_id"], 0) + 1
+    for r in ds.iter_rows():
+        vid, c = r["video_id"], int(r["chunk"])
+        ran_videos.add(vid)
+        summary.chunks_run += 1
+        if r["status"] == "ok":
+            manifest["videos"][vid]["chunks"][str(c)] = {
+                "detections": Store.detections_rel(vid, c), "segments": Store.segments_rel(vid, c),
+                "detections_n": int(r["detections"]), "segments_n": int(r["segments"])}
+            faces += int(r["detections"])
+        else:
+            chunk_errors[f"{vid}/{c}"] = r["error"]
+            log.warning("%s chunk %d failed: %s", plans[vid].uri, c, r["error"])
+        left[vid] -= 1
+        if left[vid] == 0:
+            videos_done.add(vid)
+        done_s += float(r["seconds"])
+        bar.update(round(float(r["seconds"]), 1))
+        bar.set_postfix_str(f"videos {len(videos_done)}/{len(left)} chunks {summary.chunks_run}/{len(todo)} faces {faces}")
+        now = time.time()
+        if now - last_write > 2.0:  # resumable: what finished is committed every few seconds
+            manifest["commit"] += 1
+            store.write_manifest(manifest)
+            last_write = now
+        if not tty and now - last_log > 10.0:
+            log.info("%d/%d chunks, %.0f/%.0f video-s, %d faces, %.1f video-s/s", summary.chunks_run, len(todo),
+                     done_s, total_s, faces, done_s / max(now - t_run, 1e-9))
+            last_log = now
+    bar.close()
+
+
+def _comparable(m: dict) -> dict:
+    return {k: v for k, v in m.items() if k not in ("commit", "updated")}
+
+
+def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summary):
+    rows = {k: [] for k in schemas.VIDEOS.names}
+    for vid, vp in plans.items():
+        entry = manifest["videos"][vid]
+        info = vp.info
+        n_chunks = len(vp.chunks)
+        done = sum(1 for c in range(n_chunks) if str(c) in entry["chunks"])
+        errs = [f"chunk {k.split('/')[1]}: {e}" for k, e in chunk_errors.items() if k.split("/")[0] == vid]
+        if vp.error:
+            status, error = "failed", vp.error
+        elif done == n_chunks:
+            status, error = "ok", ""
+        elif done == 0:
+            status, error = "failed", "; ".join(errs) or "not indexed"
+        else:
+            status, error = "partial", "; ".join(errs) or "some chunks not indexed"
+        tracks = 0
+        if done:
+            tr_rel = Store.tracks_rel(vid)
+            if vid in ran_videos or not store.exists(tr_rel):
+                segs = pa.concat_tables([store.read_table(entry["chunks"][str(c)]["segments"], schemas.TRACK_SEGMENTS)
+                                         for c in range(n_chunks) if str(c) in entry["chunks"]])
+                tracks_tbl = join_tracks(vid, segs, vp.chunks, cfg)
+                store.write_table(tr_rel, tracks_tbl)
+                entry["tracks_n"] = tracks_tbl.num_rows
+            entry["face_tracks"] = tr_rel
+            tracks = entry.get("tracks_n", 0)
+        summary.tracks += tracks
+        summary.detections += sum(c.get("detections_n", 0) for c in entry["chunks"].values())
+        entry["status"], entry["error"] = status, error
+        if status == "ok":
+            summary.videos_ok += 1
+        elif status == "partial":
+            summary.videos_partial += 1
+        else:
+            summary.videos_failed += 1
+            summary.failures.append((vp.uri, error))
+        rows["video_id"].append(vid)
+        rows["path"].append(vp.uri)
+        rows["size_bytes"].append(vp.size)
+        rows["status"].append(status)
+        rows["error"].append(error or None)
+        rows["duration_s"].append(info.duration if info else None)
+        rows["fps"].append(info.fps if info else None)
+        rows["frames"].append(info.frames if info else None)
+        rows["width"].append(info.width if info else None)
+        rows["height"].append(info.height if info else None)
+        rows["codec"].append(info.codec if info else None)
+        rows["decoder"].append(info.backend if info else None)
+        rows["chunks"].append(n_chunks)
+        rows["chunks_done"].append(done)
+        rows["tracks"].append(tracks)
+    # videos indexed by earlier runs but not named this time stay in the table
+    old_rel = manifest.get("tables", {}).get("videos")
+    videos = pa.table(rows, schema=schemas.VIDEOS)
+    if old_rel and store.exists(old_rel):
+        old = store.read_table(old_rel, schemas.VIDEOS)
+        keep = pc.invert(pc.is_in(old["video_id"], value_set=videos["video_id"]))
+        videos = pa.concat_tables([old.filter(keep), videos])
+    videos = videos.sort_by("path")
+    manifest["models"] = {"detector": "dlib_mmod (mmod_human_face_detector.dat)",
+                          "landmarks": "dlib_sp5 (shape_predictor_5_face_landmarks.dat)",
+                          "embedder": "dlib_resnet_v1 (dlib_face_recognition_resnet_model_v1.dat)",
+                          "distance": "euclidean on raw 128-d descriptors; same person < 0.6"}
+    manifest["config"] = cfg.to_dict()
+    unchanged = (not ran_videos and old_rel and store.exists(old_rel)
+                 and store.read_table(old_rel, schemas.VIDEOS).sort_by("path").equals(videos)
+                 and _comparable(manifest) == {**before, "tables": before.get("tables", {})})
+    if unchanged:
+        log.info("nothing new to index; %s is up to date", store.uri)
+        return
+    manifest["commit"] += 1
+    rel = f"videos/videos-{manifest['commit']:06d}.parquet"
+    store.write_table(rel, videos)
+    manifest["tables"] = {"videos": rel}
+    manifest["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    store.write_manifest(manifest)
+    if old_rel and old_rel != rel and store.exists(old_rel):
+        store.fs.delete_file(store.path(old_rel))

@@ -1,0 +1,196 @@
+"""The per-chunk worker that runs inside Ray actors: decode -> faces -> tracks -> Parquet parts.
+
+Ray Data's batch-inference pattern: :class:`ChunkIndexer` loads the face engine once in
+``__init__``; ``__call__`` maps a batch of chunk descriptions to small result rows.  Decoded
+frames never leave the actor: a decoder thread fills a bounded queue of frame pieces while
+the models run on the previous piece, so memory is set by ``faces.batch_frames`` and the
+queue depth, not by the video's length.  Parts are written under deterministic names, so a
+retried chunk overwrites its own files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from vidx.indexing import schemas
+from vidx.indexing.store import Store, resolve
+from vidx.workers import decode
+from vidx.workers.tracking import Tracker, TrackParams, quality
+
+log = logging.getLogger(__name__)
+
+QUEUE_PIECES = 2  # decoded pieces waiting for the models (bounds an actor's frame memory)
+
+
+@contextlib.contextmanager
+def local_file(uri: str) -> Iterator[str]:
+    """A local path for a video: itself, or a temporary copy of a remote object."""
+    fs, path = resolve(uri)
+    if fs.type_name == "local":
+        yield path
+        return
+    tmp = tempfile.mkdtemp(prefix="vidx-")
+    try:
+        dst = os.path.join(tmp, "video" + os.path.splitext(path)[1][:8])
+        with fs.open_input_stream(path) as src, open(dst, "wb") as out:
+            shutil.copyfileobj(src, out, 8 << 20)
+        yield dst
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pieces(path: str, info: decode.VideoInfo, indices: np.ndarray, max_side: int, piece: int,
+            timing: dict) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Decode in a background thread, at most QUEUE_PIECES pieces ahead of the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=QUEUE_PIECES)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            it = decode.read_frames(path, info, indices, max_side, piece)
+            while not stop.is_set():
+                t = time.perf_counter()
+                item = next(it, None)
+                timing["decode_s"] += time.perf_counter() - t
+                q.put(item)
+                if item is None:
+                    return
+        except BaseException as e:  # noqa: BLE001 - forwarded to the consumer
+            q.put(e)
+
+    th = threading.Thread(target=produce, daemon=True)
+    th.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while th.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                q.get_nowait()
+            th.join(timeout=0.05)
+
+
+class ChunkIndexer:
+    """Callable class for ``Dataset.map_batches``: one chunk of one video per row."""
+
+    def __init__(self, out: str, faces: dict[str, Any], tracking: dict[str, Any], num_cpus: float = 1.0):
+        from vidx.workers.faces import FaceEngine
+
+        torch.set_num_threads(max(1, int(num_cpus)))
+        dev = faces.get("device", "auto")
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        self.faces = faces
+        self.track_params = TrackParams(link_distance=tracking["link_distance"], max_gap_s=tracking["max_gap_s"])
+        self.engine = FaceEngine(device=dev, upsample=int(faces["upsample"]))
+        self.store = Store(out)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["video_id"]))]
+        results = [self.index_chunk(r) for r in rows]
+        return {k: [r[k] for r in results] for k in results[0]}
+
+    def index_chunk(self, row: dict[str, Any]) -> dict[str, Any]:
+        vid, chunk = str(row["video_id"]), int(row["chunk"])
+        start, end = float(row["start_s"]), float(row["end_s"])
+        timing = {"decode_s": 0.0, "model_s": 0.0}
+        res = {"video_id": vid, "chunk": chunk, "status": "ok", "error": "", "detections": 0, "segments": 0,
+               "sampled_frames": 0, "seconds": end - start, "decode_s": 0.0, "model_s": 0.0, "wall_s": 0.0}
+        t0 = time.perf_counter()
+        try:
+            with local_file(str(row["uri"])) as path:
+                dets, segs, n_frames = self._run(path, vid, chunk, start, end, timing)
+            self.store.write_table(Store.detections_rel(vid, chunk), dets)
+            self.store.write_table(Store.segments_rel(vid, chunk), segs)
+            res.update(detections=dets.num_rows, segments=segs.num_rows, sampled_frames=n_frames)
+        except decode.DecodeError as e:
+            res.update(status="failed", error=str(e))
+        except Exception as e:  # noqa: BLE001 - one bad chunk must not stop the job
+            log.error("chunk %s/%d failed:\n%s", vid, chunk, traceback.format_exc())
+            res.update(status="failed", error=f"internal error: {type(e).__name__}: {e}")
+        res.update(decode_s=timing["decode_s"], model_s=timing["model_s"], wall_s=time.perf_counter() - t0)
+        return res
+
+    def _run(self, path: str, vid: str, chunk: int, start: float, end: float, timing: dict):
+        info = decode.probe(path)
+        idx = decode.sample_indices(info.timestamps, start, end, float(self.faces["sample_fps"]))
+        w, h = decode.scaled_size(info.width, info.height, int(self.faces["max_side"]))
+        sx, sy = info.width / w, info.height / h
+        scale4 = np.array([sx, sy, sx, sy])
+        tracker = Tracker(self.track_params)
+        cols: dict[str, list] = {k: [] for k in ("frame", "t", "box", "score", "lm", "emb", "seg")}
+        n_frames = 0
+        for part, frames in _pieces(path, info, idx, int(self.faces["max_side"]), int(self.faces["batch_frames"]), timing):
+            t = time.perf_counter()
+            faces = self.engine(torch.from_numpy(frames))
+            boxes = faces.boxes * scale4  # video pixels
+            lms = faces.landmarks * np.array([sx, sy])
+            q = quality(boxes, faces.scores)
+            for j in range(len(part)):  # tracker: per sampled frame, vectorised inside
+                sel = np.flatnonzero(faces.image_index == j)
+                ts = float(info.timestamps[part[j]])
+                k = tracker.update(ts, frames[j], boxes[sel], faces.embeddings[sel], q[sel], (1 / sx, 1 / sy))
+                cols["frame"].append(np.full(len(sel), part[j]))
+                cols["t"].append(np.full(len(sel), ts))
+                cols["seg"].append(k)
+            cols["box"].append(boxes)
+            cols["score"].append(faces.scores)
+            cols["lm"].append(lms.reshape(-1, 10))
+            cols["emb"].append(faces.embeddings)
+            n_frames += len(part)
+            timing["model_s"] += time.perf_counter() - t
+        cat = {k: np.concatenate(v) if v else None for k, v in cols.items()}
+        n = 0 if cat["t"] is None else len(cat["t"])
+        seg_id = lambda k: f"{vid}-{chunk:05d}-{int(k):04d}"  # noqa: E731
+        if n:
+            # cols["box"] etc. are per piece in image order; frame/t/seg per frame in the same order
+            order_box = cat["box"]
+            dets = pa.table({
+                "video_id": [vid] * n, "chunk": np.full(n, chunk, np.int32), "frame": cat["frame"].astype(np.int64),
+                "t": cat["t"], "x1": order_box[:, 0].astype(np.float32), "y1": order_box[:, 1].astype(np.float32),
+                "x2": order_box[:, 2].astype(np.float32), "y2": order_box[:, 3].astype(np.float32),
+                "score": cat["score"].astype(np.float32),
+                "landmarks": pa.FixedSizeListArray.from_arrays(cat["lm"].astype(np.float32).ravel(), 10),
+                "embedding": pa.FixedSizeListArray.from_arrays(cat["emb"].astype(np.float32).ravel(), schemas.EMBED_DIM),
+                "segment_id": [seg_id(k) for k in cat["seg"]],
+            }, schema=schemas.FACE_DETECTIONS)
+        else:
+            dets = schemas.FACE_DETECTIONS.empty_table()
+        trs = tracker.tracks
+        if trs:
+            f32 = lambda a, d: pa.FixedSizeListArray.from_arrays(np.asarray(a, np.float32).ravel(), d)  # noqa: E731
+            segs = pa.table({
+                "segment_id": [seg_id(tr.k) for tr in trs], "video_id": [vid] * len(trs),
+                "chunk": np.full(len(trs), chunk, np.int32),
+                "start_s": [tr.start for tr in trs], "end_s": [tr.end for tr in trs],
+                "detections": np.array([tr.n for tr in trs], np.int32),
+                "weight": np.array([tr.weight for tr in trs], np.float32),
+                "embedding": f32([tr.emb_sum / tr.weight for tr in trs], schemas.EMBED_DIM),
+                "first_box": f32([tr.first_box for tr in trs], 4), "last_box": f32([tr.last_box for tr in trs], 4),
+                "first_embedding": f32([tr.first_emb for tr in trs], schemas.EMBED_DIM),
+                "last_embedding": f32([tr.last_emb for tr in trs], schemas.EMBED_DIM),
+                "best_quality": np.array([tr.best_q for tr in trs], np.float32),
+                "thumbnail": [tr.thumb for tr in trs], "thumbnail_t": [tr.thumb_t for tr in trs],
+            }, schema=schemas.TRACK_SEGMENTS)
+        else:
+            segs = schemas.TRACK_SEGMENTS.empty_table()
+        return dets, segs, n_frames

@@ -1,0 +1,236 @@
+"""Video decoding: the only module that imports decord (PyAV is the fallback).
+
+* :func:`sniff` tells a video container from other files by its first bytes.
+* :func:`probe` reads duration, frame rate, size, codec and every frame's presentation time.
+* :func:`read_frames` decodes the frames sampled from a time range, in bounded pieces, at a
+  capped resolution, so memory is set by the config and not by the video's length.
+
+Times are seconds from the stream's presentation timestamps (decord's, or PyAV's packet
+pts when decord's are unusable, as in some AVI files), never index / fps unless the stream
+has no timestamps at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class DecodeError(RuntimeError):
+    """A file cannot be decoded as video; the message says why."""
+
+
+# container signatures: (offset, bytes)
+_MAGIC = [
+    (4, b"ftyp"),  # mp4 / mov / m4v / 3gp
+    (0, b"\x1a\x45\xdf\xa3"),  # matroska / webm
+    (0, b"RIFF"),  # avi (checked further below)
+    (0, b"\x00\x00\x01\xba"),  # mpeg program stream
+    (0, b"FLV"),
+    (0, b"OggS"),
+    (0, b"\x30\x26\xb2\x75"),  # asf / wmv
+]
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts",
+                  ".flv", ".ogv", ".wmv", ".3gp"}
+
+
+def sniff(head: bytes) -> bool:
+    """True when the first bytes of a file look like a video container."""
+    for off, sig in _MAGIC:
+        if head[off : off + len(sig)] == sig:
+            return sig != b"RIFF" or head[8:12] == b"AVI "
+    # MPEG transport stream: sync byte every 188 bytes
+    return len(head) >= 189 * 3 and all(head[i * 188] == 0x47 for i in range(3))
+
+
+@dataclass
+class VideoInfo:
+    duration: float
+    fps: float
+    frames: int
+    width: int
+    height: int
+    codec: str
+    backend: str  # decord or pyav
+    timestamps: np.ndarray  # (frames,) float64 presentation time of each frame, seconds
+
+
+def _check_file(path: str) -> None:
+    p = Path(path)
+    if not p.exists():
+        raise DecodeError("no such file")
+    if p.is_dir():
+        raise DecodeError("is a folder, not a video")
+    if not os.access(p, os.R_OK):
+        raise DecodeError("permission denied")
+    size = p.stat().st_size
+    if size == 0:
+        raise DecodeError("empty file (0 bytes)")
+    with open(p, "rb") as f:
+        head = f.read(1024)
+    if not sniff(head):
+        kind = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head[:256]) else "binary data"
+        raise DecodeError(f"not a video: no known container signature (the file starts like {kind})")
+
+
+def _valid_times(ts: np.ndarray, n: int) -> bool:
+    return len(ts) == n and n > 0 and bool(np.all(np.isfinite(ts))) and ts.min() >= -1e-3 \
+        and bool(np.all(np.diff(ts) > 0)) and ts.max() < 1e7
+
+
+def _pyav_times(path: str) -> tuple[np.ndarray, str, float, int, int]:
+    import av
+
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        tb = float(s.time_base) if s.time_base else 0.0
+        pts = [p.pts for p in c.demux(s) if p.pts is not None and p.size > 0]
+        rate = float(s.average_rate or s.guessed_rate or 0.0)
+        codec = s.codec_context.name
+        w, h = s.codec_context.width, s.codec_context.height
+    ts = np.sort(np.asarray(pts, np.float64)) * tb
+    if len(ts):
+        ts = ts - min(ts[0], 0.0) if ts[0] < 0 else ts
+    return ts, codec, rate, w, h
+
+
+def probe(path: str) -> VideoInfo:
+    """Stream facts and all frame times; raises DecodeError with a specific reason."""
+    _check_file(path)
+    try:
+        import decord
+
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+        n = len(vr)
+        fps = float(vr.get_avg_fps())
+        h, w = vr[0].shape[:2] if n else (0, 0)
+        ts = vr.get_frame_timestamp(np.arange(n))[:, 0].astype(np.float64) if n else np.zeros(0)
+        codec = ""
+        backend = "decord"
+        if not _valid_times(ts, n) or not codec:
+            try:
+                pts, codec, _, _, _ = _pyav_times(path)
+            except Exception:  # noqa: BLE001 - codec name and pts are best effort here
+                pts = np.zeros(0)
+            if not _valid_times(ts, n):
+                if len(pts) == n and _valid_times(pts, n):
+                    ts = pts
+                else:
+                    log.debug("%s: no usable timestamps; using frame index / fps", path)
+                    ts = np.arange(n) / (fps or 25.0)
+        del vr
+    except Exception as e:  # decord cannot open it (e.g. AV1): try PyAV
+        if isinstance(e, DecodeError):
+            raise
+        log.debug("decord cannot open %s (%s); trying PyAV", path, e)
+        try:
+            ts, codec, fps, w, h = _pyav_times(path)
+        except Exception as e2:  # noqa: BLE001
+            raise DecodeError(f"cannot decode: {_short(e2) or _short(e)} (corrupt or truncated?)") from None
+        n = len(ts)
+        backend = "pyav"
+        if n == 0:
+            raise DecodeError("no decodable video frames (corrupt or truncated?)")
+        fps = fps or (n - 1) / max(ts[-1] - ts[0], 1e-6)
+    if n == 0:
+        raise DecodeError("the video stream has no frames")
+    step = float(np.median(np.diff(ts))) if n > 1 else 1.0 / (fps or 25.0)
+    return VideoInfo(duration=float(ts[-1] + step), fps=fps, frames=n, width=int(w), height=int(h),
+                     codec=codec, backend=backend, timestamps=ts)
+
+
+def _short(e: Exception) -> str:
+    msg = (getattr(e, "strerror", None) or str(e)).strip().splitlines()
+    return msg[-1][:200] if msg else type(e).__name__
+
+
+def sample_indices(ts: np.ndarray, start: float, end: float, rate: float) -> np.ndarray:
+    """Indices of the frames nearest after start + k / rate for k = 0, 1, ... within [start, end)."""
+    if rate <= 0:
+        sel = np.flatnonzero((ts >= start) & (ts < end))
+        return sel
+    targets = start + np.arange(0, max(0.0, end - start) * rate + 1e-9) / rate
+    idx = np.searchsorted(ts, targets - 1e-6)
+    idx = idx[(idx < len(ts))]
+    idx = np.unique(idx)
+    return idx[(ts[idx] >= start - 1e-6) & (ts[idx] < end)]
+
+
+def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(w, h) with the longer side capped at max_side, even, aspect kept (0 = no cap)."""
+    if max_side <= 0 or max(width, height) <= max_side:
+        return width, height
+    s = max_side / max(width, height)
+    return max(2, 2 * round(width * s / 2)), max(2, 2 * round(height * s / 2))
+
+
+def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int = 0,
+                piece: int = 16) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (frame indices, frames (n, h, w, 3) uint8 RGB) for the given frames, `piece` at a time."""
+    w, h = scaled_size(info.width, info.height, max_side)
+    if len(indices) == 0:
+        return
+    if info.backend == "decord":
+        import decord
+
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), width=w if w != info.width else -1,
+                                height=h if h != info.height else -1, num_threads=1)
+        for s in range(0, len(indices), piece):
+            part = indices[s : s + piece]
+            try:
+                frames = vr.get_batch(part.tolist()).asnumpy()
+            except Exception as e:  # noqa: BLE001
+                raise DecodeError(f"decoding failed near {info.timestamps[part[0]]:.2f} s: {_short(e)}") from None
+            yield part, frames
+        return
+    try:
+        yield from _pyav_frames(path, info, indices, w, h, piece)
+    except DecodeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - PyAV raises many error types for broken streams
+        raise DecodeError(f"decoding failed: {_short(e)} (corrupt or truncated?)") from None
+
+
+def _pyav_frames(path, info, indices, w, h, piece):
+    import av
+
+    want = set(int(i) for i in indices)
+    t0 = info.timestamps[indices[0]]
+    buf_i, buf_f = [], []
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        tb = float(s.time_base)
+        c.seek(max(0, int(t0 / tb) - 1), stream=s, backward=True, any_frame=False)
+        ts = info.timestamps
+        for frame in c.decode(s):
+            if frame.pts is None:
+                continue
+            k = int(np.argmin(np.abs(ts - frame.pts * tb)))
+            if k in want:
+                want.discard(k)
+                buf_i.append(k)
+                buf_f.append(frame.to_ndarray(format="rgb24", width=w, height=h))
+                if len(buf_i) == piece:
+                    yield np.asarray(buf_i), np.stack(buf_f)
+                    buf_i, buf_f = [], []
+            if not want or frame.pts * tb > ts[indices[-1]] + 1.0:
+                break
+    if buf_i:
+        yield np.asarray(buf_i), np.stack(buf_f)
+    if want:
+        first = info.timestamps[min(want)]
+        raise DecodeError(f"{len(want)} sampled frames from {first:.2f} s on could not be decoded (truncated?)")
+
+
+def chunk_bounds(duration: float, chunk_s: float) -> list[tuple[float, float]]:
+    """Split [0, duration) into chunks of chunk_s seconds (the last one may be shorter)."""
+    n = max(1, math.ceil(duration / chunk_s - 1e-9))
+    return [(i * chunk_s, min(duration, (i + 1) * chunk_s)) for i in range(n)]
