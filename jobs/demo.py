@@ -1,8 +1,9 @@
 """Self-contained demo media, made from what installed packages ship.
 
 scikit-image bundles NASA's public-domain portrait of astronaut Eileen Collins; from it we
-make a few photos with known answers: the portrait, the same face mirrored and turned on a
-wider canvas (same person), and a blank frame (no face).
+make photos and clips with known answers: the portrait, the same face mirrored and turned on
+a wider canvas (same person), a blank frame (no face), a clip where the face is on screen from
+1 s to 6 s, and a clip with no face.
 """
 
 from __future__ import annotations
@@ -24,6 +25,36 @@ def astronaut() -> np.ndarray:
     return data.astronaut()
 
 
+def make_demo_video(path: Path, seconds: float = 6.0, fps: int = 10, size: tuple[int, int] = (640, 360),
+                    face_from: float = 0.0, face_to: float | None = None) -> Path:
+    """An MPEG-4 clip: the astronaut's head gliding across a grey frame between face_from and
+    face_to seconds (the whole clip by default), empty frames otherwise.  Encoded with PyAV's
+    bundled FFmpeg (mpeg4 encoder), one frame at a time, so any length costs the same memory."""
+    import av
+
+    w, h = size
+    face_to = seconds if face_to is None else face_to
+    head = Image.fromarray(astronaut()).crop((130, 20, 330, 220)).resize((170, 170), Image.BILINEAR)
+    head_px = np.asarray(head)
+    n = int(round(seconds * fps))
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("mpeg4", rate=fps)
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        st.bit_rate = 2_000_000
+        for i in range(n):
+            t = i / fps
+            frame = np.full((h, w, 3), 90, np.uint8)
+            if face_from <= t < face_to:
+                x = int((w - 170) * (0.5 + 0.4 * np.sin(t * 0.8)))
+                y = (h - 170) // 2
+                frame[y : y + 170, x : x + 170] = head_px
+            for pkt in st.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(pkt)
+        for pkt in st.encode():
+            c.mux(pkt)
+    return path
+
+
 def make_demo_media(out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(astronaut())
@@ -41,6 +72,10 @@ def make_demo_media(out: Path) -> list[Path]:
     p = out / "blank.png"
     Image.new("RGB", (320, 240), (128, 128, 128)).save(p)
     paths.append(p)
+    videos = out / "videos"
+    videos.mkdir(exist_ok=True)
+    paths.append(make_demo_video(videos / "astronaut_walk.mp4", seconds=8.0, face_from=1.0, face_to=6.0))
+    paths.append(make_demo_video(videos / "empty_room.mp4", seconds=4.0, face_from=99.0))
     for p in paths:
         log.info("wrote %s", p)
     return paths
