@@ -138,8 +138,8 @@ def _fsl(values: np.ndarray, dim: int) -> pa.Array:
 
 def join_tracks(video_id: str, segs: pa.Table, bounds: list[tuple[float, float]], cfg: Config) -> pa.Table:
     """Join segments that a chunk boundary cut: same person (embedding distance below
-    tracking.join_distance) ending within max_gap_s before the boundary and starting within
-    max_gap_s after it.  Union-find over segments; aggregates weighted by detection quality."""
+    tracking.join_distance) and at most tracking.max_gap_s between the end of one and the
+    start of the next.  Union-find over segments; aggregates weighted by detection quality."""
     n = segs.num_rows
     if n == 0:
         return schemas.FACE_TRACKS.empty_table()
@@ -156,7 +156,7 @@ def join_tracks(video_id: str, segs: pa.Table, bounds: list[tuple[float, float]]
             i = parent[i]
         return i
 
-    gap = cfg.tracking.max_gap_s + 1.0 / cfg.faces.sample_fps
+    gap = cfg.tracking.max_gap_s  # the tracker's own rule for a continuing track
     for c in range(len(bounds) - 1):
         edge = bounds[c][1]
         a = np.flatnonzero((chunk == c) & (end >= edge - gap))
@@ -165,6 +165,7 @@ def join_tracks(video_id: str, segs: pa.Table, bounds: list[tuple[float, float]]
             continue
         dist = np.linalg.norm(last_e[a][:, None] - first_e[b][None], axis=-1)
         dist[dist >= cfg.tracking.join_distance] = np.inf
+        dist[(start[b][None] - end[a][:, None]) > gap] = np.inf
         while np.isfinite(dist).any():
             i, j = np.unravel_index(np.argmin(dist), dist.shape)
             parent[find(b[j])] = find(a[i])
