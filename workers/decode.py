@@ -86,12 +86,16 @@ def _valid_times(ts: np.ndarray, n: int) -> bool:
         and bool(np.all(np.diff(ts) > 0)) and ts.max() < 1e7
 
 
-def _pyav_times(path: str) -> tuple[np.ndarray, str, float, int, int]:
+def _pyav_times(path: str) -> tuple[np.ndarray, str, float, int, int, float]:
+    """Packet times (no decoding), codec, rate, size, and the duration the header declares."""
     import av
 
     with av.open(path) as c:
+        if not c.streams.video:
+            raise DecodeError("no video stream (audio only?)")
         s = c.streams.video[0]
         tb = float(s.time_base) if s.time_base else 0.0
+        declared = float(s.duration * s.time_base) if s.duration and s.time_base else 0.0
         pts = [p.pts for p in c.demux(s) if p.pts is not None and p.size > 0]
         rate = float(s.average_rate or s.guessed_rate or 0.0)
         codec = s.codec_context.name
@@ -99,7 +103,7 @@ def _pyav_times(path: str) -> tuple[np.ndarray, str, float, int, int]:
     ts = np.sort(np.asarray(pts, np.float64)) * tb
     if len(ts):
         ts = ts - min(ts[0], 0.0) if ts[0] < 0 else ts
-    return ts, codec, rate, w, h
+    return ts, codec, rate, w, h, declared
 
 
 def probe(path: str) -> VideoInfo:
@@ -115,9 +119,10 @@ def probe(path: str) -> VideoInfo:
         ts = vr.get_frame_timestamp(np.arange(n))[:, 0].astype(np.float64) if n else np.zeros(0)
         codec = ""
         backend = "decord"
+        declared = 0.0
         if not _valid_times(ts, n) or not codec:
             try:
-                pts, codec, _, _, _ = _pyav_times(path)
+                pts, codec, _, _, _, declared = _pyav_times(path)
             except Exception:  # noqa: BLE001 - codec name and pts are best effort here
                 pts = np.zeros(0)
             if not _valid_times(ts, n):
@@ -132,7 +137,9 @@ def probe(path: str) -> VideoInfo:
             raise
         log.debug("decord cannot open %s (%s); trying PyAV", path, e)
         try:
-            ts, codec, fps, w, h = _pyav_times(path)
+            ts, codec, fps, w, h, declared = _pyav_times(path)
+        except DecodeError:
+            raise
         except Exception as e2:  # noqa: BLE001
             raise DecodeError(f"cannot decode: {_short(e2) or _short(e)} (corrupt or truncated?)") from None
         n = len(ts)
@@ -143,6 +150,9 @@ def probe(path: str) -> VideoInfo:
     if n == 0:
         raise DecodeError("the video stream has no frames")
     step = float(np.median(np.diff(ts))) if n > 1 else 1.0 / (fps or 25.0)
+    if declared > 1.0 and ts[-1] + step < 0.9 * declared:
+        raise DecodeError(f"truncated: the header declares {declared:.2f} s but the data ends at "
+                          f"{ts[-1] + step:.2f} s")
     return VideoInfo(duration=float(ts[-1] + step), fps=fps, frames=n, width=int(w), height=int(h),
                      codec=codec, backend=backend, timestamps=ts)
 
