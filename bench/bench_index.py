@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
     from vidx.jobs.config import load_config
-    from vidx.jobs.index import list_inputs, plan_video, run_index
+    from vidx.jobs.index import chunk_rows, list_inputs, plan_video, run_index
     from vidx.workers.chunk_worker import ChunkIndexer
 
     cfg = load_config(None, args.set)
@@ -34,8 +34,7 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     plans = [plan_video(i, cfg.chunk_seconds) for i in list_inputs(videos)]
     plan_s = time.perf_counter() - t
-    chunks = [{"video_id": p.video_id, "uri": p.uri, "chunk": c, "start_s": s, "end_s": e}
-              for p in plans if not p.error for c, (s, e) in enumerate(p.chunks)]
+    chunks = [row for p in plans if not p.error for row in chunk_rows(p, cfg)]
     total_s = sum(c["end_s"] - c["start_s"] for c in chunks)
 
     with tempfile.TemporaryDirectory() as tmp:

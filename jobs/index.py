@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -126,6 +127,19 @@ def plan_video(inp: Input, chunk_s: float) -> VideoPlan:
     except decode.DecodeError as e:
         vp.error = str(e)
     return vp
+
+
+def chunk_rows(vp: VideoPlan, cfg: Config) -> list[dict[str, Any]]:
+    """One work item per chunk, carrying what the worker needs to decode without probing:
+    the sampled frames' indices and presentation times, the frame size and the decoder."""
+    info = vp.info
+    rows = []
+    for c, (s, e) in enumerate(vp.chunks):
+        idx = decode.sample_indices(info.timestamps, s, e, cfg.faces.sample_fps)
+        rows.append({"video_id": vp.video_id, "uri": vp.uri, "chunk": c, "start_s": s, "end_s": e,
+                     "frame_idx": idx.tolist(), "frame_t": info.timestamps[idx].tolist(),
+                     "width": info.width, "height": info.height, "decoder": info.backend})
+    return rows
 
 
 # ---------------------------------------------------------------------------- commit
@@ -266,12 +280,12 @@ def run_index(sources: list[str], out: str, cfg: Config, progress: bool | None =
         if vp.error:
             continue
         entry["chunk_seconds"] = cfg.chunk_seconds
-        for c, (s, e) in enumerate(vp.chunks):
-            done = entry["chunks"].get(str(c))
+        for row in chunk_rows(vp, cfg):
+            done = entry["chunks"].get(str(row["chunk"]))
             if done and store.exists(done["detections"]) and store.exists(done["segments"]):
                 summary.chunks_skipped += 1
                 continue
-            todo.append({"video_id": vp.video_id, "uri": vp.uri, "chunk": c, "start_s": s, "end_s": e})
+            todo.append(row)
     chunk_errors: dict[str, str] = {}
     ran_videos: set[str] = set()
     if todo:

@@ -14,12 +14,13 @@ PROBE = textwrap.dedent("""
     import psutil
     from vidx.jobs.config import load_config
     from vidx.workers.chunk_worker import ChunkIndexer
-    from vidx.workers import decode
+    from vidx.jobs.index import Input, chunk_rows, plan_video
     path, out, device = sys.argv[1], sys.argv[2], sys.argv[3]
     # pieces of 4 frames: a 60 s clip at 2 fps runs 30 pieces through decode and the models
-    cfg = load_config(None, ["faces.device=" + device, "faces.batch_frames=4"]).to_dict()
+    config = load_config(None, ["faces.device=" + device, "faces.batch_frames=4", "chunk_seconds=600"])
+    cfg = config.to_dict()
     w = ChunkIndexer(out, cfg["faces"], cfg["tracking"])
-    info = decode.probe(path)
+    (row,) = chunk_rows(plan_video(Input(path, True), config.chunk_seconds), config)
     proc, rss, stop = psutil.Process(), [], threading.Event()
     def watch():
         while not stop.is_set():
@@ -27,7 +28,7 @@ PROBE = textwrap.dedent("""
             time.sleep(0.1)
     th = threading.Thread(target=watch, daemon=True)
     th.start()
-    r = w.index_chunk({"video_id": "v", "uri": path, "chunk": 0, "start_s": 0.0, "end_s": info.duration})
+    r = w.index_chunk({**row, "video_id": "v"})
     stop.set(); th.join()
     print(json.dumps({"rss": rss, **{k: r[k] for k in ("status", "error", "detections", "segments", "sampled_frames")}}))
 """)

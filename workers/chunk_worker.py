@@ -52,7 +52,7 @@ def local_file(uri: str) -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _pieces(path: str, info: decode.VideoInfo, indices: np.ndarray, max_side: int, piece: int,
+def _pieces(path: str, info: decode.VideoInfo, indices: np.ndarray, times: np.ndarray, max_side: int, piece: int,
             timing: dict) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Decode in a background thread, at most QUEUE_PIECES pieces ahead of the consumer."""
     q: queue.Queue = queue.Queue(maxsize=QUEUE_PIECES)
@@ -60,7 +60,7 @@ def _pieces(path: str, info: decode.VideoInfo, indices: np.ndarray, max_side: in
 
     def produce():
         try:
-            it = decode.read_frames(path, info, indices, max_side, piece)
+            it = decode.read_frames(path, info, indices, max_side, piece, times)
             while not stop.is_set():
                 t = time.perf_counter()
                 item = next(it, None)
@@ -118,7 +118,7 @@ class ChunkIndexer:
         t0 = time.perf_counter()
         try:
             with local_file(str(row["uri"])) as path:
-                dets, segs, n_frames = self._run(path, vid, chunk, start, end, timing)
+                dets, segs, n_frames = self._run(path, row, timing)
             self.store.write_table(Store.detections_rel(vid, chunk), dets)
             self.store.write_table(Store.segments_rel(vid, chunk), segs)
             res.update(detections=dets.num_rows, segments=segs.num_rows, sampled_frames=n_frames)
@@ -130,16 +130,22 @@ class ChunkIndexer:
         res.update(decode_s=timing["decode_s"], model_s=timing["model_s"], wall_s=time.perf_counter() - t0)
         return res
 
-    def _run(self, path: str, vid: str, chunk: int, start: float, end: float, timing: dict):
-        info = decode.probe(path)
-        idx = decode.sample_indices(info.timestamps, start, end, float(self.faces["sample_fps"]))
+    def _run(self, path: str, row: dict[str, Any], timing: dict):
+        """The driver already probed the video and picked this chunk's frames (frame_idx and
+        their times frame_t): the worker decodes exactly those, without probing again."""
+        vid, chunk = str(row["video_id"]), int(row["chunk"])
+        idx = np.asarray(row["frame_idx"], np.int64)
+        times = np.asarray(row["frame_t"], np.float64)
+        info = decode.VideoInfo(duration=0.0, fps=0.0, frames=0, width=int(row["width"]), height=int(row["height"]),
+                                codec="", backend=str(row["decoder"]), timestamps=np.zeros(0))
         w, h = decode.scaled_size(info.width, info.height, int(self.faces["max_side"]))
         sx, sy = info.width / w, info.height / h
         scale4 = np.array([sx, sy, sx, sy])
         tracker = Tracker(self.track_params)
         cols: dict[str, list] = {k: [] for k in ("frame", "t", "box", "score", "lm", "emb", "seg")}
         n_frames = 0
-        for part, frames in _pieces(path, info, idx, int(self.faces["max_side"]), int(self.faces["batch_frames"]), timing):
+        for part, frames in _pieces(path, info, idx, times, int(self.faces["max_side"]),
+                                    int(self.faces["batch_frames"]), timing):
             t = time.perf_counter()
             faces = self.engine(torch.from_numpy(frames))
             boxes = faces.boxes * scale4  # video pixels
@@ -147,7 +153,7 @@ class ChunkIndexer:
             q = quality(boxes, faces.scores)
             for j in range(len(part)):  # tracker: per sampled frame, vectorised inside
                 sel = np.flatnonzero(faces.image_index == j)
-                ts = float(info.timestamps[part[j]])
+                ts = float(times[np.searchsorted(idx, part[j])])
                 k = tracker.update(ts, frames[j], boxes[sel], faces.embeddings[sel], q[sel], (1 / sx, 1 / sy))
                 cols["frame"].append(np.full(len(sel), part[j]))
                 cols["t"].append(np.full(len(sel), ts))

@@ -182,9 +182,12 @@ def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, 2 * round(width * s / 2)), max(2, 2 * round(height * s / 2))
 
 
-def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int = 0,
-                piece: int = 16) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (frame indices, frames (n, h, w, 3) uint8 RGB) for the given frames, `piece` at a time."""
+def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int = 0, piece: int = 16,
+                times: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (frame indices, frames (n, h, w, 3) uint8 RGB) for the given frames, `piece` at a time.
+
+    ``times`` are those frames' presentation times (default: from ``info.timestamps``); only the
+    PyAV path needs them, so a caller that knows them need not hold every frame's time."""
     w, h = scaled_size(info.width, info.height, max_side)
     if len(indices) == 0:
         return
@@ -194,50 +197,55 @@ def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int =
         vr = decord.VideoReader(path, ctx=decord.cpu(0), width=w if w != info.width else -1,
                                 height=h if h != info.height else -1, num_threads=1)
         for s in range(0, len(indices), piece):
-            part = indices[s : s + piece]
+            part = np.asarray(indices[s : s + piece])
             try:
                 frames = vr.get_batch(part.tolist()).asnumpy()
             except Exception as e:  # noqa: BLE001
-                raise DecodeError(f"decoding failed near {info.timestamps[part[0]]:.2f} s: {_short(e)}") from None
+                raise DecodeError(f"decoding failed near frame {part[0]}: {_short(e)}") from None
             yield part, frames
         return
+    if times is None:
+        times = info.timestamps[indices]
     try:
-        yield from _pyav_frames(path, info, indices, w, h, piece)
+        yield from _pyav_frames(path, np.asarray(indices), np.asarray(times, np.float64), w, h, piece)
     except DecodeError:
         raise
     except Exception as e:  # noqa: BLE001 - PyAV raises many error types for broken streams
         raise DecodeError(f"decoding failed: {_short(e)} (corrupt or truncated?)") from None
 
 
-def _pyav_frames(path, info, indices, w, h, piece):
+def _pyav_frames(path, indices, times, w, h, piece):
+    """Decode sequentially from a seek before the first wanted time; keep the first frame at
+    or after each wanted time."""
     import av
 
-    want = set(int(i) for i in indices)
-    t0 = info.timestamps[indices[0]]
     buf_i, buf_f = [], []
+    k = 0
     with av.open(path) as c:
         s = c.streams.video[0]
         tb = float(s.time_base)
-        c.seek(max(0, int(t0 / tb) - 1), stream=s, backward=True, any_frame=False)
-        ts = info.timestamps
+        c.seek(max(0, int(times[0] / tb) - 1), stream=s, backward=True, any_frame=False)
         for frame in c.decode(s):
             if frame.pts is None:
                 continue
-            k = int(np.argmin(np.abs(ts - frame.pts * tb)))
-            if k in want:
-                want.discard(k)
-                buf_i.append(k)
-                buf_f.append(frame.to_ndarray(format="rgb24", width=w, height=h))
-                if len(buf_i) == piece:
-                    yield np.asarray(buf_i), np.stack(buf_f)
-                    buf_i, buf_f = [], []
-            if not want or frame.pts * tb > ts[indices[-1]] + 1.0:
+            t = frame.pts * tb
+            if t < times[k] - 1e-4:
+                continue
+            buf_i.append(int(indices[k]))
+            buf_f.append(frame.to_ndarray(format="rgb24", width=w, height=h))
+            k += 1
+            while k < len(times) and times[k] <= t + 1e-4:  # frames the stream does not have
+                k += 1
+            if len(buf_i) == piece:
+                yield np.asarray(buf_i), np.stack(buf_f)
+                buf_i, buf_f = [], []
+            if k == len(times):
                 break
     if buf_i:
         yield np.asarray(buf_i), np.stack(buf_f)
-    if want:
-        first = info.timestamps[min(want)]
-        raise DecodeError(f"{len(want)} sampled frames from {first:.2f} s on could not be decoded (truncated?)")
+    if k < len(times):
+        raise DecodeError(f"{len(times) - k} sampled frames from {times[k]:.2f} s on could not be decoded "
+                          "(truncated?)")
 
 
 def chunk_bounds(duration: float, chunk_s: float) -> list[tuple[float, float]]:
