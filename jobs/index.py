@@ -17,7 +17,9 @@ import logging
 import os
 import posixpath
 import sys
+import tarfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -30,7 +32,7 @@ import pyarrow.fs as pafs
 from vidx.indexing import schemas
 from vidx.indexing.store import Store, resolve
 from vidx.jobs.config import Config
-from vidx.workers import decode
+from vidx.workers import decode, sources
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,17 @@ def content_id(fs: pafs.FileSystem, path: str, size: int) -> str:
     return "v" + h.hexdigest()
 
 
+def member_id(uri: str) -> str:
+    """Content id of an archive member: its size and first 12 MiB (members are streams; compressed
+    ones cannot seek).  A member equal to a plain file gets the plain file's id when both are
+    at most 12 MiB."""
+    with sources.open_member(uri) as (f, size):
+        h = hashlib.blake2b(digest_size=10)
+        h.update(str(size).encode())
+        h.update(f.read(3 * _SAMPLE))
+    return "v" + h.hexdigest()
+
+
 def _path_id(uri: str) -> str:
     return "p" + hashlib.blake2b(uri.encode(), digest_size=10).hexdigest()
 
@@ -64,10 +77,24 @@ class Input:
     explicit: bool  # named on the command line (always reported), or found in a folder
 
 
-def list_inputs(sources: list[str]) -> list[Input]:
-    """Files named explicitly, plus the videos found in folders (by extension or content)."""
+def _is_video(name: str, head: bytes) -> bool:
+    return posixpath.splitext(name)[1].lower() in decode.VIDEO_SUFFIXES or decode.sniff(head)
+
+
+def _archive_inputs(uri: str) -> list[Input]:
+    try:
+        return [Input(f"{uri}{sources.SEP}{name}", False) for name, _, head in sources.members(uri)
+                if _is_video(name, head)]
+    except (OSError, EOFError, sources.SourceError, tarfile.TarError, zipfile.BadZipFile) as e:
+        log.error("%s: unreadable archive (%s)", uri, e)
+        return [Input(uri, True)]  # reported as a failed row
+
+
+def list_inputs(srcs: list[str]) -> list[Input]:
+    """Files named explicitly, the videos found in folders (by extension or content), and the
+    videos inside .tar / .zip archives (named or found)."""
     out: list[Input] = []
-    for src in sources:
+    for src in srcs:
         fs, path = resolve(src)
         info = fs.get_file_info(path)
         if info.type == pafs.FileType.Directory:
@@ -76,18 +103,23 @@ def list_inputs(sources: list[str]) -> list[Input]:
                 if fi.type != pafs.FileType.File:
                     continue
                 uri = fi.path if fs.type_name == "local" else f"{src.split('://')[0]}://{fi.path}"
-                if posixpath.splitext(fi.path)[1].lower() in decode.VIDEO_SUFFIXES:
+                try:
+                    head = sources.read_head(fs, fi.path, 1024)
+                except OSError:
+                    head = b""
+                if sources.is_archive(fi.path, head):
+                    out += _archive_inputs(uri)
+                elif _is_video(fi.path, head):
                     out.append(Input(uri, False))
-                else:
-                    try:
-                        with fs.open_input_file(fi.path) as f:
-                            head = f.read(1024)
-                    except OSError:
-                        continue
-                    if decode.sniff(head):
-                        out.append(Input(uri, False))
         else:
-            out.append(Input(src if fs.type_name != "local" else path, True))
+            uri = src if fs.type_name != "local" else path
+            head = b""
+            if info.type == pafs.FileType.File:
+                try:
+                    head = sources.read_head(fs, path, 1024)
+                except OSError:
+                    pass
+            out += _archive_inputs(uri) if sources.is_archive(path, head) else [Input(uri, True)]
     return out
 
 
@@ -102,6 +134,16 @@ class VideoPlan:
 
 
 def plan_video(inp: Input, chunk_s: float) -> VideoPlan:
+    if sources.split(inp.uri)[1] is not None:  # a member of an archive
+        try:
+            vp = VideoPlan(member_id(inp.uri), inp.uri)
+            with sources.local_file(inp.uri) as lp:
+                vp.info = decode.probe(lp)
+                vp.size = os.path.getsize(lp)
+            vp.chunks = decode.chunk_bounds(vp.info.duration, chunk_s)
+        except (sources.SourceError, decode.DecodeError, OSError, tarfile.TarError, zipfile.BadZipFile) as e:
+            vp = VideoPlan(_path_id(inp.uri), inp.uri, error=str(e))
+        return vp
     fs, path = resolve(inp.uri)
     try:
         fi = fs.get_file_info(path)
@@ -116,15 +158,10 @@ def plan_video(inp: Input, chunk_s: float) -> VideoPlan:
         return VideoPlan(_path_id(inp.uri), inp.uri, error=f"unreadable: {e}")
     vp = VideoPlan(vid, inp.uri, size=fi.size)
     try:
-        if fs.type_name == "local":
-            vp.info = decode.probe(path)
-        else:
-            from vidx.workers.chunk_worker import local_file
-
-            with local_file(inp.uri) as lp:
-                vp.info = decode.probe(lp)
+        with sources.local_file(inp.uri) as lp:
+            vp.info = decode.probe(lp)
         vp.chunks = decode.chunk_bounds(vp.info.duration, chunk_s)
-    except decode.DecodeError as e:
+    except (decode.DecodeError, sources.SourceError) as e:
         vp.error = str(e)
     return vp
 
@@ -255,15 +292,15 @@ def _pool_size(cfg: Config, n_chunks: int) -> int:
     return max(1, min(n, cap, n_chunks))
 
 
-def run_index(sources: list[str], out: str, cfg: Config, progress: bool | None = None) -> Summary:
+def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = None) -> Summary:
     t_start = time.time()
     store = Store(out)
     manifest = store.read_manifest() or {"schema_version": schemas.SCHEMA_VERSION, "commit": 0, "videos": {},
                                          "tables": {}}
     before = _comparable(manifest)
-    inputs = list_inputs(sources)
+    inputs = list_inputs(srcs)
     if not inputs:
-        raise SystemExit(f"vidx: no videos found in {' '.join(sources)}")
+        raise SystemExit(f"vidx: no videos found in {' '.join(srcs)}")
     log.info("planning %d input(s)", len(inputs))
     plans: dict[str, VideoPlan] = {}
     for inp in inputs:

@@ -36,6 +36,11 @@ def bad_inputs(tmp_path_factory, data_dir):
     (d / "truncated.mp4").write_bytes(src[: len(src) // 5])
     (d / "notes.mp4").write_text("this is a text file with a video name\n")
     (d / "empty.mp4").write_bytes(b"")
+    import zipfile
+
+    with zipfile.ZipFile(d / "archive.zip", "w") as z:  # a video inside an archive
+        z.write(data_dir / "videos" / "shd_obama.mp4", "press/shd_obama.mp4")
+        z.writestr("press/notes.txt", "not a video")
     return d
 
 
@@ -45,7 +50,7 @@ def indexed(tmp_path_factory, data_dir, bad_inputs):
     v = data_dir / "videos"
     p = index(v / "hk_obama.mp4", v / "mma_tests_test.mp4", v / "fnp_video.mp4", bad_inputs / "truncated.mp4",
               bad_inputs / "notes.mp4", bad_inputs / "empty.mp4", bad_inputs / "missing.mp4",
-              "--out", out, "--set", "chunk_seconds=2")
+              bad_inputs / "archive.zip", "--out", out, "--set", "chunk_seconds=2")
     assert p.returncode == 0, p.stderr[-3000:]
     return out, p
 
@@ -73,7 +78,18 @@ def test_tables_answer_who_was_there(indexed, faces_dir, engine):
     assert dets.num_rows == sum(t["detections"] for t in tracks)
     seg_ids = {s for t in tracks for s in t["segments"]}
     assert set(dets["segment_id"].to_pylist()) == seg_ids
-    assert "videos: 3 ok, 0 partial, 4 failed" in p.stdout
+    assert "videos: 4 ok, 0 partial, 4 failed" in p.stdout
+
+
+def test_archive_member_is_indexed(indexed, faces_dir, engine):
+    from vidx.workers.images import load_rgb
+
+    out, _ = indexed
+    (row,) = [r for r in table(out, "videos").to_pylist() if r["path"].endswith("archive.zip::press/shd_obama.mp4")]
+    assert row["status"] == "ok" and row["tracks"] >= 1
+    tracks = [t for t in table(out, "face_tracks").to_pylist() if t["video_id"] == row["video_id"]]
+    ref = engine([load_rgb(faces_dir / "fr_obama.jpg")]).embeddings[0]
+    assert min(np.linalg.norm(np.asarray(t["embedding"]) - ref) for t in tracks) < 0.6
 
 
 def test_bad_inputs_are_failed_rows_with_specific_errors(indexed):

@@ -139,3 +139,59 @@ def test_list_inputs_recognises_videos_by_content(tmp_path):
     (tmp_path / "fake.mp4").write_text("not a video")  # extension says video: reported as failed later
     found = sorted(i.uri.split("/")[-1] for i in list_inputs([str(tmp_path)]))
     assert found == ["clip.bin", "fake.mp4"]
+
+
+def _clip(tmp_path):
+    from vidx.jobs.demo import make_demo_video
+
+    return make_demo_video(tmp_path / "clip.mp4", seconds=2.0)
+
+
+@pytest.mark.parametrize("kind", ["tar", "tar.gz", "zip"])
+def test_archive_members_are_inputs_and_names_are_not_paths(tmp_path, kind):
+    import tarfile
+    import zipfile
+
+    from vidx.jobs.index import plan_video
+    from vidx.workers import sources
+
+    clip = _clip(tmp_path)
+    arc = tmp_path / f"clips.{kind}"
+    evil = "../../escape/clip.mp4"
+    if kind == "zip":
+        with zipfile.ZipFile(arc, "w") as z:
+            z.write(clip, evil)
+            z.writestr("readme.txt", "not a video")
+    else:
+        with tarfile.open(arc, "w:gz" if kind.endswith("gz") else "w") as t:
+            t.add(clip, evil)
+            t.add(clip, "sub/again.mp4")
+    inputs = list_inputs([str(arc)])
+    names = sorted(sources.split(i.uri)[1] for i in inputs)
+    assert names == ([evil] if kind == "zip" else ["../../escape/clip.mp4", "sub/again.mp4"])
+    vp = plan_video(inputs[0], 60.0)
+    assert vp.error == "" and abs(vp.info.duration - 2.0) < 0.2
+    # same bytes as the plain file: same video id (small files hash whole)
+    import pyarrow.fs as pafs
+
+    assert vp.video_id == content_id(pafs.LocalFileSystem(), str(clip), clip.stat().st_size)
+    with sources.local_file(inputs[0].uri) as p:
+        assert p.endswith("/video") and "escape" not in p
+    assert not (tmp_path.parent / "escape").exists() and not (tmp_path / "escape").exists()
+
+
+def test_missing_member_and_broken_archive(tmp_path):
+    from vidx.jobs.index import Input, plan_video
+
+    clip = _clip(tmp_path)
+    import tarfile
+
+    arc = tmp_path / "a.tar"
+    with tarfile.open(arc, "w") as t:
+        t.add(clip, "clip.mp4")
+    vp = plan_video(Input(f"{arc}::nope.mp4", False), 60.0)
+    assert "no member 'nope.mp4'" in vp.error
+    broken = tmp_path / "b.tar"
+    broken.write_bytes(arc.read_bytes()[:700])  # header of the first member, no data
+    vps = [plan_video(i, 60.0) for i in list_inputs([str(broken)])]
+    assert vps and all(v.error for v in vps)

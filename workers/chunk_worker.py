@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
-import shutil
-import tempfile
 import threading
 import time
 import traceback
@@ -26,30 +23,14 @@ import pyarrow as pa
 import torch
 
 from vidx.indexing import schemas
-from vidx.indexing.store import Store, resolve
+from vidx.indexing.store import Store
 from vidx.workers import decode
+from vidx.workers.sources import SourceError, local_file
 from vidx.workers.tracking import Tracker, TrackParams, quality
 
 log = logging.getLogger(__name__)
 
 QUEUE_PIECES = 2  # decoded pieces waiting for the models (bounds an actor's frame memory)
-
-
-@contextlib.contextmanager
-def local_file(uri: str) -> Iterator[str]:
-    """A local path for a video: itself, or a temporary copy of a remote object."""
-    fs, path = resolve(uri)
-    if fs.type_name == "local":
-        yield path
-        return
-    tmp = tempfile.mkdtemp(prefix="vidx-")
-    try:
-        dst = os.path.join(tmp, "video" + os.path.splitext(path)[1][:8])
-        with fs.open_input_stream(path) as src, open(dst, "wb") as out:
-            shutil.copyfileobj(src, out, 8 << 20)
-        yield dst
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _pieces(path: str, info: decode.VideoInfo, indices: np.ndarray, times: np.ndarray, max_side: int, piece: int,
@@ -122,7 +103,7 @@ class ChunkIndexer:
             self.store.write_table(Store.detections_rel(vid, chunk), dets)
             self.store.write_table(Store.segments_rel(vid, chunk), segs)
             res.update(detections=dets.num_rows, segments=segs.num_rows, sampled_frames=n_frames)
-        except decode.DecodeError as e:
+        except (decode.DecodeError, SourceError) as e:
             res.update(status="failed", error=str(e))
         except Exception as e:  # noqa: BLE001 - one bad chunk must not stop the job
             log.error("chunk %s/%d failed:\n%s", vid, chunk, traceback.format_exc())
