@@ -3,6 +3,8 @@
     vidx faces PHOTO... [--json] [--upsample 0|1] [--device cpu|cuda]
     vidx faces compare A B [--upsample 0|1] [--device cpu|cuda]
     vidx index SRC... --out OUT [--config FILE] [--set key=value ...]
+    vidx models list | pull NAME
+    vidx actions VIDEO [--model NAME] [--json]
     vidx demo DIR
 """
 
@@ -170,6 +172,63 @@ def cmd_index(args) -> int:
     return 0 if s.videos_ok + s.videos_partial > 0 or not s.failures else 1
 
 
+def cmd_models(args) -> int:
+    from vidx.workers import actions
+
+    if args.action == "list":
+        print(f"weights folder: {actions.weights_dir()}  (VIDX_WEIGHTS_DIR)")
+        print(f"{'model':<13} {'file':<28} {'present':<8} {'Kinetics-400 acc@1':>18} {'GFLOPs':>7}")
+        for name in actions.known_models():
+            w = actions.weights_enum(name)
+            f = actions.expected_file(name)
+            present = "yes" if (actions.weights_dir() / f).is_file() else "no"
+            acc = w.meta["_metrics"]["Kinetics-400"]["acc@1"]
+            print(f"{name:<13} {f:<28} {present:<8} {acc:>18.1f} {w.meta.get('_ops', 0):>7.1f}")
+        return 0
+    if not args.name:
+        log.error("usage: vidx models pull NAME")
+        return 2
+    try:
+        p = actions.pull(args.name)
+    except actions.ActionWeightsError as e:
+        log.error("vidx models pull: %s", e)
+        return 2
+    except OSError as e:
+        log.error("vidx models pull: download failed (%s); fetch %s elsewhere and copy it into %s",
+                  e, actions.weights_enum(args.name).url, actions.weights_dir())
+        return 1
+    print(p)
+    return 0
+
+
+def cmd_actions(args) -> int:
+    from vidx.workers import actions, decode
+    from vidx.workers.faces import resolve_device
+
+    try:
+        dev = resolve_device(args.device)
+        name = args.model or (actions.GPU_DEFAULT if dev.type == "cuda" else actions.CPU_DEFAULT)
+        model = actions.ActionModel(name, args.weights, str(dev))
+    except (actions.ActionWeightsError, RuntimeError) as e:
+        log.error("vidx actions: %s", e)
+        return 2
+    try:
+        ws = actions.classify_video(model, args.video, args.stride)
+    except decode.DecodeError as e:
+        log.error("%s: %s", args.video, e)
+        return 1
+    params = actions.SegmentParams(min_score=args.min_score)
+    segs = actions.merge_segments(ws, params)
+    for start, end, lab, score in segs:
+        rec = {"video": args.video, "start": round(start, 3), "end": round(end, 3), "label": model.categories[lab],
+               "label_id": lab, "score": round(score, 4), "model": model.name}
+        print(json.dumps(rec) if args.json else f"{start:7.2f} - {end:7.2f}  {score:.2f}  {rec['label']}")
+    if not segs:
+        log.info("%s: no action segment (%d windows; none scored %.2f or more)", args.video, len(ws.start),
+                 args.min_score)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vidx", description="Index video archives by who did what when.")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -195,6 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set faces.sample_fps=4 (repeatable)")
     ix.set_defaults(func=cmd_index)
+    m = sub.add_parser("models", help="list the action models and their weights files, or download one")
+    m.add_argument("action", choices=("list", "pull"))
+    m.add_argument("name", nargs="?", help="model name, for pull")
+    m.set_defaults(func=cmd_models)
+    a = sub.add_parser("actions", help="print the action segments of one video")
+    a.add_argument("video", metavar="VIDEO")
+    a.add_argument("--model", default=None, help="torchvision video model (see vidx models list); default s3d on CPU, mvit_v2_s on GPU")
+    a.add_argument("--weights", help="weights file (default: the weights folder)")
+    a.add_argument("--stride", type=int, help="frames between windows (default: the clip length)")
+    a.add_argument("--min-score", type=float, default=0.3, help="score that opens a segment (default 0.3)")
+    a.add_argument("--json", action="store_true")
+    a.add_argument("--device", default="cpu")
+    a.set_defaults(func=cmd_actions)
     d = sub.add_parser("demo", help="write demo photos (public-domain, from scikit-image) into a folder")
     d.add_argument("out", type=Path, metavar="DIR")
     d.set_defaults(func=cmd_demo)
