@@ -2,6 +2,8 @@
 
     python bench/bench_index.py [--data ../shared/data] [--set key=value ...]
 
+Faces only (actions.enabled=false) unless --set actions.enabled=true.
+
 Both index the same videos (../shared/data/videos) with the same config and engine: the
 Ray job (local Ray, actor pool, decode overlapped with inference) and a loop that runs the
 same ChunkIndexer on each chunk in this process, one after the other.  Prints video-seconds
@@ -29,7 +31,7 @@ def main(argv=None) -> int:
     from vidx.jobs.index import chunk_rows, list_inputs, plan_video, run_index
     from vidx.workers.chunk_worker import ChunkIndexer
 
-    cfg = load_config(None, args.set)
+    cfg = load_config(None, ["actions.enabled=false", *args.set])  # faces; actions: bench/bench_actions.py
     videos = [str(args.data / "videos")]
     t = time.perf_counter()
     plans = [plan_video(i, cfg.chunk_seconds) for i in list_inputs(videos)]

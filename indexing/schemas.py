@@ -71,3 +71,22 @@ FACE_TRACKS = pa.schema([
     pa.field("thumbnail_t", pa.float64()),
     pa.field("segments", pa.list_(pa.string())),  # segment_ids joined into this track
 ])
+
+# Top-k labels of every classified window (kept for re-thresholding without re-running models).
+ACTION_WINDOWS = pa.schema([
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("chunk", pa.int32(), nullable=False),
+    pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()),
+    pa.field("label_ids", pa.list_(pa.int32())),  # best first
+    pa.field("scores", pa.list_(pa.float32())),
+    pa.field("model", pa.string()),
+])
+
+ACTION_SEGMENTS = pa.schema([
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()),
+    pa.field("label", pa.string()),
+    pa.field("label_id", pa.int32()),
+    pa.field("score", pa.float32()),  # mean score of the label over the segment's windows
+    pa.field("model", pa.string()),
+])

@@ -5,6 +5,8 @@
     OUT/face_detections/<video_id>/<chunk>.parquet     per-chunk parts (retries overwrite)
     OUT/track_segments/<video_id>/<chunk>.parquet      per-chunk tracks
     OUT/face_tracks/<video_id>.parquet                 tracks joined across chunks
+    OUT/action_windows/<video_id>/<chunk>.parquet      per-chunk top-k labels of each window
+    OUT/action_segments/<video_id>.parquet             action segments of the whole video
 
 Every file is written to a temporary name and moved into place; the manifest is written the
 same way, last.  A part that no manifest names (a crash between the two) is ignored by
@@ -63,6 +65,14 @@ class Store:
     def tracks_rel(video_id: str) -> str:
         return f"face_tracks/{video_id}.parquet"
 
+    @staticmethod
+    def windows_rel(video_id: str, chunk: int) -> str:
+        return f"action_windows/{video_id}/{chunk:05d}.parquet"
+
+    @staticmethod
+    def action_segments_rel(video_id: str) -> str:
+        return f"action_segments/{video_id}.parquet"
+
     # ------------------------------------------------------------------ io
     def _atomic(self, rel: str, write) -> None:
         final = self.path(rel)
@@ -108,20 +118,22 @@ class Store:
 
 
 def read_index_table(out: str, name: str) -> pa.Table:
-    """One of videos, face_detections, track_segments, face_tracks: every part the manifest names."""
+    """One of videos, face_detections, track_segments, face_tracks, action_windows,
+    action_segments: every part the manifest names."""
     store = Store(out)
     m = store.read_manifest()
     if m is None:
         raise IndexError_(f"{out} has no {MANIFEST}: not a vidx index (or nothing committed yet)")
     schema = {"videos": schemas.VIDEOS, "face_detections": schemas.FACE_DETECTIONS,
-              "track_segments": schemas.TRACK_SEGMENTS, "face_tracks": schemas.FACE_TRACKS}[name]
+              "track_segments": schemas.TRACK_SEGMENTS, "face_tracks": schemas.FACE_TRACKS,
+              "action_windows": schemas.ACTION_WINDOWS, "action_segments": schemas.ACTION_SEGMENTS}[name]
     if name == "videos":
         rels = [m["tables"]["videos"]] if m.get("tables", {}).get("videos") else []
-    elif name == "face_tracks":
-        rels = [v["face_tracks"] for v in m["videos"].values() if v.get("face_tracks")]
+    elif name in ("face_tracks", "action_segments"):
+        rels = [v[name] for v in m["videos"].values() if v.get(name)]
     else:
-        key = "detections" if name == "face_detections" else "segments"
-        rels = [c[key] for v in m["videos"].values() for c in v.get("chunks", {}).values()]
+        key = {"face_detections": "detections", "track_segments": "segments", "action_windows": "windows"}[name]
+        rels = [c[key] for v in m["videos"].values() for c in v.get("chunks", {}).values() if c.get(key)]
     if not rels:
         return schema.empty_table()
     return pa.concat_tables([store.read_table(r, schema) for r in sorted(rels)])

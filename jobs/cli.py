@@ -155,7 +155,7 @@ def cmd_index(args) -> int:
     from vidx.jobs.index import run_index
 
     try:
-        cfg = load_config(args.config, args.set)
+        cfg = load_config(args.config, args.set + (["actions.enabled=false"] if args.no_actions else []))
     except ConfigError as e:
         log.error("vidx index: %s", e)
         return 2
@@ -253,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--config", help="YAML file or preset name: default, gpu, cluster")
     ix.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set faces.sample_fps=4 (repeatable)")
+    ix.add_argument("--no-actions", action="store_true", help="index faces only (no action model needed)")
     ix.set_defaults(func=cmd_index)
     m = sub.add_parser("models", help="list the action models and their weights files, or download one")
     m.add_argument("action", choices=("list", "pull"))

@@ -36,6 +36,18 @@ class TrackingConfig:
 
 
 @dataclass
+class ActionsConfig:
+    enabled: bool = True  # off: faces only (--no-actions)
+    model: str = "auto"  # a torchvision video model; auto = s3d on CPU actors, mvit_v2_s on GPU actors
+    weights: str = ""  # an explicit weights file (default: VIDX_WEIGHTS_DIR / torchvision's file name)
+    stride: int = 0  # frames (at 15 fps) between windows; 0 = the model's clip length
+    top_k: int = 5  # labels kept per window
+    min_score: float = 0.3  # a window's top label opens a segment at this score
+    keep_score: float = 0.15  # ...and keeps it open while it stays above this
+    min_duration: float = 1.0  # shorter segments are dropped
+
+
+@dataclass
 class RayConfig:
     actors: int = 0  # actor pool size; 0 = as many as the cluster's CPUs (or GPUs) allow
     num_cpus: float = 1.0  # per actor
@@ -47,6 +59,7 @@ class Config:
     chunk_seconds: float = 60.0  # videos are split into chunks of this length
     faces: FacesConfig = field(default_factory=FacesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    actions: ActionsConfig = field(default_factory=ActionsConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,6 +76,11 @@ _RULES = {
     "tracking.link_distance": lambda v: 0 < v <= 2,
     "tracking.max_gap_s": lambda v: v >= 0,
     "tracking.join_distance": lambda v: 0 < v <= 2,
+    "actions.stride": lambda v: v >= 0,
+    "actions.top_k": lambda v: 1 <= v <= 400,
+    "actions.min_score": lambda v: 0 <= v <= 1,
+    "actions.keep_score": lambda v: 0 <= v <= 1,
+    "actions.min_duration": lambda v: v >= 0,
     "ray.actors": lambda v: v >= 0,
     "ray.num_cpus": lambda v: v > 0,
     "ray.num_gpus": lambda v: v >= 0,
@@ -88,9 +106,14 @@ def _set(obj: Any, key: str, value: Any, prefix: str = "") -> None:
         raise ConfigError(f"config key '{full}' has no sub-keys")
     typ = type(cur)
     try:
-        if typ is bool or isinstance(value, bool) and typ is not str:
+        if typ is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            v = value
+        elif isinstance(value, bool) and typ is not str:
             raise TypeError
-        v = typ(value) if not (typ is int and isinstance(value, float) and not value.is_integer()) else None
+        else:
+            v = typ(value) if not (typ is int and isinstance(value, float) and not value.is_integer()) else None
         if v is None:
             raise TypeError
     except (TypeError, ValueError):

@@ -21,6 +21,7 @@ import tarfile
 import time
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any
 
@@ -168,15 +169,41 @@ def plan_video(inp: Input, chunk_s: float) -> VideoPlan:
 
 def chunk_rows(vp: VideoPlan, cfg: Config) -> list[dict[str, Any]]:
     """One work item per chunk, carrying what the worker needs to decode without probing:
-    the sampled frames' indices and presentation times, the frame size and the decoder."""
+    the sampled frames' indices and presentation times (faces; actions at their clip rate),
+    the frame size and the decoder."""
+    from vidx.workers.actions import CLIP_FPS
+
     info = vp.info
     rows = []
     for c, (s, e) in enumerate(vp.chunks):
         idx = decode.sample_indices(info.timestamps, s, e, cfg.faces.sample_fps)
-        rows.append({"video_id": vp.video_id, "uri": vp.uri, "chunk": c, "start_s": s, "end_s": e,
-                     "frame_idx": idx.tolist(), "frame_t": info.timestamps[idx].tolist(),
-                     "width": info.width, "height": info.height, "decoder": info.backend})
+        row = {"video_id": vp.video_id, "uri": vp.uri, "chunk": c, "start_s": s, "end_s": e,
+               "frame_idx": idx.tolist(), "frame_t": info.timestamps[idx].tolist(),
+               "width": info.width, "height": info.height, "decoder": info.backend}
+        if cfg.actions.enabled:
+            a = decode.sample_indices(info.timestamps, s, e, CLIP_FPS)
+            row.update(action_idx=a.tolist(), action_t=info.timestamps[a].tolist())
+        rows.append(row)
     return rows
+
+
+def action_segments(video_id: str, windows: pa.Table, labels: list[str], cfg: Config) -> pa.Table:
+    """Merge a video's windows (all chunks, in time order) into segments."""
+    from vidx.workers.actions import SegmentParams, WindowScores, merge_segments
+
+    w = windows.sort_by("start_s")
+    k = cfg.actions.top_k
+    lab = np.array([x + [-1] * (k - len(x)) for x in w["label_ids"].to_pylist()], np.int64).reshape(-1, k)
+    sc = np.array([x + [0.0] * (k - len(x)) for x in w["scores"].to_pylist()], np.float64).reshape(-1, k)
+    ws = WindowScores(w["start_s"].to_numpy(), w["end_s"].to_numpy(), lab, sc)
+    p = SegmentParams(cfg.actions.min_score, cfg.actions.keep_score, cfg.actions.min_duration)
+    segs = merge_segments(ws, p)
+    model = w["model"][0].as_py() if w.num_rows else ""
+    return pa.table({
+        "video_id": [video_id] * len(segs), "start_s": [x[0] for x in segs], "end_s": [x[1] for x in segs],
+        "label": [labels[x[2]] for x in segs], "label_id": pa.array([x[2] for x in segs], pa.int32()),
+        "score": pa.array([x[3] for x in segs], pa.float32()), "model": [model] * len(segs),
+    }, schema=schemas.ACTION_SEGMENTS)
 
 
 # ---------------------------------------------------------------------------- commit
@@ -295,6 +322,16 @@ def _pool_size(cfg: Config, n_chunks: int) -> int:
 def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = None) -> Summary:
     t_start = time.time()
     store = Store(out)
+    actions = None
+    if cfg.actions.enabled:  # before any work: the weights must be there (or fetchable)
+        from vidx.workers import actions as act
+
+        try:
+            name, wpath = act.resolve_for_index(cfg.actions.model, cfg.actions.weights, cfg.ray.num_gpus > 0)
+        except act.ActionWeightsError as e:
+            raise SystemExit(f"vidx index: {e}") from None
+        actions = {"model": name, "weights_path": str(wpath), "stride": cfg.actions.stride,
+                   "top_k": cfg.actions.top_k, "labels": act.categories(name, wpath)}
     manifest = store.read_manifest() or {"schema_version": schemas.SCHEMA_VERSION, "commit": 0, "videos": {},
                                          "tables": {}}
     before = _comparable(manifest)
@@ -319,20 +356,21 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
         entry["chunk_seconds"] = cfg.chunk_seconds
         for row in chunk_rows(vp, cfg):
             done = entry["chunks"].get(str(row["chunk"]))
-            if done and store.exists(done["detections"]) and store.exists(done["segments"]):
+            if done and store.exists(done["detections"]) and store.exists(done["segments"]) and (
+                    not actions or (done.get("windows") and store.exists(done["windows"]))):
                 summary.chunks_skipped += 1
                 continue
             todo.append(row)
     chunk_errors: dict[str, str] = {}
     ran_videos: set[str] = set()
     if todo:
-        _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress)
-    _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summary)
+        _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress, actions)
+    _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions)
     summary.wall_s = time.time() - t_start
     return summary
 
 
-def _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress):
+def _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress, actions):
     import ray.data
     from tqdm import tqdm
 
@@ -348,7 +386,8 @@ def _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary,
     ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
         ChunkIndexer, batch_size=1, concurrency=pool, num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus,
         fn_constructor_kwargs={"out": out, "faces": cfg.to_dict()["faces"], "tracking": cfg.to_dict()["tracking"],
-                               "num_cpus": cfg.ray.num_cpus})
+                               "num_cpus": cfg.ray.num_cpus,
+                               "actions": {k: v for k, v in actions.items() if k != "labels"} if actions else None})
     tty = sys.stderr.isatty() if progress is None else progress
     total_s = sum(t["end_s"] - t["start_s"] for t in todo)
     bar = tqdm(total=round(total_s, 1), unit="video-s", disable=not tty, dynamic_ncols=True, file=sys.stderr)
@@ -364,7 +403,8 @@ def _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary,
         if r["status"] == "ok":
             manifest["videos"][vid]["chunks"][str(c)] = {
                 "detections": Store.detections_rel(vid, c), "segments": Store.segments_rel(vid, c),
-                "detections_n": int(r["detections"]), "segments_n": int(r["segments"])}
+                "detections_n": int(r["detections"]), "segments_n": int(r["segments"]),
+                **({"windows": Store.windows_rel(vid, c)} if actions else {})}
             faces += int(r["detections"])
         else:
             chunk_errors[f"{vid}/{c}"] = r["error"]
@@ -391,7 +431,7 @@ def _comparable(m: dict) -> dict:
     return {k: v for k, v in m.items() if k not in ("commit", "updated")}
 
 
-def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summary):
+def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions=None):
     rows = {k: [] for k in schemas.VIDEOS.names}
     for vid, vp in plans.items():
         entry = manifest["videos"][vid]
@@ -418,6 +458,14 @@ def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summa
                 entry["tracks_n"] = tracks_tbl.num_rows
             entry["face_tracks"] = tr_rel
             tracks = entry.get("tracks_n", 0)
+            win_rels = [entry["chunks"][str(c)]["windows"] for c in range(n_chunks)
+                        if entry["chunks"].get(str(c), {}).get("windows")]
+            seg_rel = Store.action_segments_rel(vid)
+            if actions and win_rels and (vid in ran_videos or not store.exists(seg_rel)):
+                wins = pa.concat_tables([store.read_table(r, schemas.ACTION_WINDOWS) for r in win_rels])
+                store.write_table(seg_rel, action_segments(vid, wins, actions["labels"], cfg))
+            if win_rels and store.exists(seg_rel):
+                entry["action_segments"] = seg_rel
         summary.tracks += tracks
         summary.detections += sum(c.get("detections_n", 0) for c in entry["chunks"].values())
         entry["status"], entry["error"] = status, error
@@ -455,6 +503,8 @@ def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summa
                           "landmarks": "dlib_sp5 (shape_predictor_5_face_landmarks.dat)",
                           "embedder": "dlib_resnet_v1 (dlib_face_recognition_resnet_model_v1.dat)",
                           "distance": "euclidean on raw 128-d descriptors; same person < 0.6"}
+    if actions:
+        manifest["models"]["actions"] = f"{actions['model']} ({Path(actions['weights_path']).name})"
     manifest["config"] = cfg.to_dict()
     unchanged = (not ran_videos and old_rel and store.exists(old_rel)
                  and store.read_table(old_rel, schemas.VIDEOS).sort_by("path").equals(videos)

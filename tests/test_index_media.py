@@ -20,7 +20,10 @@ ENV = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONWARNINGS="ignore")
 
 
 def index(*args, timeout=600):
-    return subprocess.run([VIDX, "index", *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
+    """vidx index, faces only (no action weights on the test machines; tests/test_index_actions.py
+    covers actions with staged weights)."""
+    return subprocess.run([VIDX, "index", "--no-actions", *map(str, args)], capture_output=True, text=True, env=ENV,
+                          timeout=timeout)
 
 
 def table(out, name):
@@ -115,7 +118,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, data_dir):
     full = tmp_path / "full"
     assert index(*args, "--out", full).returncode == 0
     out = tmp_path / "killed"
-    proc = subprocess.Popen([VIDX, "index", *map(str, args), "--out", str(out)], env=ENV,
+    proc = subprocess.Popen([VIDX, "index", "--no-actions", *map(str, args), "--out", str(out)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300

@@ -79,6 +79,30 @@ def pull(name: str) -> Path:
     return d / expected_file(name)
 
 
+def categories(name: str, path: str | os.PathLike) -> list[str]:
+    """The label set for a weights file: torchvision's, or the one a vidx-trained file carries."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "categories" in state and "state_dict" in state:
+        return list(state["categories"])
+    return list(weights_enum(name).meta["categories"])
+
+
+def resolve_for_index(model: str, weights: str, gpu: bool, allow_download: bool = True) -> tuple[str, Path]:
+    """(model name, weights file) for the index job, before any work: config path, weights
+    folder, then a download through torchvision when the network allows."""
+    name = model if model != "auto" else (GPU_DEFAULT if gpu else CPU_DEFAULT)
+    try:
+        return name, resolve_weights(name, weights or None)
+    except ActionWeightsError as e:
+        if weights or not allow_download:
+            raise
+        try:
+            return name, pull(name)
+        except Exception:  # noqa: BLE001 - offline: report the staging instructions
+            raise ActionWeightsError(f"{e}; the download failed too (no network?). Or index faces only "
+                                     "with --no-actions") from None
+
+
 @dataclass
 class WindowScores:
     """Per-window top-k: start/end seconds (W,), labels (W, k) int, scores (W, k) float."""
@@ -151,7 +175,7 @@ class SegmentParams:
     min_score: float = 0.3  # a window's top label starts a segment at this score
     keep_score: float = 0.15  # ...and keeps it open while its score stays above this (hysteresis)
     min_duration: float = 1.0  # shorter segments are dropped
-    max_gap: float = 0.0  # windows further apart than this end a segment
+    max_gap: float = 0.25  # windows further apart than this end a segment (frame-time slack)
 
 
 def merge_segments(ws: WindowScores, params: SegmentParams | None = None) -> list[tuple[float, float, int, float]]:

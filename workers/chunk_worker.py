@@ -73,7 +73,9 @@ def _pieces(path: str, info: decode.VideoInfo, indices: np.ndarray, times: np.nd
 class ChunkIndexer:
     """Callable class for ``Dataset.map_batches``: one chunk of one video per row."""
 
-    def __init__(self, out: str, faces: dict[str, Any], tracking: dict[str, Any], num_cpus: float = 1.0):
+    def __init__(self, out: str, faces: dict[str, Any], tracking: dict[str, Any], num_cpus: float = 1.0,
+                 actions: dict[str, Any] | None = None):
+        """actions: None (faces only) or {"model", "weights_path", "stride", "top_k"}, resolved by the driver."""
         from vidx.workers.faces import FaceEngine
 
         torch.set_num_threads(max(1, int(num_cpus)))
@@ -83,6 +85,12 @@ class ChunkIndexer:
         self.faces = faces
         self.track_params = TrackParams(link_distance=tracking["link_distance"], max_gap_s=tracking["max_gap_s"])
         self.engine = FaceEngine(device=dev, upsample=int(faces["upsample"]))
+        self.actions = actions
+        self.action_model = None
+        if actions:
+            from vidx.workers.actions import ActionModel
+
+            self.action_model = ActionModel(actions["model"], actions["weights_path"], dev)
         self.store = Store(out)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -99,9 +107,11 @@ class ChunkIndexer:
         t0 = time.perf_counter()
         try:
             with local_file(str(row["uri"])) as path:
-                dets, segs, n_frames = self._run(path, row, timing)
+                dets, segs, windows, n_frames = self._run(path, row, timing)
             self.store.write_table(Store.detections_rel(vid, chunk), dets)
             self.store.write_table(Store.segments_rel(vid, chunk), segs)
+            if windows is not None:
+                self.store.write_table(Store.windows_rel(vid, chunk), windows)
             res.update(detections=dets.num_rows, segments=segs.num_rows, sampled_frames=n_frames)
         except (decode.DecodeError, SourceError) as e:
             res.update(status="failed", error=str(e))
@@ -115,8 +125,19 @@ class ChunkIndexer:
         """The driver already probed the video and picked this chunk's frames (frame_idx and
         their times frame_t): the worker decodes exactly those, without probing again."""
         vid, chunk = str(row["video_id"]), int(row["chunk"])
-        idx = np.asarray(row["frame_idx"], np.int64)
-        times = np.asarray(row["frame_t"], np.float64)
+        face_idx = np.asarray(row["frame_idx"], np.int64)
+        idx, times = face_idx, np.asarray(row["frame_t"], np.float64)
+        act = self.action_model
+        if act is not None:  # one decode for both stages: the union of their frames
+            act_idx = np.asarray(row["action_idx"], np.int64)
+            tmap = dict(zip(face_idx.tolist(), times.tolist()))
+            tmap.update(zip(act_idx.tolist(), np.asarray(row["action_t"], np.float64).tolist()))
+            idx = np.union1d(face_idx, act_idx)
+            times = np.array([tmap[i] for i in idx.tolist()])
+            buf: list[np.ndarray] = []
+            buf_t: list[float] = []
+            stride = int(self.actions["stride"]) or act.clip_len
+            wins = []
         info = decode.VideoInfo(duration=0.0, fps=0.0, frames=0, width=int(row["width"]), height=int(row["height"]),
                                 codec="", backend=str(row["decoder"]), timestamps=np.zeros(0))
         w, h = decode.scaled_size(info.width, info.height, int(self.faces["max_side"]))
@@ -128,7 +149,22 @@ class ChunkIndexer:
         for part, frames in _pieces(path, info, idx, times, int(self.faces["max_side"]),
                                     int(self.faces["batch_frames"]), timing):
             t = time.perf_counter()
-            faces = self.engine(torch.from_numpy(frames))
+            if act is not None:
+                a_sel = np.flatnonzero(np.isin(part, act_idx))
+                buf.extend(frames[a_sel])
+                buf_t.extend(times[np.searchsorted(idx, part[a_sel])].tolist())
+                if len(buf) >= act.clip_len:
+                    usable = (len(buf) - act.clip_len) // stride * stride + act.clip_len
+                    wins.append(act.classify_frames(np.stack(buf[:usable]), np.asarray(buf_t[:usable]), stride,
+                                                    int(self.actions["top_k"])))
+                    keep = usable - act.clip_len + stride
+                    buf, buf_t = buf[keep:], buf_t[keep:]
+                f_sel = np.flatnonzero(np.isin(part, face_idx))
+                part, frames = part[f_sel], frames[f_sel]
+            if len(part) == 0:
+                timing["model_s"] += time.perf_counter() - t
+                continue
+            faces = self.engine(torch.from_numpy(np.ascontiguousarray(frames)))
             boxes = faces.boxes * scale4  # video pixels
             lms = faces.landmarks * np.array([sx, sy])
             q = quality(boxes, faces.scores)
@@ -180,4 +216,14 @@ class ChunkIndexer:
             }, schema=schemas.TRACK_SEGMENTS)
         else:
             segs = schemas.TRACK_SEGMENTS.empty_table()
-        return dets, segs, n_frames
+        windows = None
+        if act is not None:
+            starts = np.concatenate([w.start for w in wins]) if wins else np.zeros(0)
+            windows = pa.table({
+                "video_id": [vid] * len(starts), "chunk": np.full(len(starts), chunk, np.int32),
+                "start_s": starts, "end_s": np.concatenate([w.end for w in wins]) if wins else np.zeros(0),
+                "label_ids": [row.tolist() for w in wins for row in w.labels.astype(np.int32)],
+                "scores": [row.tolist() for w in wins for row in w.scores.astype(np.float32)],
+                "model": [act.name] * len(starts),
+            }, schema=schemas.ACTION_WINDOWS)
+        return dets, segs, windows, n_frames
