@@ -5,6 +5,7 @@
     vidx index SRC... --out OUT [--config FILE] [--set key=value ...]
     vidx models list | pull NAME
     vidx actions VIDEO [--model NAME] [--json]
+    vidx actions train DATA --base MODEL --out WEIGHTS [--from-scratch]
     vidx demo DIR
 """
 
@@ -229,6 +230,56 @@ def cmd_actions(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from vidx.workers import action_training as at
+    from vidx.workers import actions, decode
+    from vidx.workers.faces import resolve_device
+
+    try:
+        rep = at.train(args.data, args.base, args.out, args.weights, args.from_scratch, args.train_last_block,
+                       args.epochs, args.val_split, args.lr, args.batch, str(resolve_device(args.device)))
+    except (at.TrainingDataError, actions.ActionWeightsError, decode.DecodeError, RuntimeError) as e:
+        log.error("vidx actions train: %s", e)
+        return 2
+    if args.json:
+        print(json.dumps(rep))
+        return 0
+    print(f"mode {rep['mode']}, {rep['epochs']} epochs, loss {rep['loss_first']:.3f} -> {rep['loss_last']:.3f}")
+    for split in ("train", "validation"):
+        r = rep[split]
+        if not r:
+            continue
+        print(f"{split}: accuracy {r['accuracy']:.3f}")
+        print(f"  {'class':<20} {'precision':>9} {'recall':>7} {'f1':>6} {'n':>4}")
+        for c, m in r.items():
+            if c != "accuracy":
+                print(f"  {c:<20} {m['precision']:>9.3f} {m['recall']:>7.3f} {m['f1']:>6.3f} {m['support']:>4}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def train_parser() -> argparse.ArgumentParser:
+    t = argparse.ArgumentParser(
+        prog="vidx actions train",
+        description="Fine-tune a new classification head (backbone frozen by default) on labelled clips: "
+        "DATA is a folder with one sub-folder of clips per class, or a CSV of video,start,end,label.")
+    t.add_argument("data", type=Path, metavar="DATA")
+    t.add_argument("--base", required=True, help="torchvision video model (see vidx models list)")
+    t.add_argument("--out", required=True, type=Path, help="weights file to write")
+    t.add_argument("--weights", help="base weights file (default: the weights folder)")
+    t.add_argument("--from-scratch", action="store_true", help="train every weight from random initialisation")
+    t.add_argument("--train-last-block", action="store_true", help="also train the backbone's last block")
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--val-split", type=float, default=0.25)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--json", action="store_true", help="print the report as JSON")
+    t.add_argument("-v", "--verbose", action="store_true")
+    t.set_defaults(func=cmd_train)
+    return t
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vidx", description="Index video archives by who did what when.")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -278,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["faces", "compare"]:  # a sub-command of `faces`, which also takes PHOTO...
         args = compare_parser().parse_args(argv[2:])
+    elif argv[:2] == ["actions", "train"]:  # likewise for `actions VIDEO`
+        args = train_parser().parse_args(argv[2:])
     else:
         args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -79,3 +79,31 @@ def make_demo_media(out: Path) -> list[Path]:
     for p in paths:
         log.info("wrote %s", p)
     return paths
+
+
+def make_motion_clip(path: Path, direction: str | list[str], frames: int = 18, fps: int = 15,
+                     seed: int = 0) -> Path:
+    """A bright square moving left, right, up or down on grey: synthetic clips with known
+    actions, for training tests.  A list of directions makes one clip of consecutive parts
+    of ``frames`` frames each."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    w, h, size = 172, 128, 20
+    moves = {"right": (0, 4), "left": (0, -4), "down": (4, 0), "up": (-4, 0)}
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("mpeg4", rate=fps)
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        for d in [direction] if isinstance(direction, str) else direction:
+            y0, x0 = int(rng.integers(40, 70)), int(rng.integers(60, 100))
+            dy, dx = moves[d]
+            for t in range(frames):
+                frame = np.full((h, w, 3), 60, np.uint8)
+                yy = int(np.clip(y0 + dy * (t - frames // 2), 0, h - size))
+                xx = int(np.clip(x0 + dx * (t - frames // 2), 0, w - size))
+                frame[yy : yy + size, xx : xx + size] = 230
+                for pkt in st.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                    c.mux(pkt)
+        for pkt in st.encode():
+            c.mux(pkt)
+    return path
