@@ -74,8 +74,7 @@ def _path_id(uri: str) -> str:
 
 @dataclass
 class Input:
-    uri: str
-    explicit: bool  # named on the command line (always reported), or found in a folder
+    uri: str  # a path, a pyarrow.fs URI, or ARCHIVE::MEMBER
 
 
 def _is_video(name: str, head: bytes) -> bool:
@@ -84,11 +83,11 @@ def _is_video(name: str, head: bytes) -> bool:
 
 def _archive_inputs(uri: str) -> list[Input]:
     try:
-        return [Input(f"{uri}{sources.SEP}{name}", False) for name, _, head in sources.members(uri)
+        return [Input(f"{uri}{sources.SEP}{name}") for name, _, head in sources.members(uri)
                 if _is_video(name, head)]
     except (OSError, EOFError, sources.SourceError, tarfile.TarError, zipfile.BadZipFile) as e:
         log.error("%s: unreadable archive (%s)", uri, e)
-        return [Input(uri, True)]  # reported as a failed row
+        return [Input(uri)]  # reported as a failed row
 
 
 def list_inputs(srcs: list[str]) -> list[Input]:
@@ -111,7 +110,7 @@ def list_inputs(srcs: list[str]) -> list[Input]:
                 if sources.is_archive(fi.path, head):
                     out += _archive_inputs(uri)
                 elif _is_video(fi.path, head):
-                    out.append(Input(uri, False))
+                    out.append(Input(uri))
         else:
             uri = src if fs.type_name != "local" else path
             head = b""
@@ -120,7 +119,7 @@ def list_inputs(srcs: list[str]) -> list[Input]:
                     head = sources.read_head(fs, path, 1024)
                 except OSError:
                     pass
-            out += _archive_inputs(uri) if sources.is_archive(path, head) else [Input(uri, True)]
+            out += _archive_inputs(uri) if sources.is_archive(path, head) else [Input(uri)]
     return out
 
 

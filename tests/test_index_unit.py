@@ -189,7 +189,7 @@ def test_missing_member_and_broken_archive(tmp_path):
     arc = tmp_path / "a.tar"
     with tarfile.open(arc, "w") as t:
         t.add(clip, "clip.mp4")
-    vp = plan_video(Input(f"{arc}::nope.mp4", False), 60.0)
+    vp = plan_video(Input(f"{arc}::nope.mp4"), 60.0)
     assert "no member 'nope.mp4'" in vp.error
     broken = tmp_path / "b.tar"
     broken.write_bytes(arc.read_bytes()[:700])  # header of the first member, no data

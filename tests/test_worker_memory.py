@@ -20,7 +20,7 @@ PROBE = textwrap.dedent("""
     config = load_config(None, ["faces.device=" + device, "faces.batch_frames=4", "chunk_seconds=600"])
     cfg = config.to_dict()
     w = ChunkIndexer(out, cfg["faces"], cfg["tracking"])
-    (row,) = chunk_rows(plan_video(Input(path, True), config.chunk_seconds), config)
+    (row,) = chunk_rows(plan_video(Input(path), config.chunk_seconds), config)
     proc, rss, stop = psutil.Process(), [], threading.Event()
     def watch():
         while not stop.is_set():

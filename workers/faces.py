@@ -53,11 +53,6 @@ class Faces:
     def __len__(self) -> int:
         return len(self.image_index)
 
-    def of_image(self, i: int) -> "Faces":
-        m = self.image_index == i
-        return Faces(self.image_index[m], self.boxes[m], self.scores[m], self.landmarks[m],
-                     self.embeddings[m], None if self.chips is None else self.chips[m])
-
 
 class DlibMMOD:
     """dlib's CNN detector behind the Detector interface (upsample fixed at construction)."""
@@ -97,11 +92,6 @@ class FaceEngine:
         self.embedder = embedder or FaceEmbedder().to(self.device)
         self.embed_batch = embed_batch
         self.threshold = DISTANCE_THRESHOLD
-
-    @property
-    def model_versions(self) -> dict[str, str]:
-        return {"detector": self.detector.name, "landmarks": self.landmarks.name,
-                "embedder": self.embedder.name}
 
     def __call__(self, images: Sequence[np.ndarray | torch.Tensor] | torch.Tensor,
                  keep_chips: bool = False) -> Faces:
