@@ -3,6 +3,7 @@
     vidx faces PHOTO... [--json] [--upsample 0|1] [--device cpu|cuda]
     vidx faces compare A B [--upsample 0|1] [--device cpu|cuda]
     vidx index SRC... --out OUT [--config FILE] [--set key=value ...]
+    vidx reindex OUT
     vidx models list | pull NAME
     vidx actions VIDEO [--model NAME] [--json]
     vidx actions train DATA --base MODEL --out WEIGHTS [--from-scratch]
@@ -120,6 +121,19 @@ def cmd_compare(args) -> int:
     else:
         verdict = "same person" if same else "different people"
         print(f"distance {d:.4f}: {verdict} (threshold {engine.threshold})")
+    return 0
+
+
+def cmd_reindex(args) -> int:
+    from vidx.indexing.faces_index import FaceIndexError, reindex
+    from vidx.indexing.store import IndexError_
+
+    try:
+        idx = reindex(args.out)
+    except (FaceIndexError, IndexError_) as e:
+        log.error("vidx reindex: %s", e)
+        return 2
+    print(f"face index: {idx.meta.count} tracks, {idx.meta.kind}, embedder {idx.meta.embedder}")
     return 0
 
 
@@ -306,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a config key, e.g. --set faces.sample_fps=4 (repeatable)")
     ix.add_argument("--no-actions", action="store_true", help="index faces only (no action model needed)")
     ix.set_defaults(func=cmd_index)
+    r = sub.add_parser("reindex", help="(re)build the FAISS index of face tracks in an index folder")
+    r.add_argument("out", metavar="OUT")
+    r.set_defaults(func=cmd_reindex)
     m = sub.add_parser("models", help="list the action models and their weights files, or download one")
     m.add_argument("action", choices=("list", "pull"))
     m.add_argument("name", nargs="?", help="model name, for pull")

@@ -1,0 +1,159 @@
+"""The FAISS index over face-track embeddings: exact below a size, IVF-PQ above it.
+
+Vectors are dlib's raw descriptors made unit length, searched by inner product (cosine).
+Ids are stable int64 hashes of ``track_id``, so an index built in shards (e.g. one per video,
+as faiss ``contrib/ondisk.py`` does: train once, add shards with their ids, merge) or rebuilt
+later maps to the same ``face_tracks`` rows.  A metadata file beside the index records the
+embedder and distance rule; searching with another embedder is refused.
+
+    idx = FaceIndex.build(embeddings, track_ids)          # exact or IVF-PQ by size
+    idx.save(folder); idx = FaceIndex.load(folder, embedder="dlib_resnet_v1")
+    sims, track_ids = idx.search(query_embeddings, k=10)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+EMBEDDER = "dlib_resnet_v1"
+DISTANCE_RULE = "euclidean on raw 128-d descriptors < 0.6 = same person; index: cosine of unit vectors"
+INDEX_FILE = "faces.faiss"
+META_FILE = "faces.faiss.json"
+IDS_FILE = "faces.ids.json"
+
+
+class FaceIndexError(RuntimeError):
+    pass
+
+
+def track_hash(track_ids: list[str]) -> np.ndarray:
+    """Stable non-negative int64 id for each track id."""
+    return np.array([int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") >> 1
+                     for t in track_ids], dtype=np.int64)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass
+class Meta:
+    embedder: str
+    distance: str
+    dim: int
+    kind: str  # exact | ivfpq
+    count: int
+    nlist: int = 0
+    pq_m: int = 0
+    nprobe: int = 0
+
+
+def train_ivfpq(sample: np.ndarray, nlist: int, pq_m: int = 16, nbits: int = 8) -> faiss.Index:
+    """An empty, trained IVF-PQ index (inner product on unit vectors): train once, add shards later."""
+    d = sample.shape[1]
+    index = faiss.index_factory(d, f"IVF{nlist},PQ{pq_m}x{nbits}", faiss.METRIC_INNER_PRODUCT)
+    index.train(unit(sample))
+    return index
+
+
+class FaceIndex:
+    def __init__(self, index: faiss.Index, meta: Meta, ids: dict[int, str]):
+        self.index, self.meta, self.ids = index, meta, ids
+
+    @classmethod
+    def build(cls, embeddings: np.ndarray, track_ids: list[str], exact_below: int = 100_000,
+              shard_size: int = 200_000, nprobe: int = 32, seed: int = 0) -> "FaceIndex":
+        x = unit(embeddings)
+        n, d = x.shape if x.ndim == 2 else (0, 128)
+        hid = track_hash(track_ids)
+        if len(set(hid.tolist())) != len(hid):
+            raise FaceIndexError("duplicate track ids")
+        if n < exact_below:
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
+            if n:
+                index.add_with_ids(x, hid)
+            meta = Meta(EMBEDDER, DISTANCE_RULE, d, "exact", n)
+        else:
+            nlist = int(min(4096, max(64, 4 * np.sqrt(n))))
+            rng = np.random.default_rng(seed)
+            sample = x[rng.choice(n, size=min(n, 40 * nlist), replace=False)]  # faiss wants >= 39 per list
+            trained = train_ivfpq(sample, nlist)
+            index = None
+            for s in range(0, n, shard_size):  # shards with stable ids, merged into the first
+                shard = faiss.clone_index(trained)
+                shard.add_with_ids(x[s : s + shard_size], hid[s : s + shard_size])
+                if index is None:
+                    index = shard
+                else:
+                    index.merge_from(shard, 0)
+            faiss.extract_index_ivf(index).nprobe = nprobe
+            meta = Meta(EMBEDDER, DISTANCE_RULE, d, "ivfpq", n, nlist, 16, nprobe)
+        return cls(index, meta, dict(zip(hid.tolist(), track_ids)))
+
+    def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, list[list[str]]]:
+        """Cosine similarities (Q, k) and the matching track ids (missing slots dropped)."""
+        q = unit(np.atleast_2d(queries))
+        if q.shape[1] != self.meta.dim:
+            raise FaceIndexError(f"query has {q.shape[1]} dimensions, the index {self.meta.dim}")
+        sims, ids = self.index.search(q, min(k, max(self.meta.count, 1)))
+        out = [[self.ids[i] for i in row if i >= 0] for row in ids]
+        return sims, out
+
+    def remove(self, track_ids: list[str]) -> int:
+        """Remove tracks (e.g. a forgotten person); returns how many vectors went."""
+        hid = track_hash(track_ids)
+        n = self.index.remove_ids(faiss.IDSelectorBatch(hid))
+        for h in hid.tolist():
+            self.ids.pop(h, None)
+        self.meta.count -= int(n)
+        return int(n)
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, write in ((INDEX_FILE, lambda p: faiss.write_index(self.index, str(p))),
+                            (IDS_FILE, lambda p: p.write_text(json.dumps({str(k): v for k, v in self.ids.items()}))),
+                            (META_FILE, lambda p: p.write_text(json.dumps(asdict(self.meta), indent=1)))):
+            tmp = folder / f".{name}.tmp"
+            write(tmp)
+            tmp.replace(folder / name)  # meta last: a reader trusts the pair only when both are there
+
+    @classmethod
+    def load(cls, folder: str | Path, embedder: str = EMBEDDER) -> "FaceIndex":
+        folder = Path(folder)
+        if not (folder / META_FILE).is_file():
+            raise FaceIndexError(f"{folder} has no face index ({META_FILE}); build it with 'vidx reindex'")
+        meta = Meta(**json.loads((folder / META_FILE).read_text()))
+        if meta.embedder != embedder:
+            raise FaceIndexError(f"the face index in {folder} was built with embedder {meta.embedder!r}; "
+                                 f"queries use {embedder!r}: rebuild it with 'vidx reindex'")
+        index = faiss.read_index(str(folder / INDEX_FILE))
+        if meta.kind == "ivfpq":
+            faiss.extract_index_ivf(index).nprobe = meta.nprobe
+        ids = {int(k): v for k, v in json.loads((folder / IDS_FILE).read_text()).items()}
+        return cls(index, meta, ids)
+
+
+def reindex(out: str) -> FaceIndex:
+    """Build the face index of an index folder from its face_tracks and name it in the manifest."""
+    from vidx.indexing.store import Store, read_index_table
+
+    store = Store(out)
+    if store.fs.type_name != "local":
+        raise FaceIndexError("the face index is written to local index folders only, for now")
+    tracks = read_index_table(out, "face_tracks")
+    emb = np.asarray(tracks["embedding"].to_pylist(), np.float32).reshape(-1, 128)
+    idx = FaceIndex.build(emb, tracks["track_id"].to_pylist())
+    idx.save(store.root)
+    m = store.read_manifest()
+    m["faces_index"] = {"files": [INDEX_FILE, IDS_FILE, META_FILE], **asdict(idx.meta)}
+    m["commit"] = m.get("commit", 0) + 1
+    store.write_manifest(m)
+    return idx
