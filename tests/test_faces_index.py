@@ -22,11 +22,12 @@ def test_track_hash_is_stable_and_positive():
     assert h[0] == h[2] != h[1] and (h >= 0).all()
 
 
-@pytest.mark.parametrize("exact_below", [10**9, 100])
-def test_search_finds_the_same_person(tmp_path, exact_below):
+@pytest.mark.parametrize("exact_below,codec", [(10**9, ""), (100, "SQ8"), (100, "PQ16x8")])
+def test_search_finds_the_same_person(tmp_path, exact_below, codec):
     x, ids, centres = clustered()
-    idx = FaceIndex.build(x, ids, exact_below=exact_below, shard_size=300)
-    assert idx.meta.kind == ("exact" if exact_below > len(x) else "ivfpq")
+    idx = FaceIndex.build(x, ids, exact_below=exact_below, shard_size=300, codec=codec or "SQ8")
+    assert idx.meta.kind == ("exact" if exact_below > len(x) else "ivf")
+    assert idx.meta.count == len(x)  # three shards merged
     idx.save(tmp_path)
     idx = FaceIndex.load(tmp_path)
     sims, found = idx.search(centres[[3, 17]], k=10)
