@@ -146,14 +146,14 @@ def plan_video(inp: Input, chunk_s: float) -> VideoPlan:
         return vp
     fs, path = resolve(inp.uri)
     try:
+        if fs.type_name == "local":  # missing, folder, unreadable, empty, not a video: before hashing
+            decode.check_file(path)
         fi = fs.get_file_info(path)
-        if fi.type == pafs.FileType.NotFound:
-            return VideoPlan(_path_id(inp.uri), inp.uri, error="no such file")
-        if fi.type == pafs.FileType.Directory:
-            return VideoPlan(_path_id(inp.uri), inp.uri, error="is a folder, not a video")
-        if fs.type_name == "local" and not os.access(path, os.R_OK):
-            return VideoPlan(_path_id(inp.uri), inp.uri, size=fi.size, error="permission denied")
+        if fi.type != pafs.FileType.File:
+            raise decode.DecodeError("no such file" if fi.type == pafs.FileType.NotFound else "not a file")
         vid = content_id(fs, path, fi.size)
+    except decode.DecodeError as e:
+        return VideoPlan(_path_id(inp.uri), inp.uri, error=str(e))
     except OSError as e:
         return VideoPlan(_path_id(inp.uri), inp.uri, error=f"unreadable: {e}")
     vp = VideoPlan(vid, inp.uri, size=fi.size)

@@ -74,8 +74,13 @@ def load_samples(data: Path) -> list[Sample]:
     raise TrainingDataError(f"{data}: not a folder of class folders nor a .csv file")
 
 
-def read_clip(s: Sample, clip_len: int) -> np.ndarray:
-    info = decode.probe(s.path)
+def read_clip(s: Sample, clip_len: int, probed: dict | None = None) -> np.ndarray:
+    """One clip of clip_len frames at 15 fps from the middle of the sample's span.  ``probed``
+    caches each video's probe (a CSV often cuts many samples from one video)."""
+    probed = {} if probed is None else probed
+    if s.path not in probed:
+        probed[s.path] = decode.probe(s.path)
+    info = probed[s.path]
     start, end = (0.0, info.duration) if s.start is None else (s.start, min(s.end, info.duration))
     idx = decode.sample_indices(info.timestamps, start, end, actions.CLIP_FPS)
     if len(idx) == 0:
@@ -139,7 +144,8 @@ def train(data: Path, base: str, out: Path, base_weights: str | None = None, fro
     clip_len = int(w.meta.get("min_temporal_size") or 16)
     dev = torch.device(device)
     log.info("reading %d clips of %d classes", len(samples), len(classes))
-    clips = np.stack([read_clip(s, clip_len) for s in tqdm(samples, desc="clips", unit="clip")])
+    probed: dict = {}
+    clips = np.stack([read_clip(s, clip_len, probed) for s in tqdm(samples, desc="clips", unit="clip")])
     y = np.array([classes.index(s.label) for s in samples])
     tr, va = _split(y, val_split, seed)
     prep = lambda x: transforms(torch.from_numpy(x).permute(0, 1, 4, 2, 3)).to(dev)  # noqa: E731

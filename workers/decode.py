@@ -63,7 +63,8 @@ class VideoInfo:
     timestamps: np.ndarray  # (frames,) float64 presentation time of each frame, seconds
 
 
-def _check_file(path: str) -> None:
+def check_file(path: str) -> None:
+    """Raise DecodeError saying why a local path cannot be a video (before any decoding)."""
     p = Path(path)
     if not p.exists():
         raise DecodeError("no such file")
@@ -108,7 +109,7 @@ def _pyav_times(path: str) -> tuple[np.ndarray, str, float, int, int, float]:
 
 def probe(path: str) -> VideoInfo:
     """Stream facts and all frame times; raises DecodeError with a specific reason."""
-    _check_file(path)
+    check_file(path)
     try:
         import decord
 
