@@ -145,21 +145,3 @@ class FaceIndex:
             faiss.extract_index_ivf(index).nprobe = meta.nprobe
         ids = {int(k): v for k, v in json.loads((folder / IDS_FILE).read_text()).items()}
         return cls(index, meta, ids)
-
-
-def reindex(out: str) -> FaceIndex:
-    """Build the face index of an index folder from its face_tracks and name it in the manifest."""
-    from vidx.indexing.store import Store, read_index_table
-
-    store = Store(out)
-    if store.fs.type_name != "local":
-        raise FaceIndexError("the face index is written to local index folders only, for now")
-    tracks = read_index_table(out, "face_tracks")
-    emb = np.asarray(tracks["embedding"].to_pylist(), np.float32).reshape(-1, 128)
-    idx = FaceIndex.build(emb, tracks["track_id"].to_pylist())
-    idx.save(store.root)
-    m = store.read_manifest()
-    m["faces_index"] = {"files": [INDEX_FILE, IDS_FILE, META_FILE], **asdict(idx.meta)}
-    m["commit"] = m.get("commit", 0) + 1
-    store.write_manifest(m)
-    return idx

@@ -4,6 +4,10 @@
     vidx faces compare A B [--upsample 0|1] [--device cpu|cuda]
     vidx index SRC... --out OUT [--config FILE] [--set key=value ...]
     vidx reindex OUT
+    vidx enroll OUT --name NAME PHOTO[@N]...
+    vidx people list|rename|merge|split OUT ...
+    vidx query OUT [--face PHOTO | --person NAME | --person-id ID] [--action LABEL...] [--video V] ...
+    vidx forget OUT --person NAME|ID
     vidx models list | pull NAME
     vidx actions VIDEO [--model NAME] [--json]
     vidx actions train DATA --base MODEL --out WEIGHTS [--from-scratch]
@@ -124,16 +128,159 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def cmd_reindex(args) -> int:
-    from vidx.indexing.faces_index import FaceIndexError, reindex
+def _people_errors():
+    from vidx.indexing.faces_index import FaceIndexError
+    from vidx.indexing.people import PeopleError
+    from vidx.indexing.query import QueryError
     from vidx.indexing.store import IndexError_
 
+    return (FaceIndexError, PeopleError, QueryError, IndexError_)
+
+
+def _print_refresh(res) -> None:
+    print(f"face index: {res.tracks} tracks ({res.index_kind}); people: {res.people}"
+          + (f"; named: {', '.join(f'{n} ({len(p)})' for n, p in sorted(res.named.items()))}" if res.named else ""))
+
+
+def cmd_reindex(args) -> int:
+    from vidx.indexing.people import refresh
+
     try:
-        idx = reindex(args.out)
-    except (FaceIndexError, IndexError_) as e:
+        res = refresh(args.out, force=True)
+    except _people_errors() as e:
         log.error("vidx reindex: %s", e)
         return 2
-    print(f"face index: {idx.meta.count} tracks, {idx.meta.kind}, embedder {idx.meta.embedder}")
+    _print_refresh(res)
+    return 0
+
+
+def _photo_arg(arg: str) -> tuple[str, int | None]:
+    """PHOTO or PHOTO@N (the N-th face from the left, from 0)."""
+    head, at, tail = arg.rpartition("@")
+    if at and tail.isdigit() and not Path(arg).exists():
+        return head, int(tail)
+    return arg, None
+
+
+def _pick(photos: list[str], args):
+    from vidx.indexing.people import pick_faces
+
+    return pick_faces([_photo_arg(p) for p in photos], _engine(args))
+
+
+def cmd_enroll(args) -> int:
+    from vidx.indexing import people
+
+    try:
+        faces = _pick(args.photos, args)
+        res = people.enroll(args.out, args.name, faces)
+    except _people_errors() as e:
+        log.error("vidx enroll: %s", e)
+        return 2
+    print(f"enrolled {len(faces)} photo(s) as {args.name!r}")
+    pids = res.named.get(args.name, [])
+    if pids:
+        _, tbl = people.load(args.out)
+        for r in (r for r in tbl.drop_columns(["embedding"]).to_pylist() if r["person_id"] in pids):
+            how = "by the photos" if r["name_source"] == "enrolled" else "by hand"
+            print(f"  {r['person_id']}: {r['tracks']} track(s) in {r['videos']} video(s), named {how}"
+                  + (f" (mean distance {r['name_distance']:.3f})" if r["name_distance"] is not None else ""))
+    else:
+        print("  no indexed person matches yet; the name is applied when one is indexed")
+    return 0
+
+
+def cmd_people(args) -> int:
+    from vidx.indexing import people
+
+    try:
+        if args.action == "list":
+            _, tbl = people.load(args.out)
+            rows = tbl.drop_columns(["embedding"]).sort_by([("tracks", "descending"), ("person_id", "ascending")]).to_pylist()
+            if args.json:
+                for r in rows:
+                    print(json.dumps(r))
+                return 0
+            print(f"{'person':<10} {'name':<24} {'named':<9} {'tracks':>6} {'videos':>6} {'seconds':>8}")
+            for r in rows:
+                print(f"{r['person_id']:<10} {(r['name'] or '-'):<24} {(r['name_source'] or '-'):<9} "
+                      f"{r['tracks']:>6} {r['videos']:>6} {r['seconds']:>8.1f}")
+            return 0
+        if args.action == "rename":
+            if len(args.people) != 2:
+                raise people.PeopleError("usage: vidx people rename OUT PERSON NEW_NAME")
+            res = people.correct(args.out, "rename", args.people[:1], name=args.people[1])
+        elif args.action == "merge":
+            res = people.correct(args.out, "merge", args.people)
+        else:
+            if len(args.people) != 1:
+                raise people.PeopleError("usage: vidx people split OUT PERSON --video VIDEO_ID | --tracks TRACK_ID...")
+            res = people.correct(args.out, "split", args.people, video=args.video, tracks=args.tracks)
+    except _people_errors() as e:
+        log.error("vidx people %s: %s", args.action, e)
+        return 2
+    _print_refresh(res)
+    return 0
+
+
+def cmd_query(args) -> int:
+    import csv
+
+    from vidx.indexing.query import Query, QueryEngine
+
+    if not (args.face or args.person or args.person_id or args.action or args.video):
+        log.error("vidx query: say what to look for: --face, --person, --person-id, --action or --video")
+        return 2
+    try:
+        engine = QueryEngine(args.out)
+        face = _pick([args.face], args)[0].embedding if args.face else None
+        rows = engine.search(Query(face=face, person=args.person, person_id=args.person_id, actions=args.action or [],
+                                   video=args.video, start=args.start, end=args.end, min_score=args.min_score,
+                                   limit=args.limit, max_distance=args.max_distance))
+        if args.thumbnails:
+            args.thumbnails.mkdir(parents=True, exist_ok=True)
+            for r in rows:
+                p = args.thumbnails / f"{r['track_id']}.jpg"
+                p.write_bytes(engine.thumbnail(r["track_id"]))
+                r["thumbnail"] = str(p)
+    except _people_errors() as e:
+        log.error("vidx query: %s", e)
+        return 2
+    if args.action and not rows and not engine.known_labels():
+        log.warning("this index has no action segments (indexed with --no-actions?)")
+    if args.json:
+        for r in engine.with_thumbnails(rows):
+            print(json.dumps(r))
+    elif args.csv:
+        w = csv.writer(sys.stdout)
+        w.writerow(["person", "person_id", "video_id", "path", "start_s", "end_s", "distance", "actions", "track_id"])
+        for r in rows:
+            acts = "|".join(f"{a['label']}:{a['score']}:{a['overlap_s']}" for a in r["actions"])
+            w.writerow([r["person"], r["person_id"], r["video_id"], r["path"], f"{r['start_s']:.3f}",
+                        f"{r['end_s']:.3f}", "" if r["distance"] is None else r["distance"], acts, r["track_id"]])
+    else:
+        if not rows:
+            print("no match")
+        for r in rows:
+            dist = f"  distance {r['distance']:.3f}" if r["distance"] is not None else ""
+            print(f"{r['person']:<20} {Path(r['path'] or r['video_id']).name:<28} {r['start_s']:8.2f} - {r['end_s']:8.2f} s"
+                  f"{dist}  track {r['track_id']}")
+            for a in r["actions"]:
+                print(f"    {a['label']} (score {a['score']:.2f}, {a['overlap_s']:.1f} s overlap)")
+    return 0
+
+
+def cmd_forget(args) -> int:
+    from vidx.indexing.forget import forget
+
+    try:
+        res = forget(args.out, args.person)
+    except _people_errors() as e:
+        log.error("vidx forget: %s", e)
+        return 2
+    print(f"forgot {', '.join(res.names or res.person_ids)}: {res.tracks} track(s), {res.segments} track segment(s), "
+          f"{res.detections} detection(s) in {len(res.videos)} video(s), {res.gallery_photos} gallery photo(s); "
+          "face index and people rebuilt")
     return 0
 
 
@@ -181,7 +328,7 @@ def cmd_index(args) -> int:
         return 2
     print(f"videos: {s.videos_ok} ok, {s.videos_partial} partial, {s.videos_failed} failed; "
           f"chunks: {s.chunks_run} indexed, {s.chunks_skipped} already done; "
-          f"tracks: {s.tracks}; detections: {s.detections}; {s.wall_s:.1f} s")
+          f"tracks: {s.tracks}; detections: {s.detections}; people: {s.people}; {s.wall_s:.1f} s")
     for uri, err in s.failures:
         print(f"  failed: {uri}: {err}")
     return 0 if s.videos_ok + s.videos_partial > 0 or not s.failures else 1
@@ -320,9 +467,56 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a config key, e.g. --set faces.sample_fps=4 (repeatable)")
     ix.add_argument("--no-actions", action="store_true", help="index faces only (no action model needed)")
     ix.set_defaults(func=cmd_index)
-    r = sub.add_parser("reindex", help="(re)build the FAISS index of face tracks in an index folder")
+    r = sub.add_parser("reindex", help="rebuild the FAISS index of face tracks and the people (identities) tables")
     r.add_argument("out", metavar="OUT")
     r.set_defaults(func=cmd_reindex)
+    e = sub.add_parser("enroll", help="name a person from photos of them (labels matching people in the index)",
+                       description="Store the face of each photo under NAME and label every indexed person whose "
+                       "mean distance to these photos is below people.match_distance. A photo with several "
+                       "faces needs PHOTO@N (faces numbered from 0, left to right).")
+    e.add_argument("out", metavar="OUT")
+    e.add_argument("--name", required=True)
+    e.add_argument("photos", nargs="+", metavar="PHOTO[@N]")
+    _face_options(e)
+    e.set_defaults(func=cmd_enroll)
+    pp = sub.add_parser("people", help="list people, or correct them: rename, merge, split (kept across re-indexing)",
+                        description="list OUT | rename OUT PERSON NAME | merge OUT PERSON PERSON... | "
+                        "split OUT PERSON --video VIDEO_ID | --tracks TRACK_ID... (PERSON: id or name)")
+    pp.add_argument("action", choices=("list", "rename", "merge", "split"))
+    pp.add_argument("out", metavar="OUT")
+    pp.add_argument("people", nargs="*", metavar="PERSON", help="person ids or names (rename: PERSON NEW_NAME)")
+    pp.add_argument("--video", help="split: move the person's tracks in this video to a new person")
+    pp.add_argument("--tracks", nargs="+", help="split: move these tracks to a new person")
+    pp.add_argument("--json", action="store_true")
+    pp.set_defaults(func=cmd_people)
+    q = sub.add_parser("query", help="who appears where, doing what, when",
+                       description="Appearances (face tracks) of a person - from a photo, a name or an id - "
+                       "with the action segments overlapping them; or, with --action alone, who was on "
+                       "screen while those actions happened.")
+    q.add_argument("out", metavar="OUT")
+    q.add_argument("--face", metavar="PHOTO[@N]", help="find the person in this photo")
+    q.add_argument("--person", metavar="NAME", help="an enrolled or given name (or a person id)")
+    q.add_argument("--person-id", metavar="ID")
+    q.add_argument("--action", nargs="+", metavar="LABEL", help="only appearances overlapping these actions "
+                   "(case-insensitive, part of a label matches: 'danc' finds 'dancing ballet')")
+    q.add_argument("--video", help="video id, path or file name")
+    q.add_argument("--from", dest="start", type=float, metavar="SECONDS")
+    q.add_argument("--to", dest="end", type=float, metavar="SECONDS")
+    q.add_argument("--min-score", type=float, default=0.0, help="ignore action segments scoring below this")
+    q.add_argument("--max-distance", type=float, help="face match distance (default people.match_distance, 0.6)")
+    q.add_argument("--limit", type=int, default=50)
+    fmt = q.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON lines, thumbnails as base64 JPEG")
+    fmt.add_argument("--csv", action="store_true")
+    q.add_argument("--thumbnails", type=Path, metavar="DIR", help="write each row's face thumbnail into DIR")
+    q.add_argument("--upsample", type=int, choices=(0, 1), default=0, help="for --face: find smaller faces")
+    q.add_argument("--device", default="cpu", help="for --face: torch device")
+    q.set_defaults(func=cmd_query)
+    fg = sub.add_parser("forget", help="remove a person from the index: tracks, detections, thumbnails, "
+                        "gallery photos and vectors")
+    fg.add_argument("out", metavar="OUT")
+    fg.add_argument("--person", required=True, metavar="NAME|ID")
+    fg.set_defaults(func=cmd_forget)
     m = sub.add_parser("models", help="list the action models and their weights files, or download one")
     m.add_argument("action", choices=("list", "pull"))
     m.add_argument("name", nargs="?", help="model name, for pull")

@@ -48,6 +48,15 @@ class ActionsConfig:
 
 
 @dataclass
+class PeopleConfig:
+    cluster_distance: float = 0.5  # tracks join one person below this average-linkage distance
+    match_distance: float = 0.6  # a photo (enrolled or queried) matches a track below this (dlib's rule)
+    neighbours: int = 30  # k of the k-nearest-neighbour graph clustering works on
+    index_exact_below: int = 100_000  # FAISS: exact search below this many tracks, IVF above
+    index_codec: str = "SQ8"  # IVF code: SQ8 (recall@10 ~0.96) or PQ16x8 / PQ64x8 (smaller, ~0.6-0.8)
+
+
+@dataclass
 class RayConfig:
     actors: int = 0  # actor pool size; 0 = as many as the cluster's CPUs (or GPUs) allow
     num_cpus: float = 1.0  # per actor
@@ -60,6 +69,7 @@ class Config:
     faces: FacesConfig = field(default_factory=FacesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     actions: ActionsConfig = field(default_factory=ActionsConfig)
+    people: PeopleConfig = field(default_factory=PeopleConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +91,11 @@ _RULES = {
     "actions.min_score": lambda v: 0 <= v <= 1,
     "actions.keep_score": lambda v: 0 <= v <= 1,
     "actions.min_duration": lambda v: v >= 0,
+    "people.cluster_distance": lambda v: 0 < v <= 2,
+    "people.match_distance": lambda v: 0 < v <= 2,
+    "people.neighbours": lambda v: 1 <= v <= 1000,
+    "people.index_exact_below": lambda v: v >= 0,
+    "people.index_codec": lambda v: v in ("SQ8", "PQ16x8", "PQ32x8", "PQ64x8"),
     "ray.actors": lambda v: v >= 0,
     "ray.num_cpus": lambda v: v > 0,
     "ray.num_gpus": lambda v: v >= 0,

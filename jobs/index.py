@@ -284,6 +284,7 @@ class Summary:
     chunks_skipped: int = 0
     tracks: int = 0
     detections: int = 0
+    people: int = 0
     wall_s: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
 
@@ -365,6 +366,12 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     if todo:
         _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress, actions)
     _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions)
+    if store.fs.type_name == "local":  # FAISS index + identities; a no-op when nothing changed
+        from vidx.indexing import people
+
+        summary.people = people.refresh(out, cfg.people).people
+    else:
+        log.warning("the face index and people tables are built on local index folders only; skipped for %s", out)
     summary.wall_s = time.time() - t_start
     return summary
 

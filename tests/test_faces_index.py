@@ -50,11 +50,11 @@ def test_remove_and_metadata_checks(tmp_path):
         idx.search(np.zeros((1, 64)))
 
 
-def test_reindex_builds_from_face_tracks_and_names_it_in_the_manifest(tmp_path):
+def test_refresh_builds_from_face_tracks_and_names_it_in_the_manifest(tmp_path):
     import pyarrow as pa
 
     from vidx.indexing import schemas
-    from vidx.indexing.faces_index import reindex
+    from vidx.indexing.people import refresh
     from vidx.indexing.store import Store
 
     x, ids, centres = clustered(n_people=3, per=2)
@@ -68,7 +68,7 @@ def test_reindex_builds_from_face_tracks_and_names_it_in_the_manifest(tmp_path):
     store.write_table(Store.tracks_rel("v"), tracks)
     store.write_manifest({"schema_version": schemas.SCHEMA_VERSION, "commit": 1, "tables": {},
                           "videos": {"v": {"chunks": {}, "face_tracks": Store.tracks_rel("v")}}})
-    idx = reindex(str(tmp_path))
-    assert idx.meta.count == 6 and store.read_manifest()["faces_index"]["kind"] == "exact"
+    res = refresh(str(tmp_path))
+    assert res.tracks == 6 and res.people == 3 and store.read_manifest()["faces_index"]["kind"] == "exact"
     _, found = FaceIndex.load(tmp_path).search(centres[1:2], k=2)
     assert sorted(found[0]) == ["p1-t0", "p1-t1"]

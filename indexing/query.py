@@ -1,0 +1,211 @@
+"""The query engine: who, where, doing what, when, across the whole index.
+
+One module serves the CLI (``vidx query``) and, later, the HTTP API.  The tables are loaded
+once into an in-memory DuckDB (Arrow, zero-copy); each query is one SQL statement:
+
+    face photo -> FAISS -> matching tracks -> their people -> every track of those people
+    name / person id -> people -> tracks
+    tracks JOIN action_segments ON same video AND the intervals overlap (by more than 0 s)
+
+A row is one appearance (a face track): the person (name or id), the video (id and path), start
+and end seconds, the actions overlapping it (label, score, seconds of overlap, longest first),
+and for a face query the track's distance to the photo (dlib's rule: < 0.6 = same person).
+With ``actions`` and no person, the answer is who was on screen while those actions happened.
+
+    engine = QueryEngine("index/")
+    rows = engine.search(Query(person="Joe Biden", actions=["talking"]))
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from vidx.indexing import faces_index, people, schemas
+from vidx.indexing.store import Store, read_index_table
+
+COLUMNS = ["person", "person_id", "named", "video_id", "path", "start_s", "end_s", "actions", "distance",
+           "track_id", "detections", "thumbnail_t"]
+
+
+class QueryError(ValueError):
+    """The query cannot be answered as asked (unknown person or video, bad range...)."""
+
+
+@dataclass
+class Query:
+    face: np.ndarray | None = None  # a raw 128-d embedding (e.g. from a photo)
+    person: str | None = None  # a name (case-insensitive) or a person id
+    person_id: str | None = None
+    actions: list[str] = field(default_factory=list)  # labels, matched case-insensitively as substrings
+    video: str | None = None  # video id, path, or file name
+    start: float | None = None  # only appearances overlapping [start, end] seconds
+    end: float | None = None
+    min_score: float = 0.0  # action segments scoring below this are ignored
+    limit: int = 50
+    offset: int = 0
+    max_distance: float | None = None  # face query: default the index's people.match_distance
+
+
+class QueryEngine:
+    """Loads an index's tables once; :meth:`search` answers :class:`Query` objects."""
+
+    def __init__(self, out: str):
+        self.out = out
+        store = Store(out)
+        m = store.read_manifest()
+        if m is None:
+            raise QueryError(f"{out} has no manifest.json: not a vidx index")
+        self.cfg = people.people_config(m)
+        self.identities, self.people = people.load(out)
+        self.tracks = read_index_table(out, "face_tracks")
+        self.videos = read_index_table(out, "videos")
+        self.segments = read_index_table(out, "action_segments")
+        self._index: faces_index.FaceIndex | None = None
+        self.db = duckdb.connect()
+        tracks_lite = self.tracks.drop_columns(["embedding", "thumbnail", "segments"])
+        for name, tbl in (("tracks", tracks_lite), ("identities", self.identities),
+                          ("people", self.people.drop_columns(["embedding"])), ("videos", self.videos),
+                          ("segs", self.segments)):
+            self.db.register(name, tbl)
+        self._emb = self.tracks["embedding"]
+        self._row = {t: i for i, t in enumerate(self.tracks["track_id"].to_pylist())}
+
+    @property
+    def index(self) -> faces_index.FaceIndex:
+        if self._index is None:
+            try:
+                self._index = faces_index.FaceIndex.load(Store(self.out).root)
+            except faces_index.FaceIndexError as e:
+                raise QueryError(str(e)) from None
+        return self._index
+
+    # ------------------------------------------------------------------ pieces
+    def face_matches(self, embedding: np.ndarray, max_distance: float | None = None, k: int = 256) -> pa.Table:
+        """(track_id, distance) of every track within ``max_distance`` of the face, plus every
+        other track of the people those tracks belong to (with their own distances)."""
+        thr = self.cfg.match_distance if max_distance is None else max_distance
+        q = np.asarray(embedding, np.float32).reshape(1, -1)
+        if self.index.meta.count == 0:
+            return pa.table({"track_id": pa.array([], pa.string()), "distance": pa.array([], pa.float32())})
+        _, found = self.index.search(q, k=min(k, self.index.meta.count))
+        cand = found[0]
+        emb = _rows(self._emb, [self._row[t] for t in cand])
+        d = np.linalg.norm(emb - q, axis=1)
+        hits = [t for t, x in zip(cand, d) if x < thr]
+        if not hits:
+            return pa.table({"track_id": pa.array([], pa.string()), "distance": pa.array([], pa.float32())})
+        pid = self.db.execute("SELECT DISTINCT person_id FROM identities WHERE track_id IN (SELECT unnest($1))",
+                              [hits]).fetchall()
+        members = self.db.execute("SELECT track_id FROM identities WHERE person_id IN (SELECT unnest($1))",
+                                  [[p[0] for p in pid]]).fetchall()
+        tids = [r[0] for r in members]
+        d_all = np.linalg.norm(_rows(self._emb, [self._row[t] for t in tids]) - q, axis=1)
+        return pa.table({"track_id": tids, "distance": pa.array(d_all, pa.float32())})
+
+    def _video_ids(self, video: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT video_id FROM videos WHERE video_id = $1 OR path = $1 OR regexp_extract(path, '[^/]+$') = $1",
+            [video]).fetchall()
+        if not rows:
+            raise QueryError(f"no indexed video with id, path or file name {video!r}")
+        return [r[0] for r in rows]
+
+    # ------------------------------------------------------------------ the query
+    def search(self, q: Query) -> list[dict[str, Any]]:
+        if q.start is not None and q.end is not None and q.end < q.start:
+            raise QueryError(f"--to {q.end} is before --from {q.start}")
+        if q.limit < 1 or q.offset < 0:
+            raise QueryError("limit must be >= 1 and offset >= 0")
+        where, params = ["TRUE"], {}
+        if q.face is not None:
+            self.db.register("matches", self.face_matches(q.face, q.max_distance))
+            join_match = "JOIN matches m USING (track_id)"
+            dist = "m.distance"
+        else:
+            join_match, dist = "", "NULL::FLOAT"
+        who = q.person_id or q.person
+        if who:
+            try:
+                pids = people.resolve_people(self.people, who) if q.person else [q.person_id]
+            except people.PeopleError as e:
+                raise QueryError(str(e)) from None
+            if q.person_id and q.person_id not in set(self.people["person_id"].to_pylist()):
+                raise QueryError(f"no person with id {q.person_id!r}")
+            where.append("i.person_id IN (SELECT unnest($pids))")
+            params["pids"] = pids
+        if q.video:
+            where.append("t.video_id IN (SELECT unnest($vids))")
+            params["vids"] = self._video_ids(q.video)
+        if q.start is not None:
+            where.append("t.end_s > $t0")
+            params["t0"] = float(q.start)
+        if q.end is not None:
+            where.append("t.start_s < $t1")
+            params["t1"] = float(q.end)
+        seg_where = ["score >= $min_score"]
+        params["min_score"] = float(q.min_score)
+        if q.actions:
+            seg_where.append("len(list_filter($labels, lambda x: contains(lower(label), x))) > 0")
+            params["labels"] = [a.lower() for a in q.actions]
+        having = "HAVING count(j.label) > 0" if q.actions else ""
+        order = "distance NULLS LAST, " if q.face is not None else ""
+        sql = f"""
+        WITH t AS (
+            SELECT t.track_id, t.video_id, t.start_s, t.end_s, t.detections, t.thumbnail_t,
+                   i.person_id, p.name, {dist} AS distance
+            FROM tracks t JOIN identities i USING (track_id) JOIN people p USING (person_id) {join_match}
+            WHERE {' AND '.join(where)}
+        ),
+        a AS (SELECT video_id, start_s, end_s, label, score FROM segs WHERE {' AND '.join(f'({w})' for w in seg_where)}),
+        j AS (
+            SELECT t.track_id, a.label, a.score,
+                   least(t.end_s, a.end_s) - greatest(t.start_s, a.start_s) AS overlap_s
+            FROM t JOIN a ON a.video_id = t.video_id AND a.start_s < t.end_s AND t.start_s < a.end_s
+        )
+        SELECT coalesce(t.name, t.person_id) AS person, t.person_id, t.name IS NOT NULL AS named,
+               t.video_id, v.path, t.start_s, t.end_s,
+               coalesce(list({{'label': j.label, 'score': j.score, 'overlap_s': j.overlap_s}}
+                             ORDER BY j.overlap_s DESC, j.label) FILTER (WHERE j.label IS NOT NULL), []) AS actions,
+               t.distance, t.track_id, t.detections, t.thumbnail_t
+        FROM t LEFT JOIN j USING (track_id) LEFT JOIN videos v USING (video_id)
+        GROUP BY ALL
+        {having}
+        ORDER BY {order}v.path, t.start_s, t.track_id
+        LIMIT {int(q.limit)} OFFSET {int(q.offset)}
+        """
+        cur = self.db.execute(sql, params)
+        cols = [c[0] for c in cur.description]
+        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        for r in rows:
+            for a in r["actions"]:
+                a["score"] = round(float(a["score"]), 4)
+                a["overlap_s"] = round(float(a["overlap_s"]), 3)
+            if r["distance"] is not None:
+                r["distance"] = round(float(r["distance"]), 4)
+        return rows
+
+    def thumbnail(self, track_id: str) -> bytes:
+        """The JPEG of a track's best face."""
+        i = self._row.get(track_id)
+        if i is None:
+            raise QueryError(f"no track {track_id!r}")
+        return self.tracks["thumbnail"][i].as_py()
+
+    def with_thumbnails(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**r, "thumbnail_jpeg_base64": base64.b64encode(self.thumbnail(r["track_id"])).decode()} for r in rows]
+
+    def known_labels(self) -> list[str]:
+        return sorted({x for x in self.segments["label"].to_pylist() if x})
+
+
+def _rows(col: pa.ChunkedArray, idx: list[int]) -> np.ndarray:
+    if not idx:
+        return np.zeros((0, schemas.EMBED_DIM), np.float32)
+    taken = col.take(pa.array(idx, pa.int64())).combine_chunks()
+    return np.asarray(taken.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(-1, schemas.EMBED_DIM)

@@ -1,0 +1,102 @@
+"""Build a tiny index folder by hand (no models, no Ray): videos, chunks, segments, detections,
+tracks and action segments with known times and embeddings, in the layout `vidx index` writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from vidx.indexing import schemas
+from vidx.indexing.store import Store
+
+DIM = schemas.EMBED_DIM
+
+
+def person_vectors(n_people: int, seed: int = 0) -> np.ndarray:
+    """Well-separated raw-scale 'people' (pairwise distance ~1.4, like different dlib faces)."""
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(n_people, DIM))
+    return (c / np.linalg.norm(c, axis=1, keepdims=True)).astype(np.float32)
+
+
+def near(v: np.ndarray, spread: float, seed: int) -> np.ndarray:
+    """A vector at about ``spread`` euclidean distance from ``v``."""
+    rng = np.random.default_rng(seed)
+    d = rng.normal(size=v.shape)
+    return (v + spread * d / np.linalg.norm(d)).astype(np.float32)
+
+
+def _fsl(x, dim):
+    return pa.FixedSizeListArray.from_arrays(np.asarray(x, np.float32).ravel(), dim)
+
+
+def write_index(out, videos: dict[str, list[tuple[str, float, float, np.ndarray]]],
+                actions: dict[str, list[tuple[float, float, str, float]]] | None = None) -> Store:
+    """Add videos to the index at ``out`` (created if new), as a run of `vidx index` would.
+
+    videos: video_id -> [(track_id, start_s, end_s, embedding)]; one chunk per video, one
+    segment per track and one detection per second of track.  actions: video_id -> [(start, end,
+    label, score)]."""
+    store = Store(str(out))
+    man = store.read_manifest() or {"schema_version": schemas.SCHEMA_VERSION, "commit": 1, "tables": {}, "videos": {}}
+    vrows = {k: [] for k in schemas.VIDEOS.names}
+    for vid, tracks in videos.items():
+        n = len(tracks)
+        tid = [t[0] for t in tracks]
+        emb = np.stack([t[3] for t in tracks]) if n else np.zeros((0, DIM), np.float32)
+        start = [float(t[1]) for t in tracks]
+        end = [float(t[2]) for t in tracks]
+        segs = pa.table({
+            "segment_id": tid, "video_id": [vid] * n, "chunk": pa.array([0] * n, pa.int32()),
+            "start_s": start, "end_s": end, "detections": pa.array([1] * n, pa.int32()),
+            "weight": pa.array([1.0] * n, pa.float32()), "embedding": _fsl(emb, DIM),
+            "first_box": _fsl(np.zeros((n, 4)), 4), "last_box": _fsl(np.zeros((n, 4)), 4),
+            "first_embedding": _fsl(emb, DIM), "last_embedding": _fsl(emb, DIM),
+            "best_quality": pa.array([1.0] * n, pa.float32()), "thumbnail": [f"jpeg:{t}".encode() for t in tid],
+            "thumbnail_t": start}, schema=schemas.TRACK_SEGMENTS)
+        det = [(t[0], s) for t in tracks for s in np.arange(t[1], t[2], 1.0)]
+        dets = pa.table({
+            "video_id": [vid] * len(det), "chunk": pa.array([0] * len(det), pa.int32()),
+            "frame": pa.array(range(len(det)), pa.int64()), "t": [float(d[1]) for d in det],
+            "x1": pa.array([0.0] * len(det), pa.float32()), "y1": pa.array([0.0] * len(det), pa.float32()),
+            "x2": pa.array([9.0] * len(det), pa.float32()), "y2": pa.array([9.0] * len(det), pa.float32()),
+            "score": pa.array([1.0] * len(det), pa.float32()), "landmarks": _fsl(np.zeros((len(det), 10)), 10),
+            "embedding": _fsl(np.stack([emb[tid.index(d[0])] for d in det]) if det else np.zeros((0, DIM)), DIM),
+            "segment_id": [d[0] for d in det]}, schema=schemas.FACE_DETECTIONS)
+        ft = pa.table({
+            "track_id": tid, "video_id": [vid] * n, "start_s": start, "end_s": end,
+            "detections": pa.array([max(1, int(e - s)) for s, e in zip(start, end)], pa.int32()),
+            "embedding": _fsl(emb, DIM), "thumbnail": [f"jpeg:{t}".encode() for t in tid], "thumbnail_t": start,
+            "segments": [[t] for t in tid]}, schema=schemas.FACE_TRACKS)
+        store.write_table(Store.segments_rel(vid, 0), segs)
+        store.write_table(Store.detections_rel(vid, 0), dets)
+        store.write_table(Store.tracks_rel(vid), ft)
+        entry = {"path": f"/videos/{vid}.mp4", "status": "ok", "tracks_n": n, "face_tracks": Store.tracks_rel(vid),
+                 "chunks": {"0": {"detections": Store.detections_rel(vid, 0), "segments": Store.segments_rel(vid, 0),
+                                  "detections_n": len(det), "segments_n": n}}}
+        acts = (actions or {}).get(vid)
+        if acts is not None:
+            a = pa.table({"video_id": [vid] * len(acts), "start_s": [float(x[0]) for x in acts],
+                          "end_s": [float(x[1]) for x in acts], "label": [x[2] for x in acts],
+                          "label_id": pa.array(range(len(acts)), pa.int32()),
+                          "score": pa.array([x[3] for x in acts], pa.float32()), "model": ["test"] * len(acts)},
+                         schema=schemas.ACTION_SEGMENTS)
+            store.write_table(Store.action_segments_rel(vid), a)
+            entry["action_segments"] = Store.action_segments_rel(vid)
+        man["videos"][vid] = entry
+        for k, v in {"video_id": vid, "path": entry["path"], "size_bytes": 1, "status": "ok", "error": None,
+                     "duration_s": 60.0, "fps": 25.0, "frames": 1500, "width": 640, "height": 360, "codec": "h264",
+                     "decoder": "decord", "chunks": 1, "chunks_done": 1, "tracks": n}.items():
+            vrows[k].append(v)
+    table = pa.table(vrows, schema=schemas.VIDEOS)
+    old = man["tables"].get("videos")
+    if old:  # another "index run": the videos table grows
+        table = pa.concat_tables([store.read_table(old, schemas.VIDEOS), table])
+    man["commit"] += 1
+    rel = f"videos/videos-{man['commit']:06d}.parquet"
+    store.write_table(rel, table)
+    man["tables"]["videos"] = rel
+    store.write_manifest(man)
+    if old:
+        store.fs.delete_file(store.path(old))
+    return store
