@@ -1,0 +1,118 @@
+"""Who is where, end to end on real clips through the CLI: index three press clips, enrol Obama
+and Biden from photos, query by name, by a held-out photo and by strangers' photos, correct
+the people, and forget one of them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from test_index_media import ENV, VIDX, index, table
+
+pytestmark = pytest.mark.media
+OBAMA_PHOTOS = ["fr_obama.jpg", "fr_obama2.jpg", "fr_knntest_obama1.jpg"]
+BIDEN_PHOTOS = ["fr_biden.jpg"]  # fr_biden2.jpg is held out for the --face query
+STRANGERS = ["of_carell.jpg", "of_adams.jpg", "of_lennon-1.jpg", "of_clapton-1.jpg"]
+DURATION = {"hk_obama.mp4": 5.11, "shd_obama.mp4": 4.06, "hk_biden.mp4": 7.0}  # MANIFEST.tsv
+
+
+def vidx(*args):
+    return subprocess.run([VIDX, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=600)
+
+
+def rows(p):
+    assert p.returncode == 0, p.stderr[-3000:]
+    return [json.loads(line) for line in p.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def enrolled(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("q") / "index"
+    v = data_dir / "videos"
+    p = index(v / "hk_obama.mp4", v / "shd_obama.mp4", v / "hk_biden.mp4", "--out", out)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "people: 2" in p.stdout, p.stdout  # the FAISS index and identities are built at the end
+    f = data_dir / "faces"
+    p = vidx("enroll", out, "--name", "Barack Obama", *[f / x for x in OBAMA_PHOTOS])
+    assert p.returncode == 0 and "2 track(s) in 2 video(s), named by the photos" in p.stdout, p.stdout + p.stderr
+    p = vidx("enroll", out, "--name", "Joe Biden", *[f / x for x in BIDEN_PHOTOS])
+    assert p.returncode == 0 and "1 track(s) in 1 video(s)" in p.stdout, p.stdout + p.stderr
+    return out
+
+
+def coverage(found):
+    """Seconds covered per video file name, as a share of the clip's duration."""
+    per = {}
+    for r in found:
+        name = r["path"].rsplit("/", 1)[-1]
+        per[name] = per.get(name, 0.0) + r["end_s"] - r["start_s"]
+    return {k: s / DURATION[k] for k, s in per.items()}
+
+
+def test_obama_clips_are_one_identity_and_names_find_each_man(enrolled):
+    people = rows(vidx("people", "list", enrolled, "--json"))
+    assert sorted(p["name"] for p in people) == ["Barack Obama", "Joe Biden"]
+    obama = next(p for p in people if p["name"] == "Barack Obama")
+    assert obama["videos"] == 2 and obama["name_source"] == "enrolled" and obama["name_distance"] < 0.5
+    cov = coverage(rows(vidx("query", enrolled, "--person", "Barack Obama", "--json")))
+    assert set(cov) == {"hk_obama.mp4", "shd_obama.mp4"} and min(cov.values()) > 0.6, cov
+    cov = coverage(rows(vidx("query", enrolled, "--person", "joe biden", "--json")))
+    assert set(cov) == {"hk_biden.mp4"} and cov["hk_biden.mp4"] > 0.6, cov
+
+
+def test_held_out_photo_finds_biden_and_strangers_find_nothing(enrolled, faces_dir):
+    found = rows(vidx("query", enrolled, "--face", faces_dir / "fr_biden2.jpg", "--json"))
+    assert {r["path"].rsplit("/", 1)[-1] for r in found} == {"hk_biden.mp4"}
+    assert all(r["person"] == "Joe Biden" and r["distance"] < 0.6 and r["thumbnail_jpeg_base64"] for r in found)
+    for photo in STRANGERS:
+        p = vidx("query", enrolled, "--face", faces_dir / photo)
+        assert p.returncode == 0 and p.stdout.strip() == "no match", (photo, p.stdout)
+
+
+def test_query_and_enroll_refuse_bad_input_clearly(enrolled, faces_dir, tmp_path):
+    p = vidx("query", enrolled, "--person", "Nobody")
+    assert p.returncode == 2 and "no person with id or name 'Nobody' (names: Barack Obama, Joe Biden)" in p.stderr
+    p = vidx("enroll", enrolled, "--name", "Two", faces_dir / "fr_two_people.jpg")
+    assert p.returncode == 2 and "2 faces" in p.stderr and "fr_two_people.jpg@N" in p.stderr
+    (tmp_path / "blank.png").write_bytes((faces_dir / "fr_obama.jpg").read_bytes()[:200])
+    p = vidx("enroll", enrolled, "--name", "X", tmp_path / "blank.png")
+    assert p.returncode == 2 and "blank.png" in p.stderr
+    p = vidx("query", tmp_path, "--person", "X")
+    assert p.returncode == 2 and "not a vidx index" in p.stderr
+
+
+def test_corrections_and_forget_end_to_end(enrolled, faces_dir, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(enrolled, out)
+    obama_ids = {r["video_id"] for r in rows(vidx("query", out, "--person", "Barack Obama", "--json"))}
+    shd = next(r["video_id"] for r in table(out, "videos").to_pylist() if r["path"].endswith("shd_obama.mp4"))
+    assert shd in obama_ids
+    assert vidx("people", "split", out, "Barack Obama", "--video", shd).returncode == 0
+    people = rows(vidx("people", "list", out, "--json"))
+    halves = [p["person_id"] for p in people if p["name"] == "Barack Obama"]
+    assert len(people) == 3 and len(halves) == 2  # the split-off part is a person of its own, named by the photos
+    assert vidx("people", "merge", out, *halves).returncode == 0
+    assert vidx("people", "rename", out, "Barack Obama", "President Obama").returncode == 0
+    people = rows(vidx("people", "list", out, "--json"))
+    assert sorted((p["name"], p["videos"]) for p in people) == [("Joe Biden", 1), ("President Obama", 2)]
+
+    p = vidx("forget", out, "--person", "Joe Biden")
+    assert p.returncode == 0 and "1 gallery photo(s)" in p.stdout, p.stdout + p.stderr
+    biden_vid = next(r["video_id"] for r in table(out, "videos").to_pylist() if r["path"].endswith("hk_biden.mp4"))
+    assert biden_vid not in set(table(out, "face_tracks")["video_id"].to_pylist())
+    assert biden_vid not in set(table(out, "face_detections")["video_id"].to_pylist())
+    assert biden_vid not in set(table(out, "track_segments")["video_id"].to_pylist())
+    assert vidx("query", out, "--face", faces_dir / "fr_biden2.jpg").stdout.strip() == "no match"
+    assert vidx("query", out, "--person", "Joe Biden").returncode == 2
+    assert [p["name"] for p in rows(vidx("people", "list", out, "--json"))] == ["President Obama"]
+    # the rest is untouched, and re-indexing the same clips does not bring Biden back
+    assert {r["person"] for r in rows(vidx("query", out, "--face", faces_dir / "fr_obama2.jpg", "--json"))} == {
+        "President Obama"}
+    v = faces_dir.parent / "videos"
+    p = index(v / "hk_obama.mp4", v / "shd_obama.mp4", v / "hk_biden.mp4", "--out", out)
+    assert p.returncode == 0 and "3 already done" in p.stdout, p.stdout + p.stderr[-2000:]
+    assert vidx("query", out, "--face", faces_dir / "fr_biden2.jpg").stdout.strip() == "no match"
+    assert [p["name"] for p in rows(vidx("people", "list", out, "--json"))] == ["President Obama"]
