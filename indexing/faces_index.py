@@ -61,10 +61,27 @@ class Meta:
     nprobe: int = 0
 
 
+def gpu_available() -> bool:
+    """faiss-gpu installed (the `gpu` extra) and a GPU visible to it."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
 def train_ivf(sample: np.ndarray, nlist: int, codec: str = "SQ8") -> faiss.Index:
-    """An empty, trained IVF index (inner product on unit vectors): train once, add shards later."""
+    """An empty, trained IVF index (inner product on unit vectors): train once, add shards later.
+    k-means runs on the GPU when faiss-gpu sees one (the costly step at 1e6 vectors); the
+    trained index comes back to the CPU, where shards are added and the file is written."""
     d = sample.shape[1]
     index = faiss.index_factory(d, f"IVF{nlist},{codec}", faiss.METRIC_INNER_PRODUCT)
+    if gpu_available():
+        try:
+            res = faiss.StandardGpuResources()
+            g = faiss.index_cpu_to_gpu(res, 0, index)
+            g.train(unit(sample))
+            return faiss.index_gpu_to_cpu(g)
+        except RuntimeError as e:  # a codec without a GPU implementation (e.g. some PQ sizes)
+            import logging
+
+            logging.getLogger(__name__).info("training on the CPU (%s)", e)
     index.train(unit(sample))
     return index
 
@@ -108,9 +125,14 @@ class FaceIndex:
         q = unit(np.atleast_2d(queries))
         if q.shape[1] != self.meta.dim:
             raise FaceIndexError(f"query has {q.shape[1]} dimensions, the index {self.meta.dim}")
-        sims, ids = self.index.search(q, min(k, max(self.meta.count, 1)))
+        sims, ids = self.search_ids(q, k)
         out = [[self.ids[i] for i in row if i >= 0] for row in ids]
         return sims, out
+
+    def search_ids(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine similarities and the int64 ids (``track_hash``; -1 = empty slot), (Q, k) each."""
+        q = unit(np.atleast_2d(queries))
+        return self.index.search(q, min(k, max(self.meta.count, 1)))
 
     def remove(self, track_ids: list[str]) -> int:
         """Remove tracks (e.g. a forgotten person); returns how many vectors went."""

@@ -110,21 +110,25 @@ def cluster(emb: np.ndarray, distance: float, neighbours: int = 30, index: faces
         return np.zeros(n, np.int64)
     k = min(neighbours + 1, n)
     if index is not None and track_ids is not None:  # reuse the archive's FAISS index
-        _, found = index.search(emb, k)
-        pos = {t: i for i, t in enumerate(track_ids)}
-        nb = np.array([[pos[t] for t in row] + [-1] * (k - len(row)) for row in found], np.int64)
+        sims, hits = index.search_ids(emb, k)
+        h = faces_index.track_hash(track_ids)
+        order = np.argsort(h)
+        at = np.clip(np.searchsorted(h[order], hits), 0, n - 1)
+        nb = np.where((hits >= 0) & (h[order][at] == hits), order[at], -1)
+        norm = np.linalg.norm(emb, axis=1)  # raw distance from the cosine: |a|^2 + |b|^2 - 2 cos |a| |b|
+        d2 = norm[:, None] ** 2 + norm[np.maximum(nb, 0)] ** 2 - 2 * sims * norm[:, None] * norm[np.maximum(nb, 0)]
     else:
         import faiss
 
         flat = faiss.IndexFlatL2(emb.shape[1])
         flat.add(np.ascontiguousarray(emb, np.float32))
-        nb = flat.search(np.ascontiguousarray(emb, np.float32), k)[1]
+        d2, nb = flat.search(np.ascontiguousarray(emb, np.float32), k)
     rows = np.repeat(np.arange(n), k)
     cols = nb.ravel()
     ok = (cols >= 0) & (rows != cols)
     rows, cols = rows[ok], cols[ok]
-    d = np.linalg.norm(emb[rows] - emb[cols], axis=1)
-    knn = coo_matrix((d, (rows, cols)), shape=(n, n)).tocsr()
+    d = np.sqrt(np.maximum(d2.ravel()[ok], 0))
+    knn = coo_matrix((np.ones(len(d)), (rows, cols)), shape=(n, n)).tocsr()  # the graph's structure
     knn = knn.maximum(knn.T)
     close = d < distance  # a cluster never spans two parts of the graph of edges shorter than that
     graph = coo_matrix((np.ones(close.sum()), (rows[close], cols[close])), shape=(n, n))
@@ -140,7 +144,7 @@ def cluster(emb: np.ndarray, distance: float, neighbours: int = 30, index: faces
         else:  # large part: average linkage over the kNN graph's edges (approximate, memory ~ n * k)
             sub = knn[members][:, members]
             lab = AgglomerativeClustering(n_clusters=None, distance_threshold=distance, linkage="average",
-                                          connectivity=(sub > 0).astype(np.float64)).fit_predict(emb[members])
+                                          connectivity=sub).fit_predict(emb[members])
         labels[members] = lab + next_label
         next_label += int(lab.max()) + 1
     return labels

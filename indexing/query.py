@@ -72,7 +72,10 @@ class QueryEngine:
         for name, tbl in (("tracks", tracks_lite), ("identities", self.identities),
                           ("people", self.people.drop_columns(["embedding"])), ("videos", self.videos),
                           ("segs", self.segments)):
-            self.db.register(name, tbl)
+            # copied into DuckDB's own storage once: scanning it beats re-reading Arrow per query
+            self.db.register("arrow_in", tbl)
+            self.db.execute(f"CREATE TABLE {name} AS SELECT * FROM arrow_in")
+            self.db.unregister("arrow_in")
         self._emb = self.tracks["embedding"]
         self._row = {t: i for i, t in enumerate(self.tracks["track_id"].to_pylist())}
 

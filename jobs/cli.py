@@ -261,12 +261,16 @@ def cmd_query(args) -> int:
     else:
         if not rows:
             print("no match")
+            return 0
+        wp = max(6, *(len(r["person"]) for r in rows))
+        wv = max(5, *(len(Path(r["path"] or r["video_id"]).name) for r in rows))
+        print(f"{'person':<{wp}}  {'video':<{wv}}  {'start':>8}  {'end':>8}  {'distance':>8}  track")
         for r in rows:
-            dist = f"  distance {r['distance']:.3f}" if r["distance"] is not None else ""
-            print(f"{r['person']:<20} {Path(r['path'] or r['video_id']).name:<28} {r['start_s']:8.2f} - {r['end_s']:8.2f} s"
-                  f"{dist}  track {r['track_id']}")
+            dist = f"{r['distance']:.3f}" if r["distance"] is not None else "-"
+            print(f"{r['person']:<{wp}}  {Path(r['path'] or r['video_id']).name:<{wv}}  {r['start_s']:8.2f}  "
+                  f"{r['end_s']:8.2f}  {dist:>8}  {r['track_id']}")
             for a in r["actions"]:
-                print(f"    {a['label']} (score {a['score']:.2f}, {a['overlap_s']:.1f} s overlap)")
+                print(f"{'':<{wp}}    {a['label']} (score {a['score']:.2f}, {a['overlap_s']:.1f} s overlap)")
     return 0
 
 

@@ -39,3 +39,19 @@ def test_cuda_batch_of_video_frames():
     frames = torch.from_numpy(np.stack([a] * 16)).cuda()
     faces = FaceEngine(device="cuda")(list(frames))
     assert len(faces) == 16 and np.ptp(faces.embeddings, axis=0).max() < 1e-3
+
+
+def test_faiss_trains_ivf_on_the_gpu_when_faiss_gpu_is_installed():
+    from vidx.indexing import faces_index
+
+    if not faces_index.gpu_available():
+        pytest.skip("faiss-gpu not installed (pip install -e '.[gpu]' after removing faiss-cpu)")
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(500, 128)).astype(np.float32)
+    x = centres[rng.integers(0, 500, 20_000)] + 0.3 * rng.normal(size=(20_000, 128)).astype(np.float32)
+    idx = faces_index.FaceIndex.build(x, [str(i) for i in range(len(x))], exact_below=0)
+    exact = faces_index.FaceIndex.build(x, [str(i) for i in range(len(x))])
+    _, got = idx.search(centres[:50], 10)
+    _, want = exact.search(centres[:50], 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want)])
+    assert idx.meta.kind == "ivf" and recall >= 0.9
