@@ -96,10 +96,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--detector", default="dlib", choices=("dlib", "retinaface"))
     args = ap.parse_args(argv)
     from vidx.workers.faces import FaceEngine
 
-    r = evaluate(args.data, FaceEngine(device=args.device))
+    r = evaluate(args.data, FaceEngine(device=args.device, detector=args.detector))
+    print(f"detector: {args.detector}")
     print(f"faces: {r['items']} ({r['identities']} identities); no face found in: {r['no_face'] or 'none'}")
     print(f"pairs: {r['pairs']} ({r['same_pairs']} same-person, {r['diff_pairs']} different-person)")
     print(f"accuracy at 0.6: {r['accuracy_at_0.6']:.4f} (same-person accepted {r['tpr_at_0.6']:.4f}, "

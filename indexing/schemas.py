@@ -11,7 +11,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 EMBED_DIM = 128
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: face_detections carry quality gates (sharpness, rejected)
 
 VIDEOS = pa.schema([
     pa.field("video_id", pa.string(), nullable=False),  # content-derived, stable across renames
@@ -39,9 +39,11 @@ FACE_DETECTIONS = pa.schema([
     pa.field("x1", pa.float32()), pa.field("y1", pa.float32()),
     pa.field("x2", pa.float32()), pa.field("y2", pa.float32()),
     pa.field("score", pa.float32()),
-    pa.field("landmarks", pa.list_(pa.float32(), 10)),  # 5 (x, y) points, video pixels
-    pa.field("embedding", pa.list_(pa.float32(), EMBED_DIM)),
-    pa.field("segment_id", pa.string(), nullable=False),  # the chunk-level track it belongs to
+    pa.field("landmarks", pa.list_(pa.float32(), 10)),  # 5 (x, y) points, video pixels (null: not aligned)
+    pa.field("embedding", pa.list_(pa.float32(), EMBED_DIM)),  # null when rejected
+    pa.field("segment_id", pa.string()),  # the chunk-level track it belongs to (null when rejected)
+    pa.field("sharpness", pa.float32()),  # variance of the Laplacian of the aligned grey chip (null: not aligned)
+    pa.field("rejected", pa.string()),  # null: embedded and tracked; else the gate: score | size | blur
 ])
 
 # One row per track inside one chunk; the commit joins segments cut by chunk boundaries.

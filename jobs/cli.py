@@ -35,7 +35,7 @@ def _engine(args):
     from vidx.workers.face_weights import WeightsError
 
     try:
-        return FaceEngine(device=args.device, upsample=args.upsample)
+        return FaceEngine(device=args.device, upsample=args.upsample, detector=getattr(args, "detector", "dlib"))
     except (WeightsError, RuntimeError) as e:
         raise SystemExit(f"vidx: {e}") from None
 
@@ -76,8 +76,11 @@ def cmd_faces(args) -> int:
         for j, (p, im) in enumerate(loaded):
             rows = np.flatnonzero(faces.image_index == j)
             if len(rows) == 0:
-                log.warning("%s: no face found (%dx%d; faces smaller than about %d px need --upsample 1)",
-                            p, im.shape[1], im.shape[0], 80 if args.upsample == 0 else 40)
+                if args.detector == "dlib":
+                    log.warning("%s: no face found (%dx%d; faces smaller than about %d px need --upsample 1 "
+                                "or --detector retinaface)", p, im.shape[1], im.shape[0], 80 if args.upsample == 0 else 40)
+                else:
+                    log.warning("%s: no face found (%dx%d)", p, im.shape[1], im.shape[0])
             recs = [_face_record(p, k, faces, i) for k, i in enumerate(rows)]
             if args.json:
                 for r in recs:
@@ -296,7 +299,14 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _detector_option(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--detector", choices=("dlib", "retinaface"), default=default,
+                   help=f"face detector: dlib (exact dlib, CC0 weights; faces from ~80 px) or retinaface "
+                   f"(MIT; small and turned faces, faster); default {default}")
+
+
 def _face_options(p: argparse.ArgumentParser) -> None:
+    _detector_option(p, "dlib")
     p.add_argument("--json", action="store_true", help="print JSON (one object per line)")
     p.add_argument("--upsample", type=int, choices=(0, 1), default=0,
                    help="upsample once to find faces down to ~40 px (4x slower); default 0 (~80 px)")
@@ -321,7 +331,8 @@ def cmd_index(args) -> int:
     from vidx.jobs.index import run_index
 
     try:
-        cfg = load_config(args.config, args.set + (["actions.enabled=false"] if args.no_actions else []))
+        cfg = load_config(args.config, args.set + (["actions.enabled=false"] if args.no_actions else [])
+                          + ([f"faces.detector={args.detector}"] if args.detector else []))
     except ConfigError as e:
         log.error("vidx index: %s", e)
         return 2
@@ -470,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set faces.sample_fps=4 (repeatable)")
     ix.add_argument("--no-actions", action="store_true", help="index faces only (no action model needed)")
+    ix.add_argument("--detector", choices=("retinaface", "dlib"),
+                    help="face detector (default: the config's faces.detector, retinaface)")
     ix.set_defaults(func=cmd_index)
     r = sub.add_parser("reindex", help="rebuild the FAISS index of face tracks and the people (identities) tables")
     r.add_argument("out", metavar="OUT")
@@ -514,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true")
     q.add_argument("--thumbnails", type=Path, metavar="DIR", help="write each row's face thumbnail into DIR")
     q.add_argument("--upsample", type=int, choices=(0, 1), default=0, help="for --face: find smaller faces")
+    _detector_option(q, "dlib")
     q.add_argument("--device", default="cpu", help="for --face: torch device")
     q.set_defaults(func=cmd_query)
     fg = sub.add_parser("forget", help="remove a person from the index: tracks, detections, thumbnails, "

@@ -21,9 +21,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class FacesConfig:
+    detector: str = "retinaface"  # retinaface (small, turned faces; fast) | dlib (exact dlib, CC0)
     sample_fps: float = 2.0  # frames per second sampled for faces
     max_side: int = 1280  # decode at most this long a side for detection (0 = native)
     upsample: int = 0  # dlib detector: 1 finds ~40 px faces at 4x the cost
+    min_score: float = 0.8  # RetinaFace faces scoring lower are kept as rejected, not embedded
+    min_size: float = 20.0  # faces with a shorter side (decoded pixels) are kept as rejected
+    min_sharpness: float = 0.0  # blurrier chips (variance of the Laplacian) are kept as rejected
     batch_frames: int = 16  # frames decoded and run through the models together
     device: str = "auto"  # auto: cuda when the actor has a GPU, else cpu
 
@@ -78,7 +82,11 @@ class Config:
 
 _RULES = {
     "chunk_seconds": lambda v: v >= 1,
+    "faces.detector": lambda v: v in ("retinaface", "dlib"),
     "faces.sample_fps": lambda v: 0 < v <= 120,
+    "faces.min_score": lambda v: 0 <= v <= 1,
+    "faces.min_size": lambda v: v >= 0,
+    "faces.min_sharpness": lambda v: v >= 0,
     "faces.max_side": lambda v: v == 0 or v >= 160,
     "faces.upsample": lambda v: v in (0, 1),
     "faces.batch_frames": lambda v: 1 <= v <= 1024,

@@ -62,7 +62,8 @@ def write_index(out, videos: dict[str, list[tuple[str, float, float, np.ndarray]
             "x2": pa.array([9.0] * len(det), pa.float32()), "y2": pa.array([9.0] * len(det), pa.float32()),
             "score": pa.array([1.0] * len(det), pa.float32()), "landmarks": _fsl(np.zeros((len(det), 10)), 10),
             "embedding": _fsl(np.stack([emb[tid.index(d[0])] for d in det]) if det else np.zeros((0, DIM)), DIM),
-            "segment_id": [d[0] for d in det]}, schema=schemas.FACE_DETECTIONS)
+            "segment_id": [d[0] for d in det], "sharpness": pa.array([100.0] * len(det), pa.float32()),
+            "rejected": pa.nulls(len(det), pa.string())}, schema=schemas.FACE_DETECTIONS)
         ft = pa.table({
             "track_id": tid, "video_id": [vid] * n, "start_s": start, "end_s": end,
             "detections": pa.array([max(1, int(e - s)) for s, e in zip(start, end)], pa.int32()),

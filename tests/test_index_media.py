@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 
 pytestmark = pytest.mark.media
@@ -78,9 +79,14 @@ def test_tables_answer_who_was_there(indexed, faces_dir, engine):
     assert videos["mma_tests_test.mp4"]["tracks"] == 0 and videos["mma_tests_test.mp4"]["status"] == "ok"
     assert len(by_video[videos["fnp_video.mp4"]["video_id"]]) >= 2
     dets = table(out, "face_detections")
-    assert dets.num_rows == sum(t["detections"] for t in tracks)
+    kept = dets.filter(pc.is_null(dets["rejected"]))
+    assert kept.num_rows == sum(t["detections"] for t in tracks)
     seg_ids = {s for t in tracks for s in t["segments"]}
-    assert set(dets["segment_id"].to_pylist()) == seg_ids
+    assert set(kept["segment_id"].to_pylist()) == seg_ids
+    rejected = dets.filter(pc.is_valid(dets["rejected"]))  # quality gates: kept with the reason, not embedded
+    assert set(rejected["rejected"].to_pylist()) <= {"score", "size", "blur"}
+    assert rejected["embedding"].null_count == rejected.num_rows and rejected["segment_id"].null_count == rejected.num_rows
+    assert kept["embedding"].null_count == 0 and pc.min(kept["score"]).as_py() >= 0.8
     assert "videos: 4 ok, 0 partial, 4 failed" in p.stdout
 
 
@@ -151,8 +157,10 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, data_dir):
         assert a.num_rows == b.num_rows
         for col in a.column_names:
             x, y = a[col].to_pylist(), b[col].to_pylist()
-            if col == "embedding":
-                assert np.allclose(np.asarray(x), np.asarray(y), atol=1e-5)
+            if col == "embedding":  # null for rejected detections
+                assert [v is None for v in x] == [v is None for v in y]
+                assert np.allclose(np.asarray([v for v in x if v is not None]),
+                                   np.asarray([v for v in y if v is not None]), atol=1e-5)
             elif col != "thumbnail":
                 assert x == y, (name, col)
     keys = list(zip(*(table(out, "face_detections")[k].to_pylist() for k in ("video_id", "frame", "x1", "y1"))))

@@ -76,7 +76,7 @@ class ChunkIndexer:
     def __init__(self, out: str, faces: dict[str, Any], tracking: dict[str, Any], num_cpus: float = 1.0,
                  actions: dict[str, Any] | None = None):
         """actions: None (faces only) or {"model", "weights_path", "stride", "top_k"}, resolved by the driver."""
-        from vidx.workers.faces import FaceEngine
+        from vidx.workers.faces import FaceEngine, Gates
 
         torch.set_num_threads(max(1, int(num_cpus)))
         dev = faces.get("device", "auto")
@@ -84,7 +84,10 @@ class ChunkIndexer:
             dev = "cuda" if torch.cuda.is_available() else "cpu"
         self.faces = faces
         self.track_params = TrackParams(link_distance=tracking["link_distance"], max_gap_s=tracking["max_gap_s"])
-        self.engine = FaceEngine(device=dev, upsample=int(faces["upsample"]))
+        detector = faces.get("detector", "retinaface")
+        gates = Gates(min_score=float(faces["min_score"]) if detector == "retinaface" else 0.0,  # dlib: own threshold
+                      min_size=float(faces["min_size"]), min_sharpness=float(faces["min_sharpness"]))
+        self.engine = FaceEngine(device=dev, upsample=int(faces["upsample"]), detector=detector, gates=gates)
         self.actions = actions
         self.action_model = None
         if actions:
@@ -144,7 +147,7 @@ class ChunkIndexer:
         sx, sy = info.width / w, info.height / h
         scale4 = np.array([sx, sy, sx, sy])
         tracker = Tracker(self.track_params)
-        cols: dict[str, list] = {k: [] for k in ("frame", "t", "box", "score", "lm", "emb", "seg")}
+        cols: dict[str, list] = {k: [] for k in ("frame", "t", "box", "score", "lm", "emb", "seg", "sharp", "rej")}
         n_frames = 0
         for part, frames in _pieces(path, info, idx, times, int(self.faces["max_side"]),
                                     int(self.faces["batch_frames"]), timing):
@@ -168,33 +171,45 @@ class ChunkIndexer:
             boxes = faces.boxes * scale4  # video pixels
             lms = faces.landmarks * np.array([sx, sy])
             q = quality(boxes, faces.scores)
+            kept = faces.kept
             for j in range(len(part)):  # tracker: per sampled frame, vectorised inside
-                sel = np.flatnonzero(faces.image_index == j)
+                on = faces.image_index == j
+                sel = np.flatnonzero(on & kept)  # rejected faces are recorded, not tracked
                 ts = float(times[np.searchsorted(idx, part[j])])
                 k = tracker.update(ts, frames[j], boxes[sel], faces.embeddings[sel], q[sel], (1 / sx, 1 / sy))
-                cols["frame"].append(np.full(len(sel), part[j]))
-                cols["t"].append(np.full(len(sel), ts))
-                cols["seg"].append(k)
-            cols["box"].append(boxes)
-            cols["score"].append(faces.scores)
-            cols["lm"].append(lms.reshape(-1, 10))
-            cols["emb"].append(faces.embeddings)
+                seg = np.full(int(on.sum()), -1, np.int64)
+                seg[kept[on]] = k
+                cols["frame"].append(np.full(len(seg), part[j]))
+                cols["t"].append(np.full(len(seg), ts))
+                cols["seg"].append(seg)
+            order = np.argsort(faces.image_index, kind="stable")  # per frame, as frame/t/seg above
+            cols["box"].append(boxes[order])
+            cols["score"].append(faces.scores[order])
+            cols["lm"].append(lms.reshape(-1, 10)[order])
+            cols["emb"].append(faces.embeddings[order])
+            cols["sharp"].append((faces.sharpness if faces.sharpness is not None else np.full(len(faces), np.nan))[order])
+            cols["rej"].append((faces.rejected if faces.rejected is not None else np.full(len(faces), "", object))[order])
             n_frames += len(part)
             timing["model_s"] += time.perf_counter() - t
         cat = {k: np.concatenate(v) if v else None for k, v in cols.items()}
         n = 0 if cat["t"] is None else len(cat["t"])
         seg_id = lambda k: f"{vid}-{chunk:05d}-{int(k):04d}"  # noqa: E731
         if n:
-            # cols["box"] etc. are per piece in image order; frame/t/seg per frame in the same order
             order_box = cat["box"]
+            rej = cat["rej"]
+            emb = pa.FixedSizeListArray.from_arrays(np.nan_to_num(cat["emb"].astype(np.float32)).ravel(),
+                                                    schemas.EMBED_DIM, mask=pa.array(rej != ""))
             dets = pa.table({
                 "video_id": [vid] * n, "chunk": np.full(n, chunk, np.int32), "frame": cat["frame"].astype(np.int64),
                 "t": cat["t"], "x1": order_box[:, 0].astype(np.float32), "y1": order_box[:, 1].astype(np.float32),
                 "x2": order_box[:, 2].astype(np.float32), "y2": order_box[:, 3].astype(np.float32),
                 "score": cat["score"].astype(np.float32),
-                "landmarks": pa.FixedSizeListArray.from_arrays(cat["lm"].astype(np.float32).ravel(), 10),
-                "embedding": pa.FixedSizeListArray.from_arrays(cat["emb"].astype(np.float32).ravel(), schemas.EMBED_DIM),
-                "segment_id": [seg_id(k) for k in cat["seg"]],
+                "landmarks": pa.FixedSizeListArray.from_arrays(np.nan_to_num(cat["lm"].astype(np.float32)).ravel(), 10,
+                                                               mask=pa.array(np.isnan(cat["lm"]).any(1))),
+                "embedding": emb,
+                "segment_id": [seg_id(k) if k >= 0 else None for k in cat["seg"]],
+                "sharpness": pa.array(cat["sharp"].astype(np.float32), from_pandas=True),  # NaN -> null
+                "rejected": [r or None for r in rej],
             }, schema=schemas.FACE_DETECTIONS)
         else:
             dets = schemas.FACE_DETECTIONS.empty_table()
