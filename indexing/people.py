@@ -503,7 +503,8 @@ def enroll(out: str, name: str, faces: list[PhotoFace]) -> RefreshResult:
     if store.read_manifest() is None:
         raise IndexError_(f"{out} has no manifest.json: index videos into it first ('vidx index ... --out {out}')")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    new = pa.table({"name": [name] * len(faces), "photo": [os.path.abspath(f.photo) for f in faces],
+    new = pa.table({"name": [name] * len(faces),
+                    "photo": [f.photo if f.photo.startswith("upload:") else os.path.abspath(f.photo) for f in faces],
                     "face": pa.array([f.face for f in faces], pa.int32()),
                     "box": pa.FixedSizeListArray.from_arrays(np.asarray([f.box for f in faces], np.float32).ravel(), 4),
                     "embedding": _fsl(np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 128))),

@@ -8,6 +8,7 @@
     vidx people list|rename|merge|split OUT ...
     vidx query OUT [--face PHOTO | --person NAME | --person-id ID] [--action LABEL...] [--video V] ...
     vidx forget OUT --person NAME|ID
+    vidx serve OUT [--host 127.0.0.1] [--port 8765] [--token TOKEN]
     vidx models list | pull NAME
     vidx actions VIDEO [--model NAME] [--json]
     vidx actions train DATA --base MODEL --out WEIGHTS [--from-scratch]
@@ -291,6 +292,15 @@ def cmd_forget(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import os
+
+    from vidx.jobs.serve import serve
+
+    serve(args.out, args.host, args.port, args.token or os.environ.get("VIDX_TOKEN") or None, args.detector)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from vidx.jobs.demo import make_demo_media
 
@@ -535,6 +545,15 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("out", metavar="OUT")
     fg.add_argument("--person", required=True, metavar="NAME|ID")
     fg.set_defaults(func=cmd_forget)
+    sv = sub.add_parser("serve", help="a web page and HTTP API to search people and actions, with playback",
+                        description="Serve OUT over HTTP: the page at /, the JSON API under /api (OpenAPI schema at "
+                        "/openapi.json, docs at /docs). Binds to 127.0.0.1 unless told; binding elsewhere needs a token.")
+    sv.add_argument("out", metavar="OUT")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8765)
+    sv.add_argument("--token", help="required on every request (Authorization: Bearer TOKEN); default $VIDX_TOKEN")
+    _detector_option(sv, "dlib")
+    sv.set_defaults(func=cmd_serve)
     m = sub.add_parser("models", help="list the action models and their weights files, or download one")
     m.add_argument("action", choices=("list", "pull"))
     m.add_argument("name", nargs="?", help="model name, for pull")

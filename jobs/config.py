@@ -25,7 +25,7 @@ class FacesConfig:
     sample_fps: float = 2.0  # frames per second sampled for faces
     max_side: int = 1280  # decode at most this long a side for detection (0 = native)
     upsample: int = 0  # dlib detector: 1 finds ~40 px faces at 4x the cost
-    min_score: float = 0.8  # RetinaFace faces scoring lower are kept as rejected, not embedded
+    min_score: float = 0.9  # RetinaFace faces scoring lower are kept as rejected, not embedded
     min_size: float = 20.0  # faces with a shorter side (decoded pixels) are kept as rejected
     min_sharpness: float = 0.0  # blurrier chips (variance of the Laplacian) are kept as rejected
     batch_frames: int = 16  # frames decoded and run through the models together

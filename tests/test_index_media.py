@@ -86,7 +86,7 @@ def test_tables_answer_who_was_there(indexed, faces_dir, engine):
     rejected = dets.filter(pc.is_valid(dets["rejected"]))  # quality gates: kept with the reason, not embedded
     assert set(rejected["rejected"].to_pylist()) <= {"score", "size", "blur"}
     assert rejected["embedding"].null_count == rejected.num_rows and rejected["segment_id"].null_count == rejected.num_rows
-    assert kept["embedding"].null_count == 0 and pc.min(kept["score"]).as_py() >= 0.8
+    assert kept["embedding"].null_count == 0 and pc.min(kept["score"]).as_py() >= 0.9
     assert "videos: 4 ok, 0 partial, 4 failed" in p.stdout
 
 

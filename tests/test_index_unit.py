@@ -84,6 +84,23 @@ def test_tracker_links_by_embedding_and_overlap():
     assert tr.tracks[0].thumb[:2] == b"\xff\xd8"  # JPEG
 
 
+def test_tracker_keeps_a_face_that_stays_in_place_through_a_noisy_embedding():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=128)
+    a *= 1.3 / np.linalg.norm(a)
+    step = rng.normal(size=128)
+    noisy = a + 0.62 * step / np.linalg.norm(step)  # 0.62 away: beyond link_distance 0.55
+    frame = np.zeros((100, 200, 3), np.uint8)
+    box = np.array([10, 10, 60, 60.0])
+    tr = Tracker(TrackParams(link_distance=0.55, max_gap_s=1.0))
+    assert tr.update(0.0, frame, box[None], a[None], np.ones(1)).tolist() == [0]
+    assert tr.update(0.5, frame, (box + 2)[None], noisy[None], np.ones(1)).tolist() == [0]  # IoU 0.86
+    step2 = rng.normal(size=128)
+    noisy2 = noisy + 0.62 * step2 / np.linalg.norm(step2)
+    far = np.array([120, 10, 170, 60.0])  # as far in embedding, but elsewhere in the frame: a new track
+    assert tr.update(1.0, frame, far[None], noisy2[None], np.ones(1)).tolist() == [1]
+
+
 def test_iou_matrix():
     m = iou_matrix(np.array([[0, 0, 9, 9.0]]), np.array([[0, 0, 9, 9.0], [5, 0, 14, 9], [20, 20, 29, 29]]))
     assert np.allclose(m, [[1.0, 50 / 150, 0.0]])

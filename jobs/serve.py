@@ -1,0 +1,283 @@
+"""``vidx serve``: an HTTP API and a web page over one index, on the same query engine as the CLI.
+
+    app = create_app("index/", token=None)        # FastAPI; OpenAPI schema at /openapi.json
+    uvicorn.run(app, host="127.0.0.1", port=8765)
+
+Routes (JSON unless said): ``/api/health``, ``/api/people`` (list, paginated), ``/api/people/{id}``
+(with its appearances), ``/api/people/{id}/rename``, ``/api/people/merge``, ``DELETE
+/api/people/{id}`` (forget), ``/api/enroll`` (photo upload), ``/api/search`` (person, actions,
+video, time range; paginated), ``/api/search/face`` (photo upload, same filters),
+``/api/videos``, ``/api/videos/{id}/timeline``, ``/api/videos/{id}/stream`` (the video file,
+with HTTP range requests so a browser can seek), ``/api/thumbnails/{track_id}`` (JPEG), and
+the page itself at ``/``.
+
+Files are served only by id: a video id is looked up in the index's videos table and the path
+found there is served; nothing in a request is used as a path.  Off loopback a token is
+required (``Authorization: Bearer TOKEN``, an ``X-Vidx-Token`` header, or ``?token=`` once, which
+sets a cookie so the page's media requests carry it), checked on every route.  Uploads are
+limited in size and must decode as images.  Requests that change the index (enrol, rename,
+merge, forget) run one at a time and reload the engine.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+from fastapi import FastAPI, File, Form, HTTPException, Query as Q, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
+
+from vidx.indexing import people as people_mod
+from vidx.indexing.faces_index import FaceIndexError
+from vidx.indexing.query import Query, QueryEngine, QueryError
+from vidx.indexing.store import IndexError_
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD = 10 << 20  # bytes per photo
+TOKEN_COOKIE = "vidx_token"
+ERRORS = (QueryError, people_mod.PeopleError, FaceIndexError, IndexError_)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Rename(BaseModel):
+    name: str
+
+
+class Merge(BaseModel):
+    people: list[str]
+
+
+class State:
+    """The loaded engine, and the face engine for uploads (loaded on first use)."""
+
+    def __init__(self, out: str, detector: str):
+        self.out, self.detector = out, detector
+        self.lock = threading.Lock()
+        self.engine = QueryEngine(out)
+        self._faces = None
+
+    def faces(self):
+        if self._faces is None:
+            from vidx.workers.faces import FaceEngine
+
+            self._faces = FaceEngine(device="auto", detector=self.detector)
+        return self._faces
+
+    def reload(self) -> None:
+        self.engine = QueryEngine(self.out)
+
+
+async def _photo(upload: UploadFile, face: int | None, state: State) -> np.ndarray:
+    """The embedding of one face in an uploaded photo (size limit, content check, one face)."""
+    import tempfile
+
+    data = await upload.read(MAX_UPLOAD + 1)
+    if len(data) > MAX_UPLOAD:
+        raise HTTPException(413, f"photo larger than {MAX_UPLOAD >> 20} MB")
+    if not data:
+        raise HTTPException(400, "empty upload")
+    with tempfile.NamedTemporaryFile(suffix=".img") as f:  # a generated name, never the client's
+        f.write(data)
+        f.flush()
+        try:
+            picked = people_mod.pick_faces([(f.name, face)], state.faces())[0]
+        except people_mod.PeopleError as e:
+            msg = str(e).replace(f.name, upload.filename or "the photo").replace("@N", " and choose a face")
+            raise HTTPException(422, msg) from None
+    return picked
+
+
+def create_app(out: str, token: str | None = None, detector: str = "dlib") -> FastAPI:
+    """The app over the index at ``out``; ``token`` (if given) is required on every route."""
+    state = State(out, detector)
+    app = FastAPI(title="vidx", version="1", description="Who did what when, in an indexed video archive.")
+    web = resources.files("vidx.jobs") / "web"
+
+    @app.middleware("http")
+    async def check_token(request: Request, call_next):
+        if token is None:
+            return await call_next(request)
+        given = (request.headers.get("x-vidx-token") or request.cookies.get(TOKEN_COOKIE)
+                 or request.query_params.get("token"))
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:]
+        if not given or not hmac.compare_digest(given.encode(), token.encode()):
+            return JSONResponse({"detail": "a token is required (Authorization: Bearer TOKEN)"}, status_code=401)
+        response = await call_next(request)
+        if request.query_params.get("token"):
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+    @app.exception_handler(QueryError)
+    @app.exception_handler(people_mod.PeopleError)
+    async def bad_request(request: Request, exc: Exception):
+        status = 404 if str(exc).startswith(("no person", "no indexed video", "no track")) else 400
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    # ------------------------------------------------------------------ pages
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page():
+        return HTMLResponse((web / "index.html").read_text())
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str):
+        files = {"app.js": "text/javascript", "style.css": "text/css"}  # a fixed list: no paths from requests
+        if name not in files:
+            raise HTTPException(404, "not found")
+        return Response((web / name).read_text(), media_type=files[name])
+
+    # ------------------------------------------------------------------ API
+    @app.get("/api/health")
+    def health() -> dict[str, Any]:
+        e = state.engine
+        return {"index": str(Path(out).resolve()), "videos": e.videos.num_rows, "tracks": e.tracks.num_rows,
+                "people": e.people.num_rows, "labels": e.known_labels()}
+
+    @app.get("/api/people")
+    def list_people(offset: int = Q(0, ge=0), limit: int = Q(100, ge=1, le=1000)) -> dict[str, Any]:
+        rows = (state.engine.people.drop_columns(["embedding"])
+                .sort_by([("tracks", "descending"), ("person_id", "ascending")]).to_pylist())
+        return {"total": len(rows), "offset": offset, "items": rows[offset : offset + limit]}
+
+    @app.get("/api/people/{person_id}")
+    def person(person_id: str, offset: int = Q(0, ge=0), limit: int = Q(100, ge=1, le=1000)) -> dict[str, Any]:
+        e = state.engine
+        row = [r for r in e.people.drop_columns(["embedding"]).to_pylist() if r["person_id"] == person_id]
+        if not row:
+            raise HTTPException(404, f"no person {person_id!r}")
+        return {**row[0], "appearances": e.search(Query(person_id=person_id, limit=limit, offset=offset))}
+
+    @app.post("/api/people/{person_id}/rename")
+    def rename(person_id: str, body: Rename) -> dict[str, Any]:
+        with state.lock:
+            people_mod.correct(out, "rename", [person_id], name=body.name)
+            state.reload()
+        return {"person_id": person_id, "name": body.name or None}
+
+    @app.post("/api/people/merge")
+    def merge(body: Merge) -> dict[str, Any]:
+        with state.lock:
+            res = people_mod.correct(out, "merge", body.people)
+            state.reload()
+        return {"merged": body.people, "people": res.people}
+
+    @app.delete("/api/people/{person_id}")
+    def forget_person(person_id: str) -> dict[str, Any]:
+        from vidx.indexing.forget import forget
+
+        with state.lock:
+            res = forget(out, person_id)
+            state.reload()
+        return {"forgot": res.names or res.person_ids, "tracks": res.tracks, "detections": res.detections,
+                "gallery_photos": res.gallery_photos, "videos": res.videos}
+
+    @app.post("/api/enroll")
+    async def enroll(name: str = Form(...), photo: UploadFile = File(...), face: int | None = Form(None)):
+        picked = await _photo(photo, face, state)
+        picked.photo = f"upload:{photo.filename or 'photo'}"
+        with state.lock:
+            res = people_mod.enroll(out, name, [picked])
+            state.reload()
+        return {"name": name, "people": res.named.get(name, [])}
+
+    def _query(person, person_id, action, video, start, end, min_score, limit, offset, face=None) -> dict:
+        q = Query(face=face, person=person, person_id=person_id, actions=action or [], video=video, start=start,
+                  end=end, min_score=min_score, limit=limit + 1, offset=offset)
+        rows = state.engine.search(q)
+        return {"offset": offset, "limit": limit, "more": len(rows) > limit, "items": rows[:limit]}
+
+    @app.get("/api/search")
+    def search(person: str | None = None, person_id: str | None = None, action: list[str] | None = Q(None),
+               video: str | None = None, start: float | None = Q(None, alias="from"),
+               end: float | None = Q(None, alias="to"), min_score: float = 0.0,
+               limit: int = Q(50, ge=1, le=1000), offset: int = Q(0, ge=0)) -> dict[str, Any]:
+        if not (person or person_id or action or video):
+            raise HTTPException(400, "say what to look for: person, person_id, action or video")
+        return _query(person, person_id, action, video, start, end, min_score, limit, offset)
+
+    @app.post("/api/search/face")
+    async def search_face(photo: UploadFile = File(...), face: int | None = Form(None),
+                          action: list[str] | None = Form(None), video: str | None = Form(None),
+                          limit: int = Form(50), offset: int = Form(0), min_score: float = Form(0.0)):
+        picked = await _photo(photo, face, state)
+        return _query(None, None, [a for a in (action or []) if a], video or None, None, None, min_score,
+                      max(1, min(limit, 1000)), max(0, offset), face=picked.embedding)
+
+    @app.get("/api/videos")
+    def videos() -> dict[str, Any]:
+        rows = state.engine.videos.select(["video_id", "path", "status", "duration_s", "width", "height",
+                                           "tracks"]).to_pylist()
+        return {"total": len(rows), "items": [{**r, "name": Path(r["path"]).name} for r in rows]}
+
+    def _video(video_id: str) -> dict[str, Any]:
+        rows = [r for r in state.engine.videos.to_pylist() if r["video_id"] == video_id]
+        if not rows:
+            raise HTTPException(404, f"no video {video_id!r} in this index")
+        return rows[0]
+
+    @app.get("/api/videos/{video_id}/timeline")
+    def timeline(video_id: str) -> dict[str, Any]:
+        v = _video(video_id)
+        e = state.engine
+        rows = e.search(Query(video=video_id, limit=100_000))
+        lanes: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            lane = lanes.setdefault(r["person_id"], {"person_id": r["person_id"], "person": r["person"], "tracks": []})
+            lane["tracks"].append({"track_id": r["track_id"], "start_s": r["start_s"], "end_s": r["end_s"]})
+        segs = e.segments.filter(pc.equal(e.segments["video_id"], video_id))
+        actions = segs.select(["start_s", "end_s", "label", "score"]).sort_by("start_s").to_pylist()
+        return {"video_id": video_id, "name": Path(v["path"]).name, "duration_s": v["duration_s"],
+                "people": list(lanes.values()), "actions": actions}
+
+    @app.get("/api/videos/{video_id}/stream")
+    def stream(video_id: str):
+        v = _video(video_id)
+        path = Path(v["path"])
+        if "::" in v["path"] or "://" in v["path"]:
+            raise HTTPException(409, "this video is inside an archive or on an object store; playback serves local files only")
+        if not path.is_file():
+            raise HTTPException(410, f"the video file is no longer at {path}")
+        return FileResponse(path, media_type="video/mp4" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else None)
+
+    @app.get("/api/thumbnails/{track_id}", responses={200: {"content": {"image/jpeg": {}}}})
+    def thumbnail(track_id: str):
+        try:
+            data = state.engine.thumbnail(track_id)
+        except QueryError as e:
+            raise HTTPException(404, str(e)) from None
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    return app
+
+
+def serve(out: str, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
+          detector: str = "dlib") -> None:
+    import uvicorn
+
+    if not is_loopback(host) and not token:
+        raise SystemExit(f"vidx serve: binding to {host} needs a token (--token or VIDX_TOKEN); "
+                         "without one, serve on 127.0.0.1")
+    try:
+        app = create_app(out, token, detector)
+    except ERRORS as e:
+        raise SystemExit(f"vidx serve: {e}") from None
+    log.info("serving %s on http://%s:%d/", out, host, port)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

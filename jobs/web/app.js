@@ -1,0 +1,160 @@
+// vidx web page: plain JS over the JSON API (/openapi.json describes it). No assets from a CDN.
+"use strict";
+const $ = (id) => document.getElementById(id);
+const state = { offset: 0, limit: 24, last: null };
+
+function showError(msg) {
+  const e = $("error");
+  e.textContent = msg || "";
+  e.hidden = !msg;
+}
+
+async function api(path, options = {}) {
+  const r = await fetch(path, options);
+  const body = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
+  if (!r.ok) {
+    const d = body && body.detail;
+    throw new Error(typeof d === "string" ? d : JSON.stringify(d || r.statusText));
+  }
+  return body;
+}
+
+const fmt = (s) => (s == null ? "" : s.toFixed(1) + " s");
+function el(tag, attrs = {}, ...kids) {
+  const n = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") n.className = v; else if (k.startsWith("on")) n.addEventListener(k.slice(2), v); else n.setAttribute(k, v);
+  }
+  for (const k of kids) n.append(k);
+  return n;
+}
+
+async function loadLists() {
+  const [h, p, v] = await Promise.all([api("/api/health"), api("/api/people?limit=1000"), api("/api/videos")]);
+  $("stats").textContent = `${h.videos} videos, ${h.tracks} appearances, ${h.people} people`;
+  const ps = $("person");
+  ps.replaceChildren(el("option", { value: "" }, "(anyone)"));
+  for (const x of p.items) ps.append(el("option", { value: x.person_id }, x.name ? `${x.name} (${x.person_id})` : x.person_id));
+  const vs = $("video");
+  vs.replaceChildren(el("option", { value: "" }, "(all videos)"));
+  for (const x of v.items) vs.append(el("option", { value: x.video_id }, x.name));
+  return p.items;
+}
+
+function card(r) {
+  const acts = r.actions.map((a) => el("span", { class: "chip", title: `score ${a.score}` }, `${a.label} ${a.overlap_s.toFixed(1)} s`));
+  const c = el("div", { class: "card", "data-person": r.person, onclick: () => play(r.video_id, r.start_s, r.path) },
+    el("img", { src: `/api/thumbnails/${encodeURIComponent(r.track_id)}`, alt: r.person }),
+    el("div", { class: "who" }, r.person),
+    el("div", {}, (r.path || r.video_id).split("/").pop()),
+    el("div", { class: "muted" }, `${fmt(r.start_s)} – ${fmt(r.end_s)}` + (r.distance != null ? `, distance ${r.distance.toFixed(3)}` : "")),
+    el("div", { class: "chips" }, ...acts));
+  return c;
+}
+
+async function search(offset = 0) {
+  showError("");
+  state.offset = offset;
+  const photo = $("photo").files[0];
+  const actions = $("actions").value.split(",").map((s) => s.trim()).filter(Boolean);
+  let res;
+  try {
+    if (photo) {
+      const f = new FormData();
+      f.append("photo", photo);
+      for (const a of actions) f.append("action", a);
+      if ($("video").value) f.append("video", $("video").value);
+      f.append("limit", state.limit);
+      f.append("offset", offset);
+      res = await api("/api/search/face", { method: "POST", body: f });
+    } else {
+      const q = new URLSearchParams({ limit: state.limit, offset });
+      if ($("person").value) q.append("person_id", $("person").value);
+      for (const a of actions) q.append("action", a);
+      if ($("video").value) q.append("video", $("video").value);
+      res = await api("/api/search?" + q);
+    }
+  } catch (e) {
+    showError(e.message);
+    $("results").replaceChildren();
+    $("summary").textContent = "";
+    return;
+  }
+  $("results").replaceChildren(...res.items.map(card));
+  $("summary").textContent = res.items.length ? `results ${offset + 1}–${offset + res.items.length}` : "no match";
+  $("prev").hidden = offset === 0;
+  $("next").hidden = !res.more;
+}
+
+async function play(videoId, start, path) {
+  const box = $("player-box");
+  box.hidden = false;
+  const v = $("player");
+  $("player-title").textContent = (path || videoId).split("/").pop() + ` from ${fmt(start)}`;
+  const src = `/api/videos/${encodeURIComponent(videoId)}/stream`;
+  if (!v.src.endsWith(src)) v.src = src;
+  const seek = () => { v.currentTime = start || 0; v.play().catch(() => {}); };
+  if (v.readyState >= 1) seek(); else v.addEventListener("loadedmetadata", seek, { once: true });
+  v.onerror = () => showError("this video cannot be played here (moved, inside an archive, or a format the browser lacks)");
+  await timeline(videoId);
+}
+
+async function timeline(videoId) {
+  let t;
+  try { t = await api(`/api/videos/${encodeURIComponent(videoId)}/timeline`); } catch (e) { showError(e.message); return; }
+  const dur = t.duration_s || Math.max(1, ...t.people.flatMap((p) => p.tracks.map((x) => x.end_s)));
+  const bar = (s, e, cls, title) => el("div", {
+    class: "bar " + cls, title, style: `left:${(100 * s) / dur}%;width:${Math.max(0.5, (100 * (e - s)) / dur)}%`,
+    onclick: () => { $("player").currentTime = s; $("player").play().catch(() => {}); },
+  });
+  const lanes = t.people.map((p) => el("div", { class: "lane", "data-person": p.person },
+    el("div", { class: "label" }, p.person),
+    el("div", { class: "track" }, ...p.tracks.map((x) => bar(x.start_s, x.end_s, "", `${p.person} ${fmt(x.start_s)}–${fmt(x.end_s)}`)))));
+  lanes.push(el("div", { class: "lane" }, el("div", { class: "label" }, "actions"),
+    el("div", { class: "track" }, ...t.actions.map((a) => bar(a.start_s, a.end_s, "action", `${a.label} (${a.score.toFixed(2)})`)))));
+  $("timeline").replaceChildren(el("div", { class: "muted" }, `timeline of ${t.name}: ${fmt(dur)}`), ...lanes);
+}
+
+async function peopleView() {
+  let items;
+  try { items = await loadLists(); } catch (e) { showError(e.message); return; }
+  $("people").replaceChildren(...items.map((p) => {
+    const name = el("input", { value: p.name || "", placeholder: "name", size: 14 });
+    return el("div", { class: "card" },
+      el("img", { src: `/api/thumbnails/${encodeURIComponent(p.thumbnail_track)}`, alt: p.person_id }),
+      el("div", { class: "who" }, p.name || p.person_id),
+      el("div", { class: "muted" }, `${p.person_id}: ${p.tracks} appearances in ${p.videos} videos`),
+      el("label", {}, el("input", { type: "checkbox", class: "merge", value: p.person_id }), " merge"),
+      el("div", {}, name, el("button", { onclick: async () => {
+        try { await api(`/api/people/${p.person_id}/rename`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: name.value }) }); peopleView(); } catch (e) { showError(e.message); }
+      } }, "Rename")),
+      el("button", { onclick: async () => {
+        if (!confirm(`Forget ${p.name || p.person_id}? Every trace of them leaves the index.`)) return;
+        try { await api(`/api/people/${p.person_id}`, { method: "DELETE" }); peopleView(); } catch (e) { showError(e.message); }
+      } }, "Forget"));
+  }));
+}
+
+function route() {
+  const view = location.hash === "#people" ? "people" : "search";
+  $("view-search").hidden = view !== "search";
+  $("view-people").hidden = view !== "people";
+  if (view === "people") peopleView();
+}
+
+$("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); search(0); });
+$("clear-btn").addEventListener("click", () => { $("photo").value = ""; $("person").value = ""; $("actions").value = ""; $("video").value = ""; });
+$("prev").addEventListener("click", () => search(Math.max(0, state.offset - state.limit)));
+$("next").addEventListener("click", () => search(state.offset + state.limit));
+$("merge-btn").addEventListener("click", async () => {
+  const ids = [...document.querySelectorAll(".merge:checked")].map((x) => x.value);
+  if (ids.length < 2) { showError("tick two or more people to merge"); return; }
+  try { await api("/api/people/merge", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ people: ids }) }); peopleView(); } catch (e) { showError(e.message); }
+});
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); $("photo").files = e.dataTransfer.files; search(0); });
+window.addEventListener("hashchange", route);
+loadLists().catch((e) => showError(e.message));
+route();

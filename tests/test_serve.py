@@ -1,0 +1,207 @@
+"""`vidx serve`: every API route on a small index of real clips (FastAPI's test client),
+pagination, the token off loopback, range requests, refusing paths, and the page itself in
+headless Chromium (Debian's chromium, driven by Playwright)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from test_index_media import index
+from test_query_media import vidx
+
+pytestmark = pytest.mark.media
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = Path(os.environ.get("VIDX_SCREENSHOTS", ROOT / "test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory, data_dir):
+    o = tmp_path_factory.mktemp("serve") / "index"
+    v = data_dir / "videos"
+    p = index(v / "hk_obama.mp4", v / "shd_obama.mp4", v / "hk_biden.mp4", "--out", o)
+    assert p.returncode == 0, p.stderr[-3000:]
+    f = data_dir / "faces"
+    assert vidx("enroll", o, "--name", "Barack Obama", f / "fr_obama.jpg", f / "fr_obama2.jpg").returncode == 0
+    assert vidx("enroll", o, "--name", "Joe Biden", f / "fr_biden.jpg").returncode == 0
+    return o
+
+
+@pytest.fixture()
+def client(out, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from vidx.jobs.serve import create_app
+
+    copy = tmp_path / "index"  # routes that change the index work on a copy
+    shutil.copytree(out, copy)
+    return TestClient(create_app(str(copy))), copy
+
+
+def test_people_search_videos_timeline_thumbnails(client, faces_dir):
+    c, _ = client
+    h = c.get("/api/health").json()
+    assert (h["videos"], h["people"]) == (3, 2)
+    people = c.get("/api/people").json()
+    assert people["total"] == 2 and {p["name"] for p in people["items"]} == {"Barack Obama", "Joe Biden"}
+    page = c.get("/api/people", params={"limit": 1, "offset": 1}).json()
+    assert len(page["items"]) == 1 and page["items"][0] == people["items"][1]
+    obama = next(p for p in people["items"] if p["name"] == "Barack Obama")
+    d = c.get(f"/api/people/{obama['person_id']}").json()
+    assert {a["path"].rsplit("/", 1)[-1] for a in d["appearances"]} == {"hk_obama.mp4", "shd_obama.mp4"}
+    r = c.get("/api/search", params={"person": "joe biden"}).json()
+    assert [x["person"] for x in r["items"]] == ["Joe Biden"] and r["more"] is False
+    r1 = c.get("/api/search", params={"person": "Barack Obama", "limit": 1}).json()
+    r2 = c.get("/api/search", params={"person": "Barack Obama", "limit": 1, "offset": 1}).json()
+    assert r1["more"] and not r2["more"] and r1["items"][0]["track_id"] != r2["items"][0]["track_id"]
+    with open(faces_dir / "fr_biden2.jpg", "rb") as f:
+        r = c.post("/api/search/face", files={"photo": ("b.jpg", f, "image/jpeg")}).json()
+    assert {x["person"] for x in r["items"]} == {"Joe Biden"} and all(x["distance"] < 0.6 for x in r["items"])
+    vids = c.get("/api/videos").json()["items"]
+    biden = next(v for v in vids if v["name"] == "hk_biden.mp4")
+    t = c.get(f"/api/videos/{biden['video_id']}/timeline").json()
+    assert [p["person"] for p in t["people"]] == ["Joe Biden"] and t["duration_s"] == pytest.approx(7.0, abs=0.1)
+    th = c.get(f"/api/thumbnails/{t['people'][0]['tracks'][0]['track_id']}")
+    assert th.status_code == 200 and th.headers["content-type"] == "image/jpeg" and th.content[:2] == b"\xff\xd8"
+    schema = c.get("/openapi.json").json()
+    assert {"/api/search", "/api/search/face", "/api/videos/{video_id}/stream", "/api/enroll"} <= set(schema["paths"])
+
+
+def test_errors_are_clear(client, faces_dir, tmp_path):
+    c, _ = client
+    r = c.get("/api/search", params={"person": "Nobody"})
+    assert r.status_code == 404 and "no person with id or name 'Nobody'" in r.json()["detail"]
+    assert c.get("/api/search").status_code == 400
+    assert c.get("/api/people/P00000000").status_code == 404
+    r = c.post("/api/search/face", files={"photo": ("x.jpg", b"not an image at all", "image/jpeg")})
+    assert r.status_code == 422 and "x.jpg" in r.json()["detail"]
+    with open(faces_dir / "fr_two_people.jpg", "rb") as f:
+        r = c.post("/api/search/face", files={"photo": ("two.jpg", f, "image/jpeg")})
+    assert r.status_code == 422 and "2 faces" in r.json()["detail"]
+    r = c.post("/api/search/face", files={"photo": ("big.jpg", b"\xff" * ((10 << 20) + 1), "image/jpeg")})
+    assert r.status_code == 413
+    from fastapi.testclient import TestClient
+
+    from vidx.jobs.serve import create_app
+    from vidx.indexing.query import QueryError
+
+    with pytest.raises(QueryError, match="not a vidx index"):
+        TestClient(create_app(str(tmp_path / "nothing")))
+
+
+def test_range_requests_and_files_only_by_id(client):
+    c, _ = client
+    vid = c.get("/api/videos").json()["items"][0]["video_id"]
+    full = c.get(f"/api/videos/{vid}/stream")
+    assert full.status_code == 200 and full.headers["accept-ranges"] == "bytes"
+    part = c.get(f"/api/videos/{vid}/stream", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == full.content[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(full.content)}"
+    for bad in ("/api/videos/..%2F..%2F..%2Fetc%2Fpasswd/stream", "/api/videos/%2Fetc%2Fpasswd/stream",
+                "/api/thumbnails/..%2Fmanifest.json", "/static/..%2F..%2Fpyproject.toml", "/static/index.html"):
+        r = c.get(bad)
+        assert r.status_code == 404, bad
+        assert b"root:" not in r.content and b"[project]" not in r.content
+
+
+def test_enroll_rename_merge_forget(client, faces_dir):
+    c, copy = client
+    with open(faces_dir / "fr_knntest_obama1.jpg", "rb") as f:
+        r = c.post("/api/enroll", data={"name": "Obama (press)"}, files={"photo": ("o.jpg", f, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    people = {p["person_id"]: p for p in c.get("/api/people").json()["items"]}
+    obama = next(p for p, x in people.items() if x["name"] == "Barack Obama")
+    biden = next(p for p, x in people.items() if x["name"] == "Joe Biden")
+    assert c.post(f"/api/people/{biden}/rename", json={"name": "President Biden"}).status_code == 200
+    assert c.get("/api/search", params={"person": "President Biden"}).json()["items"]
+    r = c.post("/api/people/merge", json={"people": [obama, obama]})
+    assert r.status_code == 400 and "already one person" in r.json()["detail"]
+    r = c.delete(f"/api/people/{biden}")
+    assert r.status_code == 200 and r.json()["tracks"] >= 1
+    assert c.get("/api/search", params={"person": "President Biden"}).status_code == 404
+    with open(faces_dir / "fr_biden2.jpg", "rb") as f:
+        assert c.post("/api/search/face", files={"photo": ("b.jpg", f, "image/jpeg")}).json()["items"] == []
+
+
+def test_token_is_required_off_loopback(out):
+    from fastapi.testclient import TestClient
+
+    from vidx.jobs.serve import create_app, is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    c = TestClient(create_app(str(out), token="s3cret"))
+    assert c.get("/api/health").status_code == 401
+    assert c.get("/").status_code == 401
+    assert c.get("/api/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/api/health", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert c.get("/api/health", headers={"X-Vidx-Token": "s3cret"}).status_code == 200
+    r = c.get("/", params={"token": "s3cret"})  # the page link sets a cookie for media requests
+    assert r.status_code == 200 and "vidx_token" in r.headers.get("set-cookie", "")
+    p = vidx("serve", out, "--host", "0.0.0.0", "--port", "1")
+    assert p.returncode != 0 and "needs a token" in p.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_page_in_headless_chromium(out, faces_dir):
+    """Load the page, search by an uploaded photo, see the person's card, open the timeline."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        msg = "Debian's chromium is not installed (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + "; .ci/run installs it", pytrace=False)
+        pytest.skip(msg)
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "vidx.jobs.cli", "serve", str(out), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail(server.stderr.read()[-3000:])
+                time.sleep(0.1)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("#stats:has-text('people')")
+            page.set_input_files("#photo", str(faces_dir / "fr_biden2.jpg"))
+            page.click("#search-btn")
+            card = page.wait_for_selector(".card[data-person='Joe Biden']", timeout=60_000)
+            assert page.locator(".card").count() == page.locator(".card[data-person='Joe Biden']").count()
+            card.click()
+            page.wait_for_selector("#timeline .lane[data-person='Joe Biden'] .bar")
+            page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=30_000)
+            page.screenshot(path=str(SHOTS / "vidx-serve-search.png"), full_page=True)
+            page.goto(f"http://127.0.0.1:{port}/#people")
+            page.wait_for_selector("#people .card")
+            page.screenshot(path=str(SHOTS / "vidx-serve-people.png"), full_page=True)
+            browser.close()
+        assert not errors, errors
+        assert (SHOTS / "vidx-serve-search.png").stat().st_size > 10_000
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
