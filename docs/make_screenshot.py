@@ -50,7 +50,7 @@ def main() -> int:
                     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
                 page = browser.new_page(viewport={"width": 1100, "height": 760})
                 page.goto(f"http://127.0.0.1:{port}/")
-                page.wait_for_selector("#stats:has-text('people')")
+                page.wait_for_selector("#stats:has-text('appearance')")
                 page.set_input_files("#photo", str(tmp / "demo" / "astronaut_turned.jpg"))
                 page.click("#search-btn")
                 page.wait_for_selector(".card").click()

@@ -29,7 +29,8 @@ def make_demo_video(path: Path, seconds: float = 6.0, fps: int = 10, size: tuple
                     face_from: float = 0.0, face_to: float | None = None) -> Path:
     """An MPEG-4 clip: the astronaut's head gliding across a grey frame between face_from and
     face_to seconds (the whole clip by default), empty frames otherwise.  Encoded with PyAV's
-    bundled FFmpeg (mpeg4 encoder), one frame at a time, so any length costs the same memory."""
+    bundled FFmpeg (H.264 through libx264, which browsers play; MPEG-4 part 2 where the build
+    lacks it), one frame at a time, so any length costs the same memory."""
     import av
 
     w, h = size
@@ -38,9 +39,12 @@ def make_demo_video(path: Path, seconds: float = 6.0, fps: int = 10, size: tuple
     head_px = np.asarray(head)
     n = int(round(seconds * fps))
     with av.open(str(path), "w") as c:
-        st = c.add_stream("mpeg4", rate=fps)
+        if "libx264" in av.codecs_available:  # H.264 plays in browsers (vidx serve); no B-frames
+            st = c.add_stream("libx264", rate=fps, options={"bf": "0", "preset": "veryfast", "crf": "20"})
+        else:
+            st = c.add_stream("mpeg4", rate=fps)
+            st.bit_rate = 2_000_000
         st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-        st.bit_rate = 2_000_000
         for i in range(n):
             t = i / fps
             frame = np.full((h, w, 3), 90, np.uint8)

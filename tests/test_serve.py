@@ -187,7 +187,7 @@ def test_page_in_headless_chromium(out, faces_dir):
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_selector("#stats:has-text('people')")
+            page.wait_for_selector("#stats:has-text('appearance')")
             page.set_input_files("#photo", str(faces_dir / "fr_biden2.jpg"))
             page.click("#search-btn")
             card = page.wait_for_selector(".card[data-person='Joe Biden']", timeout=60_000)

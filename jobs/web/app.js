@@ -31,7 +31,8 @@ function el(tag, attrs = {}, ...kids) {
 
 async function loadLists() {
   const [h, p, v] = await Promise.all([api("/api/health"), api("/api/people?limit=1000"), api("/api/videos")]);
-  $("stats").textContent = `${h.videos} videos, ${h.tracks} appearances, ${h.people} people`;
+  const n = (k, one, many) => `${k} ${k === 1 ? one : many}`;
+  $("stats").textContent = `${n(h.videos, "video", "videos")}, ${n(h.tracks, "appearance", "appearances")}, ${n(h.people, "person", "people")}`;
   const ps = $("person");
   ps.replaceChildren(el("option", { value: "" }, "(anyone)"));
   for (const x of p.items) ps.append(el("option", { value: x.person_id }, x.name ? `${x.name} (${x.person_id})` : x.person_id));
