@@ -390,7 +390,8 @@ def _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary,
     log.info("indexing %d chunk(s) of %d video(s) with %d actor(s)", len(todo),
              len({t["video_id"] for t in todo}), pool)
     ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
-        ChunkIndexer, batch_size=1, concurrency=pool, num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus,
+        ChunkIndexer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=cfg.ray.num_cpus,
+        num_gpus=cfg.ray.num_gpus,
         fn_constructor_kwargs={"out": out, "faces": cfg.to_dict()["faces"], "tracking": cfg.to_dict()["tracking"],
                                "num_cpus": cfg.ray.num_cpus,
                                "actions": {k: v for k, v in actions.items() if k != "labels"} if actions else None})
