@@ -322,6 +322,13 @@ def _pool_size(cfg: Config, n_chunks: int) -> int:
 def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = None) -> Summary:
     t_start = time.time()
     store = Store(out)
+    if cfg.faces.detector == "retinaface":  # before any work, as for the action weights below
+        from vidx.workers.retinaface import RetinaFaceWeightsError, onnx_bytes
+
+        try:
+            onnx_bytes()
+        except RetinaFaceWeightsError as e:
+            raise SystemExit(f"vidx index: {e}") from None
     actions = None
     if cfg.actions.enabled:  # before any work: the weights must be there (or fetchable)
         from vidx.workers import actions as act

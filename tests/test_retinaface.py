@@ -157,3 +157,16 @@ def test_quality_gates_keep_rejected_faces_with_the_reason(faces_dir):
     for k in np.flatnonzero(kept):
         j = np.argmin(np.abs(a.boxes - g.boxes[k]).sum(1))
         assert np.allclose(a.embeddings[j], g.embeddings[k], atol=1e-5)
+
+
+def test_index_stops_before_any_work_without_retinaface_weights(tmp_path):
+    import os
+    import subprocess
+
+    from test_index_media import VIDX
+
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", VIDX_RETINAFACE_ONNX=str(tmp_path / "missing.onnx"))
+    p = subprocess.run([VIDX, "index", str(tmp_path), "--out", str(tmp_path / "idx"), "--no-actions"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode != 0 and "RetinaFace weights" in p.stderr and "missing.onnx" in p.stderr
+    assert not (tmp_path / "idx").exists()
