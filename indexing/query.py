@@ -103,16 +103,17 @@ class QueryEngine:
         hits = [t for t, x in zip(cand, d) if x < thr]
         if not hits:
             return pa.table({"track_id": pa.array([], pa.string()), "distance": pa.array([], pa.float32())})
-        pid = self.db.execute("SELECT DISTINCT person_id FROM identities WHERE track_id IN (SELECT unnest($1))",
+        con = self.db.cursor()  # one DuckDB handle per call: the engine serves concurrent requests
+        pid = con.execute("SELECT DISTINCT person_id FROM identities WHERE track_id IN (SELECT unnest($1))",
                               [hits]).fetchall()
-        members = self.db.execute("SELECT track_id FROM identities WHERE person_id IN (SELECT unnest($1))",
+        members = con.execute("SELECT track_id FROM identities WHERE person_id IN (SELECT unnest($1))",
                                   [[p[0] for p in pid]]).fetchall()
         tids = [r[0] for r in members]
         d_all = np.linalg.norm(_rows(self._emb, [self._row[t] for t in tids]) - q, axis=1)
         return pa.table({"track_id": tids, "distance": pa.array(d_all, pa.float32())})
 
     def _video_ids(self, video: str) -> list[str]:
-        rows = self.db.execute(
+        rows = self.db.cursor().execute(
             "SELECT video_id FROM videos WHERE video_id = $1 OR path = $1 OR regexp_extract(path, '[^/]+$') = $1",
             [video]).fetchall()
         if not rows:
@@ -126,8 +127,9 @@ class QueryEngine:
         if q.limit < 1 or q.offset < 0:
             raise QueryError("limit must be >= 1 and offset >= 0")
         where, params = ["TRUE"], {}
+        con = self.db.cursor()  # per query: concurrent searches must not share a handle or "matches"
         if q.face is not None:
-            self.db.register("matches", self.face_matches(q.face, q.max_distance))
+            con.register("matches", self.face_matches(q.face, q.max_distance))
             join_match = "JOIN matches m USING (track_id)"
             dist = "m.distance"
         else:
@@ -182,7 +184,7 @@ class QueryEngine:
         ORDER BY {order}v.path, t.start_s, t.track_id
         LIMIT {int(q.limit)} OFFSET {int(q.offset)}
         """
-        cur = self.db.execute(sql, params)
+        cur = con.execute(sql, params)
         cols = [c[0] for c in cur.description]
         rows = [dict(zip(cols, r)) for r in cur.fetchall()]
         for r in rows:

@@ -86,3 +86,15 @@ def test_face_search_finds_the_person_and_not_a_stranger(engine):
     assert eng.search(Query(face=STRANGER)) == []
     assert eng.thumbnail("a1") == b"jpeg:a1"
     assert eng.with_thumbnails(rows[:1])[0]["thumbnail_jpeg_base64"]
+
+
+def test_concurrent_searches_give_the_sequential_answers(engine):
+    from concurrent.futures import ThreadPoolExecutor
+
+    eng, pid = engine
+    queries = [Query(face=near(A, 0.3, 9)), Query(person_id=pid["b1"]), Query(actions=["talking"]),
+               Query(face=near(B, 0.3, 10)), Query(video="va", start=20, end=31)] * 8
+    want = [eng.search(q) for q in queries]
+    with ThreadPoolExecutor(8) as pool:  # vidx serve answers requests from a thread pool
+        got = list(pool.map(eng.search, queries))
+    assert got == want
