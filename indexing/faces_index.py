@@ -122,16 +122,15 @@ class FaceIndex:
 
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, list[list[str]]]:
         """Cosine similarities (Q, k) and the matching track ids (missing slots dropped)."""
-        q = unit(np.atleast_2d(queries))
-        if q.shape[1] != self.meta.dim:
-            raise FaceIndexError(f"query has {q.shape[1]} dimensions, the index {self.meta.dim}")
-        sims, ids = self.search_ids(q, k)
+        sims, ids = self.search_ids(queries, k)
         out = [[self.ids[i] for i in row if i >= 0] for row in ids]
         return sims, out
 
     def search_ids(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Cosine similarities and the int64 ids (``track_hash``; -1 = empty slot), (Q, k) each."""
         q = unit(np.atleast_2d(queries))
+        if q.shape[1] != self.meta.dim:
+            raise FaceIndexError(f"query has {q.shape[1]} dimensions, the index {self.meta.dim}")
         return self.index.search(q, min(k, max(self.meta.count, 1)))
 
     def remove(self, track_ids: list[str]) -> int:

@@ -50,9 +50,7 @@ def _drop(store: Store, rel: str, schema: pa.Schema, column: str, values: pa.Arr
 def forget(out: str, who: str) -> Forgotten:
     """Remove the person (id or name; a name covers every person carrying it) from ``out``."""
     store = Store(out)
-    m = store.read_manifest()
-    if m is None:
-        raise people_mod.IndexError_(f"{out} has no manifest.json: not a vidx index")
+    m = store.require_manifest()
     gallery = people_mod.read_gallery(store)
     in_gallery = pc.equal(pc.utf8_lower(gallery["name"]), who.casefold())
     try:

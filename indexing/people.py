@@ -276,9 +276,7 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
     store = Store(out)
     if store.fs.type_name != "local":
         raise PeopleError("the face index and people tables are written to local index folders only, for now")
-    m = store.read_manifest()
-    if m is None:
-        raise IndexError_(f"{out} has no manifest.json: not a vidx index (or nothing committed yet)")
+    m = store.require_manifest()
     cfg = cfg or people_config(m)
     tracks = read_index_table(out, "face_tracks").sort_by("track_id")
     gallery = read_gallery(store)
@@ -384,9 +382,7 @@ def _tables(tracks: pa.Table, emb: np.ndarray, assign: dict[str, str], manual: d
 def load(out: str) -> tuple[pa.Table, pa.Table]:
     """(identities, people) as the manifest names them."""
     store = Store(out)
-    m = store.read_manifest()
-    if m is None:
-        raise IndexError_(f"{out} has no manifest.json: not a vidx index")
+    m = store.require_manifest()
     p = m.get("people")
     if not p or not store.exists(p["identities"]) or not store.exists(p["people"]):
         raise PeopleError(f"{out} has no people tables yet; build them with 'vidx reindex {out}'")
@@ -500,8 +496,7 @@ def enroll(out: str, name: str, faces: list[PhotoFace]) -> RefreshResult:
     if not name.strip():
         raise PeopleError("the name must not be empty")
     store = Store(out)
-    if store.read_manifest() is None:
-        raise IndexError_(f"{out} has no manifest.json: index videos into it first ('vidx index ... --out {out}')")
+    store.require_manifest(f"index videos into it first ('vidx index ... --out {out}')")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     new = pa.table({"name": [name] * len(faces),
                     "photo": [f.photo if f.photo.startswith("upload:") else os.path.abspath(f.photo) for f in faces],

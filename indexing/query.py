@@ -27,11 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from vidx.indexing import faces_index, people, schemas
-from vidx.indexing.store import Store, read_index_table
-
-COLUMNS = ["person", "person_id", "named", "video_id", "path", "start_s", "end_s", "actions", "distance",
-           "track_id", "detections", "thumbnail_t"]
-
+from vidx.indexing.store import IndexError_, Store, read_index_table
 
 class QueryError(ValueError):
     """The query cannot be answered as asked (unknown person or video, bad range...)."""
@@ -57,10 +53,10 @@ class QueryEngine:
 
     def __init__(self, out: str):
         self.out = out
-        store = Store(out)
-        m = store.read_manifest()
-        if m is None:
-            raise QueryError(f"{out} has no manifest.json: not a vidx index")
+        try:
+            m = Store(out).require_manifest()
+        except IndexError_ as e:
+            raise QueryError(str(e)) from None
         self.cfg = people.people_config(m)
         self.identities, self.people = people.load(out)
         self.tracks = read_index_table(out, "face_tracks")

@@ -107,6 +107,13 @@ class Store:
                               f"(schema {m.get('schema_version')}, this vidx reads {schemas.SCHEMA_VERSION})")
         return m
 
+    def require_manifest(self, hint: str = "not a vidx index (or nothing committed yet)") -> dict[str, Any]:
+        """The manifest, or IndexError_ saying the folder is not an index."""
+        m = self.read_manifest()
+        if m is None:
+            raise IndexError_(f"{self.uri} has no {MANIFEST}: {hint}")
+        return m
+
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         data = json.dumps(manifest, indent=1, sort_keys=True).encode()
 
@@ -121,9 +128,7 @@ def read_index_table(out: str, name: str) -> pa.Table:
     """One of videos, face_detections, track_segments, face_tracks, action_windows,
     action_segments: every part the manifest names."""
     store = Store(out)
-    m = store.read_manifest()
-    if m is None:
-        raise IndexError_(f"{out} has no {MANIFEST}: not a vidx index (or nothing committed yet)")
+    m = store.require_manifest()
     schema = {"videos": schemas.VIDEOS, "face_detections": schemas.FACE_DETECTIONS,
               "track_segments": schemas.TRACK_SEGMENTS, "face_tracks": schemas.FACE_TRACKS,
               "action_windows": schemas.ACTION_WINDOWS, "action_segments": schemas.ACTION_SEGMENTS}[name]

@@ -187,8 +187,8 @@ class ChunkIndexer:
             cols["score"].append(faces.scores[order])
             cols["lm"].append(lms.reshape(-1, 10)[order])
             cols["emb"].append(faces.embeddings[order])
-            cols["sharp"].append((faces.sharpness if faces.sharpness is not None else np.full(len(faces), np.nan))[order])
-            cols["rej"].append((faces.rejected if faces.rejected is not None else np.full(len(faces), "", object))[order])
+            cols["sharp"].append(faces.sharpness[order])  # the engine has gates here: both columns are set
+            cols["rej"].append(faces.rejected[order])
             n_frames += len(part)
             timing["model_s"] += time.perf_counter() - t
         cat = {k: np.concatenate(v) if v else None for k, v in cols.items()}
