@@ -5,8 +5,10 @@
 Builds every same-person and different-person pair from MANIFEST.tsv's single-face photos
 and dlib's aligned "johns" chips, leaving out the pairs the data's README marks as leakage
 (the same photograph cropped, scaled or near-duplicated).  Photos go through the whole engine
-(detect -> landmarks -> chip -> embed, largest face); the johns chips are embedded as they are.
-Prints the pair counts, accuracy at dlib's 0.6 and the best threshold.
+(detect -> landmarks -> chip -> embed, largest face); with the dlib embedder the johns chips
+(dlib's own 150x150 chips) are embedded as they are, with SFace they go through the engine like
+photos (SFace needs its own 112x112 alignment).  Prints the pair counts, accuracy at the
+embedder's same-person threshold and the best threshold.
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ def embed_items(data_dir: Path, items, engine):
     from vidx.workers.images import load_rgb
 
     emb, missing = {}, []
-    chips = [(k, load_rgb(data_dir / k)) for k, _, kind in items if kind == "chip"]
+    as_chips = engine.space.name == "dlib"  # dlib's chips are the dlib embedder's own input
+    chips = [(k, load_rgb(data_dir / k)) for k, _, kind in items if kind == "chip" and as_chips]
     if chips:
         e = engine.embedder.embed(np.stack([c for _, c in chips]))
         emb.update({k: v for (k, _), v in zip(chips, e)})
-    photos = [(k, load_rgb(data_dir / k)) for k, _, kind in items if kind == "photo"]
+    photos = [(k, load_rgb(data_dir / k)) for k, _, kind in items if kind == "photo" or not as_chips]
     for s in range(0, len(photos), 4):
         part = photos[s : s + 4]
         faces = engine([im for _, im in part])
@@ -73,21 +76,23 @@ def evaluate(data_dir: Path, engine) -> dict:
     ident = {k: i for k, i, _ in items}
     keys = [k for k, _, _ in items if k in emb]
     d, same = [], []
+    sp = engine.space
     for a, b in itertools.combinations(keys, 2):
         if frozenset((a, b)) in dups:
             continue
-        d.append(float(np.linalg.norm(emb[a] - emb[b])))
+        d.append(float(sp.distance(emb[a], emb[b])))
         same.append(ident[a] == ident[b])
     d, same = np.array(d), np.array(same)
     acc = lambda t: float(((d < t) == same).mean())  # noqa: E731
-    grid = np.round(np.arange(0.30, 0.90, 0.01), 2)
+    grid = np.round(np.arange(0.10, 1.20, 0.01), 2)
+    thr = sp.same_person
     accs = np.array([acc(t) for t in grid])
     best = int(np.argmax(accs))
     return {
         "items": len(keys), "identities": len({ident[k] for k in keys}), "no_face": missing,
         "pairs": len(d), "same_pairs": int(same.sum()), "diff_pairs": int((~same).sum()),
-        "accuracy_at_0.6": acc(0.6), "tpr_at_0.6": float((d[same] < 0.6).mean()),
-        "tnr_at_0.6": float((d[~same] >= 0.6).mean()),
+        "threshold": thr, "accuracy": acc(thr), "tpr": float((d[same] < thr).mean()),
+        "tnr": float((d[~same] >= thr).mean()),
         "best_threshold": float(grid[best]), "best_accuracy": float(accs[best]),
     }
 
@@ -96,16 +101,19 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--detector", default="dlib", choices=("dlib", "retinaface"))
+    ap.add_argument("--detector", default=None, choices=("dlib", "retinaface"),
+                    help="default dlib (retinaface with --embedder sface)")
+    ap.add_argument("--embedder", default="dlib", choices=("dlib", "sface"))
     args = ap.parse_args(argv)
     from vidx.workers.faces import FaceEngine
 
-    r = evaluate(args.data, FaceEngine(device=args.device, detector=args.detector))
-    print(f"detector: {args.detector}")
+    det = args.detector or ("retinaface" if args.embedder == "sface" else "dlib")
+    r = evaluate(args.data, FaceEngine(device=args.device, detector=det, embedder=args.embedder))
+    print(f"detector: {det}; embedder: {args.embedder}")
     print(f"faces: {r['items']} ({r['identities']} identities); no face found in: {r['no_face'] or 'none'}")
     print(f"pairs: {r['pairs']} ({r['same_pairs']} same-person, {r['diff_pairs']} different-person)")
-    print(f"accuracy at 0.6: {r['accuracy_at_0.6']:.4f} (same-person accepted {r['tpr_at_0.6']:.4f}, "
-          f"different-person rejected {r['tnr_at_0.6']:.4f})")
+    print(f"accuracy at {r['threshold']}: {r['accuracy']:.4f} (same-person accepted {r['tpr']:.4f}, "
+          f"different-person rejected {r['tnr']:.4f})")
     print(f"best threshold: {r['best_threshold']:.2f} (accuracy {r['best_accuracy']:.4f})")
     return 0
 

@@ -6,14 +6,14 @@ embeddings (bench/bench_faiss.py), IVF-SQ8 keeps recall@10 >= 0.95 against exact
 PQ loses the order among a person's near-identical tracks (recall ~0.6) and trains 10-30x
 longer; PQ is for when memory, not recall, is the limit.
 
-Vectors are dlib's raw descriptors made unit length, searched by inner product (cosine).
+Vectors are the embedder's (SFace or dlib) made unit length, searched by inner product (cosine).
 Ids are stable int64 hashes of ``track_id``, so an index built in shards (e.g. one per video,
 as faiss ``contrib/ondisk.py`` does: train once, add shards with their ids, merge) or rebuilt
 later maps to the same ``face_tracks`` rows.  A metadata file beside the index records the
 embedder and distance rule; searching with another embedder is refused.
 
-    idx = FaceIndex.build(embeddings, track_ids)          # exact or IVF by size
-    idx.save(folder); idx = FaceIndex.load(folder, embedder="dlib_resnet_v1")
+    idx = FaceIndex.build(embeddings, track_ids, embedder="sface_2021dec")  # exact or IVF by size
+    idx.save(folder); idx = FaceIndex.load(folder, embedder="sface_2021dec")
     sims, track_ids = idx.search(query_embeddings, k=10)
 """
 
@@ -92,7 +92,8 @@ class FaceIndex:
 
     @classmethod
     def build(cls, embeddings: np.ndarray, track_ids: list[str], exact_below: int = 100_000,
-              shard_size: int = 200_000, nprobe: int = 32, codec: str = "SQ8", seed: int = 0) -> "FaceIndex":
+              shard_size: int = 200_000, nprobe: int = 32, codec: str = "SQ8", seed: int = 0,
+              embedder: str = EMBEDDER, rule: str = DISTANCE_RULE) -> "FaceIndex":
         x = unit(embeddings)
         n, d = x.shape if x.ndim == 2 else (0, 128)
         hid = track_hash(track_ids)
@@ -102,7 +103,7 @@ class FaceIndex:
             index = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
             if n:
                 index.add_with_ids(x, hid)
-            meta = Meta(EMBEDDER, DISTANCE_RULE, d, "exact", n)
+            meta = Meta(embedder, rule, d, "exact", n)
         else:
             nlist = int(min(4096, max(64, 4 * np.sqrt(n))))
             rng = np.random.default_rng(seed)
@@ -117,7 +118,7 @@ class FaceIndex:
                 else:
                     index.merge_from(shard, 0)
             faiss.extract_index_ivf(index).nprobe = nprobe
-            meta = Meta(EMBEDDER, DISTANCE_RULE, d, "ivf", n, nlist, codec, nprobe)
+            meta = Meta(embedder, rule, d, "ivf", n, nlist, codec, nprobe)
         return cls(index, meta, dict(zip(hid.tolist(), track_ids)))
 
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, list[list[str]]]:
@@ -153,12 +154,12 @@ class FaceIndex:
             tmp.replace(folder / name)  # meta last: a reader trusts the pair only when both are there
 
     @classmethod
-    def load(cls, folder: str | Path, embedder: str = EMBEDDER) -> "FaceIndex":
+    def load(cls, folder: str | Path, embedder: str | None = None) -> "FaceIndex":
         folder = Path(folder)
         if not (folder / META_FILE).is_file():
             raise FaceIndexError(f"{folder} has no face index ({META_FILE}); build it with 'vidx reindex'")
         meta = Meta(**json.loads((folder / META_FILE).read_text()))
-        if meta.embedder != embedder:
+        if embedder is not None and meta.embedder != embedder:
             raise FaceIndexError(f"the face index in {folder} was built with embedder {meta.embedder!r}; "
                                  f"queries use {embedder!r}: rebuild it with 'vidx reindex'")
         index = faiss.read_index(str(folder / INDEX_FILE))

@@ -38,7 +38,8 @@ import pyarrow.compute as pc
 
 from vidx.indexing import faces_index, schemas
 from vidx.indexing.store import IndexError_, Store, read_index_table
-from vidx.jobs.config import PeopleConfig
+from vidx.jobs.config import PeopleConfig, fill_distances
+from vidx.workers.embedders import Space, space
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,11 @@ def _fsl(x: np.ndarray) -> pa.Array:
 
 
 def cluster(emb: np.ndarray, distance: float, neighbours: int = 30, index: faces_index.FaceIndex | None = None,
-            track_ids: list[str] | None = None, dense_limit: int = 4000) -> np.ndarray:
-    """Cluster label per row of raw embeddings: average linkage below ``distance`` (euclidean),
-    within the connected parts of the kNN graph whose edges are shorter than ``distance``: exact
-    (every pair) in parts up to ``dense_limit`` tracks, over the kNN edges in larger ones."""
+            track_ids: list[str] | None = None, dense_limit: int = 4000, metric: str = "euclidean") -> np.ndarray:
+    """Cluster label per row of embeddings: average linkage below ``distance`` (``metric``: euclidean
+    for dlib, cosine for SFace), within the connected parts of the kNN graph whose edges are
+    shorter than ``distance``: exact (every pair) in parts up to ``dense_limit`` tracks, over the
+    kNN edges in larger ones."""
     from scipy.cluster.hierarchy import fcluster, linkage
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -115,19 +117,20 @@ def cluster(emb: np.ndarray, distance: float, neighbours: int = 30, index: faces
         order = np.argsort(h)
         at = np.clip(np.searchsorted(h[order], hits), 0, n - 1)
         nb = np.where((hits >= 0) & (h[order][at] == hits), order[at], -1)
-        norm = np.linalg.norm(emb, axis=1)  # raw distance from the cosine: |a|^2 + |b|^2 - 2 cos |a| |b|
-        d2 = norm[:, None] ** 2 + norm[np.maximum(nb, 0)] ** 2 - 2 * sims * norm[:, None] * norm[np.maximum(nb, 0)]
     else:
         import faiss
 
-        flat = faiss.IndexFlatL2(emb.shape[1])
-        flat.add(np.ascontiguousarray(emb, np.float32))
-        d2, nb = flat.search(np.ascontiguousarray(emb, np.float32), k)
+        flat = faiss.IndexFlatIP(emb.shape[1])
+        flat.add(faces_index.unit(emb))
+        sims, nb = flat.search(faces_index.unit(emb), k)
+    sp = Space("", "", metric, *([0.0] * 6))
+    norm = np.linalg.norm(emb, axis=1)  # euclidean needs the norms: |a|^2 + |b|^2 - 2 cos |a| |b|
+    dist = sp.from_similarity(sims, norm[:, None], norm[np.maximum(nb, 0)])
     rows = np.repeat(np.arange(n), k)
     cols = nb.ravel()
     ok = (cols >= 0) & (rows != cols)
     rows, cols = rows[ok], cols[ok]
-    d = np.sqrt(np.maximum(d2.ravel()[ok], 0))
+    d = dist.ravel()[ok]
     knn = coo_matrix((np.ones(len(d)), (rows, cols)), shape=(n, n)).tocsr()  # the graph's structure
     knn = knn.maximum(knn.T)
     close = d < distance  # a cluster never spans two parts of the graph of edges shorter than that
@@ -140,11 +143,11 @@ def cluster(emb: np.ndarray, distance: float, neighbours: int = 30, index: faces
         if len(members) <= 2:  # one track, or two joined by an edge below the distance
             lab = np.zeros(len(members), np.int64)
         elif len(members) <= dense_limit:  # exact average linkage over every pair
-            lab = fcluster(linkage(pdist(emb[members]), "average"), distance, criterion="distance") - 1
+            lab = fcluster(linkage(pdist(emb[members], metric), "average"), distance, criterion="distance") - 1
         else:  # large part: average linkage over the kNN graph's edges (approximate, memory ~ n * k)
             sub = knn[members][:, members]
             lab = AgglomerativeClustering(n_clusters=None, distance_threshold=distance, linkage="average",
-                                          connectivity=sub).fit_predict(emb[members])
+                                          metric=metric, connectivity=sub).fit_predict(emb[members])
         labels[members] = lab + next_label
         next_label += int(lab.max()) + 1
     return labels
@@ -240,14 +243,22 @@ def write_corrections(store: Store, ops: list[dict[str, Any]]) -> None:
     store._atomic(CORRECTIONS_REL, write)
 
 
+def index_space(manifest: dict[str, Any]) -> Space:
+    """The embedder an index was built with, and its distances."""
+    return space(manifest.get("embedder") or faces_index.EMBEDDER)
+
+
 def people_config(manifest: dict[str, Any]) -> PeopleConfig:
-    """The people parameters the index was built with (``vidx index --set people.*``)."""
+    """The people parameters the index was built with (``vidx index --set people.*``); thresholds
+    left at 0 take the index's embedder's values."""
     saved = (manifest.get("config") or {}).get("people") or {}
     known = {k: v for k, v in saved.items() if k in PeopleConfig.__dataclass_fields__}
-    return PeopleConfig(**known)
+    cfg = PeopleConfig(**known)
+    fill_distances(index_space(manifest).name, None, cfg)
+    return cfg
 
 
-def _digest(tracks: pa.Table, gallery: pa.Table, ops: list, cfg: PeopleConfig) -> str:
+def _digest(tracks: pa.Table, gallery: pa.Table, ops: list, cfg: PeopleConfig, embedder: str) -> str:
     h = hashlib.blake2b(digest_size=16)
     for col in ("track_id", "video_id"):
         for t in tracks[col].to_pylist():
@@ -257,7 +268,7 @@ def _digest(tracks: pa.Table, gallery: pa.Table, ops: list, cfg: PeopleConfig) -
     h.update("\0".join(gallery["name"].to_pylist()).encode())
     h.update(json.dumps(ops, sort_keys=True).encode())
     h.update(json.dumps(asdict(cfg), sort_keys=True).encode())
-    h.update(faces_index.EMBEDDER.encode())
+    h.update(embedder.encode())
     return h.hexdigest()
 
 
@@ -278,10 +289,12 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
         raise PeopleError("the face index and people tables are written to local index folders only, for now")
     m = store.require_manifest()
     cfg = cfg or people_config(m)
+    sp = index_space(m)
+    fill_distances(sp.name, None, cfg)
     tracks = read_index_table(out, "face_tracks").sort_by("track_id")
     gallery = read_gallery(store)
     ops = read_corrections(store)
-    digest = _digest(tracks, gallery, ops, cfg)
+    digest = _digest(tracks, gallery, ops, cfg, sp.model)
     old = m.get("people") or {}
     if not force and old.get("digest") == digest and all(store.exists(old[k]) for k in ("identities", "people")):
         people = store.read_table(old["people"], PEOPLE)
@@ -290,15 +303,16 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
     tids = tracks["track_id"].to_pylist()
     emb = _emb(tracks)
     log.debug("people: clustering %d track(s)", len(tids))
-    idx = faces_index.FaceIndex.build(emb, tids, exact_below=cfg.index_exact_below, codec=cfg.index_codec)
-    labels = cluster(emb, cfg.cluster_distance, cfg.neighbours, idx, tids)
+    idx = faces_index.FaceIndex.build(emb, tids, exact_below=cfg.index_exact_below, codec=cfg.index_codec,
+                                      embedder=sp.model, rule=sp.rule)
+    labels = cluster(emb, cfg.cluster_distance, cfg.neighbours, idx, tids, metric=sp.metric)
     previous: dict[str, str] = {}
     if old.get("identities") and store.exists(old["identities"]):
         prev = store.read_table(old["identities"], IDENTITIES)
         previous = dict(zip(prev["track_id"].to_pylist(), prev["person_id"].to_pylist()))
     assign = dict(zip(tids, stable_ids(labels, tids, previous)))
     manual = replay(assign, ops)
-    identities, people = _tables(tracks, emb, assign, manual, gallery, cfg)
+    identities, people = _tables(tracks, emb, assign, manual, gallery, cfg, sp)
 
     commit = m.get("commit", 0) + 1
     rels = {"identities": f"people/identities-{commit:06d}.parquet", "people": f"people/people-{commit:06d}.parquet"}
@@ -329,7 +343,7 @@ def _named(people: pa.Table) -> dict[str, list[str]]:
 
 
 def _tables(tracks: pa.Table, emb: np.ndarray, assign: dict[str, str], manual: dict[str, str],
-            gallery: pa.Table, cfg: PeopleConfig) -> tuple[pa.Table, pa.Table]:
+            gallery: pa.Table, cfg: PeopleConfig, sp: Space) -> tuple[pa.Table, pa.Table]:
     tids = tracks["track_id"].to_pylist()
     pids = np.array([assign[t] for t in tids], dtype=object)
     uniq, inv = np.unique(pids.astype(str), return_inverse=True) if len(pids) else (np.array([], str), np.zeros(0, int))
@@ -350,7 +364,7 @@ def _tables(tracks: pa.Table, emb: np.ndarray, assign: dict[str, str], manual: d
     if gallery.num_rows and len(uniq):
         g = _emb(gallery)
         gnames = np.array(gallery["name"].to_pylist())
-        dist = np.linalg.norm(centre[:, None].astype(np.float32) - g[None], axis=-1)  # (people, photos)
+        dist = sp.pairwise(centre, g)  # (people, photos)
         names_u = sorted(set(gnames.tolist()))
         mean_d = np.stack([dist[:, gnames == n].mean(1) for n in names_u], 1)  # (people, names)
         best = mean_d.argmin(1)
@@ -459,6 +473,7 @@ class PhotoFace:
     face: int
     box: list[float]
     embedding: np.ndarray
+    embedder: str = ""  # the model that embedded it (checked against the index's at enrolment)
 
 
 def pick_faces(photos: list[tuple[str, int | None]], engine) -> list[PhotoFace]:
@@ -484,7 +499,8 @@ def pick_faces(photos: list[tuple[str, int | None]], engine) -> list[PhotoFace]:
         if not 0 <= k < len(order):
             raise PeopleError(f"{path}: face {k} asked for, the photo has {len(order)} (0..{len(order) - 1})")
         i = order[k]
-        picked.append(PhotoFace(path, k, [float(v) for v in faces.boxes[i]], faces.embeddings[i]))
+        picked.append(PhotoFace(path, k, [float(v) for v in faces.boxes[i]], faces.embeddings[i],
+                                getattr(engine.embedder, "name", "")))
     return picked
 
 
@@ -496,7 +512,11 @@ def enroll(out: str, name: str, faces: list[PhotoFace]) -> RefreshResult:
     if not name.strip():
         raise PeopleError("the name must not be empty")
     store = Store(out)
-    store.require_manifest(f"index videos into it first ('vidx index ... --out {out}')")
+    sp = index_space(store.require_manifest(f"index videos into it first ('vidx index ... --out {out}')"))
+    wrong = sorted({f.embedder for f in faces if f.embedder and f.embedder != sp.model})
+    if wrong:
+        raise PeopleError(f"{out} was built with the {sp.name} face embedder ({sp.model}); these photos were embedded "
+                          f"with {', '.join(wrong)}: embed them with {sp.name} (vidx enroll does so by itself)")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     new = pa.table({"name": [name] * len(faces),
                     "photo": [f.photo if f.photo.startswith("upload:") else os.path.abspath(f.photo) for f in faces],

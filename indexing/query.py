@@ -9,7 +9,8 @@ once into an in-memory DuckDB (Arrow, zero-copy); each query is one SQL statemen
 
 A row is one appearance (a face track): the person (name or id), the video (id and path), start
 and end seconds, the actions overlapping it (label, score, seconds of overlap, longest first),
-and for a face query the track's distance to the photo (dlib's rule: < 0.6 = same person).
+and for a face query the track's distance to the photo, in the index's embedder's metric (SFace:
+cosine distance; dlib: euclidean, < 0.6 = same person).
 With ``actions`` and no person, the answer is who was on screen while those actions happened.
 
     engine = QueryEngine("index/")
@@ -35,7 +36,8 @@ class QueryError(ValueError):
 
 @dataclass
 class Query:
-    face: np.ndarray | None = None  # a raw 128-d embedding (e.g. from a photo)
+    face: np.ndarray | None = None  # a 128-d embedding (e.g. from a photo), of the index's embedder
+    face_embedder: str | None = None  # the embedder that made ``face`` (checked against the index's)
     person: str | None = None  # a name (case-insensitive) or a person id
     person_id: str | None = None
     actions: list[str] = field(default_factory=list)  # labels, matched case-insensitively as substrings
@@ -58,6 +60,7 @@ class QueryEngine:
         except IndexError_ as e:
             raise QueryError(str(e)) from None
         self.cfg = people.people_config(m)
+        self.space = people.index_space(m)
         self.identities, self.people = people.load(out)
         self.tracks = read_index_table(out, "face_tracks")
         self.videos = read_index_table(out, "videos")
@@ -95,7 +98,7 @@ class QueryEngine:
         _, found = self.index.search(q, k=min(k, self.index.meta.count))
         cand = found[0]
         emb = _rows(self._emb, [self._row[t] for t in cand])
-        d = np.linalg.norm(emb - q, axis=1)
+        d = self.space.distance(emb, q)
         hits = [t for t, x in zip(cand, d) if x < thr]
         if not hits:
             return pa.table({"track_id": pa.array([], pa.string()), "distance": pa.array([], pa.float32())})
@@ -105,8 +108,16 @@ class QueryEngine:
         members = con.execute("SELECT track_id FROM identities WHERE person_id IN (SELECT unnest($1))",
                                   [[p[0] for p in pid]]).fetchall()
         tids = [r[0] for r in members]
-        d_all = np.linalg.norm(_rows(self._emb, [self._row[t] for t in tids]) - q, axis=1)
+        d_all = self.space.distance(_rows(self._emb, [self._row[t] for t in tids]), q)
         return pa.table({"track_id": tids, "distance": pa.array(d_all, pa.float32())})
+
+    def check_embedder(self, name: str | None) -> None:
+        """A face embedded by another embedder than the index's is refused, saying what to do."""
+        if name and name not in (self.space.name, self.space.model):
+            raise QueryError(f"{self.out} was built with the {self.space.name} face embedder ({self.space.model}); this "
+                             f"face was embedded with {name}, whose distances mean nothing here. Embed the photo with "
+                             f"{self.space.name} (vidx query --face does so by itself), or index the videos again "
+                             f"into a new folder with --set faces.embedder={name}")
 
     def _video_ids(self, video: str) -> list[str]:
         rows = self.db.cursor().execute(
@@ -125,6 +136,7 @@ class QueryEngine:
         where, params = ["TRUE"], {}
         con = self.db.cursor()  # per query: concurrent searches must not share a handle or "matches"
         if q.face is not None:
+            self.check_embedder(q.face_embedder)
             con.register("matches", self.face_matches(q.face, q.max_distance))
             join_match = "JOIN matches m USING (track_id)"
             dist = "m.distance"

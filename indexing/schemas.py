@@ -2,8 +2,9 @@
 
 Times are seconds (float64) from the stream's presentation timestamps.  Boxes are pixel
 coordinates in the video's own frame size ([x1, y1, x2, y2], dlib's inclusive rectangles
-scaled back from the detection resolution).  Embeddings are dlib's raw 128-d descriptors
-(same person when the euclidean distance is below 0.6).
+scaled back from the detection resolution).  Embeddings are 128-d, from the embedder the index
+records in its manifest: SFace (unit vectors, cosine distance; the default) or dlib (raw
+descriptors, euclidean distance; same person below 0.6).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 EMBED_DIM = 128
-SCHEMA_VERSION = 2  # 2: face_detections carry quality gates (sharpness, rejected)
+SCHEMA_VERSION = 3  # 2: quality gates (sharpness, rejected); 3: the detector's 5 points, the embedder recorded
 
 VIDEOS = pa.schema([
     pa.field("video_id", pa.string(), nullable=False),  # content-derived, stable across renames
@@ -39,7 +40,10 @@ FACE_DETECTIONS = pa.schema([
     pa.field("x1", pa.float32()), pa.field("y1", pa.float32()),
     pa.field("x2", pa.float32()), pa.field("y2", pa.float32()),
     pa.field("score", pa.float32()),
-    pa.field("landmarks", pa.list_(pa.float32(), 10)),  # 5 (x, y) points, video pixels (null: not aligned)
+    pa.field("landmarks", pa.list_(pa.float32(), 10)),  # dlib's 5 (x, y) points, video pixels (null: not computed)
+    # the detector's own 5 points (RetinaFace: eye centres, nose tip, mouth corners), video pixels; SFace
+    # aligns on them (null: the dlib detector)
+    pa.field("points", pa.list_(pa.float32(), 10)),
     pa.field("embedding", pa.list_(pa.float32(), EMBED_DIM)),  # null when rejected
     pa.field("segment_id", pa.string()),  # the chunk-level track it belongs to (null when rejected)
     pa.field("sharpness", pa.float32()),  # variance of the Laplacian of the aligned grey chip (null: not aligned)
@@ -54,7 +58,7 @@ TRACK_SEGMENTS = pa.schema([
     pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()),
     pa.field("detections", pa.int32()),
     pa.field("weight", pa.float32()),  # sum of detection quality weights
-    pa.field("embedding", pa.list_(pa.float32(), EMBED_DIM)),  # quality-weighted mean (raw scale)
+    pa.field("embedding", pa.list_(pa.float32(), EMBED_DIM)),  # quality-weighted mean of detections
     pa.field("first_box", pa.list_(pa.float32(), 4)), pa.field("last_box", pa.list_(pa.float32(), 4)),
     pa.field("first_embedding", pa.list_(pa.float32(), EMBED_DIM)),
     pa.field("last_embedding", pa.list_(pa.float32(), EMBED_DIM)),
@@ -68,7 +72,7 @@ FACE_TRACKS = pa.schema([
     pa.field("video_id", pa.string(), nullable=False),
     pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()),
     pa.field("detections", pa.int32()),
-    pa.field("embedding", pa.list_(pa.float32(), EMBED_DIM)),  # quality-weighted mean (raw scale)
+    pa.field("embedding", pa.list_(pa.float32(), EMBED_DIM)),  # quality-weighted mean of detections
     pa.field("thumbnail", pa.binary()),  # JPEG
     pa.field("thumbnail_t", pa.float64()),
     pa.field("segments", pa.list_(pa.string())),  # segment_ids joined into this track

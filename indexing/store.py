@@ -104,7 +104,8 @@ class Store:
             raise IndexError_(f"{self.path(MANIFEST)} is unreadable ({e}); move it away to re-index") from None
         if m.get("schema_version") != schemas.SCHEMA_VERSION:
             raise IndexError_(f"{self.uri} was written by another vidx version "
-                              f"(schema {m.get('schema_version')}, this vidx reads {schemas.SCHEMA_VERSION})")
+                              f"(schema {m.get('schema_version')}, this vidx reads {schemas.SCHEMA_VERSION}); "
+                              "index the videos again into a new folder (vidx index SRC... --out NEW)")
         return m
 
     def require_manifest(self, hint: str = "not a vidx index (or nothing committed yet)") -> dict[str, Any]:

@@ -31,13 +31,23 @@ log = logging.getLogger("vidx")
 PHOTO_CHUNK = 8  # photos decoded and run together: bounds memory for long lists
 
 
-def _engine(args):
+def _engine(args, out: str | None = None):
+    """The face engine: for photos given to an index (``out``), the index's detector and embedder;
+    else the options' (default: dlib's detector and embedder, exact dlib)."""
+    from vidx.jobs.engines import EngineChoiceError, engine_for_index
     from vidx.workers.faces import FaceEngine
     from vidx.workers.face_weights import WeightsError
+    from vidx.workers.retinaface import RetinaFaceWeightsError
+    from vidx.workers.sface import SFaceWeightsError
 
+    detector, embedder = getattr(args, "detector", None), getattr(args, "embedder", None)
     try:
-        return FaceEngine(device=args.device, upsample=args.upsample, detector=getattr(args, "detector", "dlib"))
-    except (WeightsError, RuntimeError) as e:
+        if out is not None:
+            return engine_for_index(out, detector, embedder, args.device, args.upsample)
+        embedder = embedder or "dlib"
+        return FaceEngine(device=args.device, upsample=args.upsample, embedder=embedder,
+                          detector=detector or ("retinaface" if embedder == "sface" else "dlib"))
+    except (WeightsError, RetinaFaceWeightsError, SFaceWeightsError, EngineChoiceError, ValueError, RuntimeError) as e:
         raise SystemExit(f"vidx: {e}") from None
 
 
@@ -53,15 +63,19 @@ def _read(paths: Sequence[str]):
             yield p, None
 
 
-def _face_record(path: str, k: int, faces, i: int) -> dict:
-    return {
+def _face_record(path: str, k: int, faces, i: int, space) -> dict:
+    rec = {
         "photo": path,
         "face": k,
         "box": [int(v) for v in faces.boxes[i]],
         "score": round(float(faces.scores[i]), 6),
-        "landmarks": [[int(x), int(y)] for x, y in faces.landmarks[i]],
-        "embedding": [round(float(v), 7) for v in faces.embeddings[i]],
     }
+    if np.isfinite(faces.landmarks[i]).all():  # dlib's 5 points (the dlib embedder's alignment)
+        rec["landmarks"] = [[int(x), int(y)] for x, y in faces.landmarks[i]]
+    if faces.points is not None and np.isfinite(faces.points[i]).all():  # the detector's own 5 points
+        rec["points"] = [[round(float(x), 2), round(float(y), 2)] for x, y in faces.points[i]]
+    rec.update(embedder=space.model, metric=space.metric, embedding=[round(float(v), 7) for v in faces.embeddings[i]])
+    return rec
 
 
 def cmd_faces(args) -> int:
@@ -77,20 +91,24 @@ def cmd_faces(args) -> int:
         for j, (p, im) in enumerate(loaded):
             rows = np.flatnonzero(faces.image_index == j)
             if len(rows) == 0:
-                if args.detector == "dlib":
+                if engine.detector.name == "dlib_mmod":
                     log.warning("%s: no face found (%dx%d; faces smaller than about %d px need --upsample 1 "
                                 "or --detector retinaface)", p, im.shape[1], im.shape[0], 80 if args.upsample == 0 else 40)
                 else:
                     log.warning("%s: no face found (%dx%d)", p, im.shape[1], im.shape[0])
-            recs = [_face_record(p, k, faces, i) for k, i in enumerate(rows)]
+            recs = [_face_record(p, k, faces, i, engine.space) for k, i in enumerate(rows)]
             if args.json:
                 for r in recs:
                     print(json.dumps(r))
             else:
-                print(f"{p}: {len(recs)} face{'s' if len(recs) != 1 else ''}")
+                print(f"{p}: {len(recs)} face{'s' if len(recs) != 1 else ''}  (embedder {engine.space.model}, "
+                      f"{engine.space.metric} distance)")
                 for r in recs:
                     print(f"  face {r['face']}  box {r['box']}  score {r['score']:.3f}")
-                    print(f"    landmarks {r['landmarks']}")
+                    if "landmarks" in r:
+                        print(f"    landmarks {r['landmarks']}")
+                    if "points" in r:
+                        print(f"    points {r['points']}")
                     print("    embedding " + " ".join(f"{v:.4f}" for v in r["embedding"]))
     if n_read == 0:
         log.error("vidx faces: none of the %d file(s) could be read as a photo", len(paths))
@@ -103,8 +121,6 @@ def cmd_compare(args) -> int:
     if len(photos) != 2:
         log.error("usage: vidx faces compare PHOTO_A PHOTO_B (got %d photo(s))", len(photos))
         return 2
-    from vidx.workers.face_embedder import distance
-
     loaded = list(_read(photos))
     if any(im is None for _, im in loaded):
         return 1
@@ -121,14 +137,16 @@ def cmd_compare(args) -> int:
         if len(rows) > 1:
             log.info("%s: %d faces; comparing the largest, box %s", p, len(rows), [int(v) for v in faces.boxes[best]])
         picked.append(best)
-    d = float(distance(faces.embeddings[picked[0]], faces.embeddings[picked[1]]))
+    sp = engine.space
+    d = float(sp.distance(faces.embeddings[picked[0]], faces.embeddings[picked[1]]))
     same = d < engine.threshold
     if args.json:
-        print(json.dumps({"a": photos[0], "b": photos[1], "distance": round(d, 6),
-                          "threshold": engine.threshold, "same_person": bool(same)}))
+        print(json.dumps({"a": photos[0], "b": photos[1], "distance": round(d, 6), "embedder": sp.model,
+                          "metric": sp.metric, "threshold": engine.threshold, "same_person": bool(same)}))
     else:
         verdict = "same person" if same else "different people"
-        print(f"distance {d:.4f}: {verdict} (threshold {engine.threshold})")
+        print(f"distance {d:.4f}: {verdict} ({sp.metric} distance of {sp.model} embeddings; "
+              f"threshold {engine.threshold})")
     return 0
 
 
@@ -169,7 +187,7 @@ def _photo_arg(arg: str) -> tuple[str, int | None]:
 def _pick(photos: list[str], args):
     from vidx.indexing.people import pick_faces
 
-    return pick_faces([_photo_arg(p) for p in photos], _engine(args))
+    return pick_faces([_photo_arg(p) for p in photos], _engine(args, out=args.out))
 
 
 def cmd_enroll(args) -> int:
@@ -237,8 +255,9 @@ def cmd_query(args) -> int:
         return 2
     try:
         engine = QueryEngine(args.out)
-        face = _pick([args.face], args)[0].embedding if args.face else None
-        rows = engine.search(Query(face=face, person=args.person, person_id=args.person_id, actions=args.action or [],
+        picked = _pick([args.face], args)[0] if args.face else None
+        rows = engine.search(Query(face=None if picked is None else picked.embedding,
+                                   face_embedder=None if picked is None else picked.embedder, person=args.person, person_id=args.person_id, actions=args.action or [],
                                    video=args.video, start=args.start, end=args.end, min_score=args.min_score,
                                    limit=args.limit, max_distance=args.max_distance))
         if args.thumbnails:
@@ -297,7 +316,7 @@ def cmd_serve(args) -> int:
 
     from vidx.jobs.serve import serve
 
-    serve(args.out, args.host, args.port, args.token or os.environ.get("VIDX_TOKEN") or None, args.detector)
+    serve(args.out, args.host, args.port, args.token or os.environ.get("VIDX_TOKEN") or None, args.detector)  # None: the index's
     return 0
 
 
@@ -310,13 +329,21 @@ def cmd_demo(args) -> int:
 
 
 def _detector_option(p: argparse.ArgumentParser, default: str) -> None:
-    p.add_argument("--detector", choices=("dlib", "retinaface"), default=default,
+    p.add_argument("--detector", choices=("dlib", "retinaface"), default=None,
                    help=f"face detector: dlib (exact dlib, CC0 weights; faces from ~80 px) or retinaface "
                    f"(MIT; small and turned faces, faster); default {default}")
 
 
-def _face_options(p: argparse.ArgumentParser) -> None:
-    _detector_option(p, "dlib")
+def _embedder_option(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--embedder", choices=("sface", "dlib"), default=None,
+                   help=f"face embedder: sface (video faces; cosine distance; needs retinaface) or dlib (exact dlib; "
+                   f"euclidean distance, < 0.6 = same person); default {default}")
+
+
+def _face_options(p: argparse.ArgumentParser, index: bool = False) -> None:
+    """index: photos given to an index use its detector and embedder unless told."""
+    _detector_option(p, "the index's" if index else "dlib (retinaface with --embedder sface)")
+    _embedder_option(p, "the index's (another is refused)" if index else "dlib")
     p.add_argument("--json", action="store_true", help="print JSON (one object per line)")
     p.add_argument("--upsample", type=int, choices=(0, 1), default=0,
                    help="upsample once to find faces down to ~40 px (4x slower); default 0 (~80 px)")
@@ -328,7 +355,7 @@ def compare_parser() -> argparse.ArgumentParser:
     c = argparse.ArgumentParser(
         prog="vidx faces compare",
         description="Distance between the largest faces of two photos, and whether they are the "
-        "same person (dlib's rule: euclidean distance < 0.6).")
+        "same person (dlib: euclidean distance < 0.6; sface: cosine distance < 0.5).")
     c.add_argument("photos", nargs="*", metavar="PHOTO", help="exactly two photos")
     _face_options(c)
     c.set_defaults(func=cmd_compare)
@@ -340,9 +367,15 @@ def cmd_index(args) -> int:
     from vidx.jobs.config import ConfigError, load_config
     from vidx.jobs.index import run_index
 
+    sets = args.set + (["actions.enabled=false"] if args.no_actions else [])
+    if args.detector:
+        sets.append(f"faces.detector={args.detector}")
+        if args.detector == "dlib" and not args.embedder and not any(x.startswith("faces.embedder") for x in args.set):
+            sets.append("faces.embedder=dlib")  # dlib's detector gives no points for sface: the dlib pipeline
+    if args.embedder:
+        sets.append(f"faces.embedder={args.embedder}")
     try:
-        cfg = load_config(args.config, args.set + (["actions.enabled=false"] if args.no_actions else [])
-                          + ([f"faces.detector={args.detector}"] if args.detector else []))
+        cfg = load_config(args.config, sets)
     except ConfigError as e:
         log.error("vidx index: %s", e)
         return 2
@@ -474,7 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
         "faces",
         help="find, landmark and embed faces in photos",
         description="Print every face in each photo: box [x1,y1,x2,y2] (inclusive pixels), score, "
-        "5 landmarks and dlib's raw 128-d embedding. 'vidx faces compare A B' prints the "
+        "5 points and the 128-d embedding, naming the embedder and its metric (dlib: raw descriptors, "
+        "euclidean; sface: unit vectors, cosine). 'vidx faces compare A B' prints the "
         "distance between the largest faces of two photos and the same-person verdict.",
     )
     f.add_argument("photos", nargs="+", metavar="PHOTO", help="image files (or: compare A B)")
@@ -492,7 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a config key, e.g. --set faces.sample_fps=4 (repeatable)")
     ix.add_argument("--no-actions", action="store_true", help="index faces only (no action model needed)")
     ix.add_argument("--detector", choices=("retinaface", "dlib"),
-                    help="face detector (default: the config's faces.detector, retinaface)")
+                    help="face detector (default: the config's faces.detector, retinaface; dlib implies --embedder dlib)")
+    ix.add_argument("--embedder", choices=("sface", "dlib"),
+                    help="face embedder (default: the config's faces.embedder, sface); an index keeps the one it "
+                    "was built with")
     ix.set_defaults(func=cmd_index)
     r = sub.add_parser("reindex", help="rebuild the FAISS index of face tracks and the people (identities) tables")
     r.add_argument("out", metavar="OUT")
@@ -504,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("out", metavar="OUT")
     e.add_argument("--name", required=True)
     e.add_argument("photos", nargs="+", metavar="PHOTO[@N]")
-    _face_options(e)
+    _face_options(e, index=True)
     e.set_defaults(func=cmd_enroll)
     pp = sub.add_parser("people", help="list people, or correct them: rename, merge, split (kept across re-indexing)",
                         description="list OUT | rename OUT PERSON NAME | merge OUT PERSON PERSON... | "
@@ -530,14 +567,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--from", dest="start", type=float, metavar="SECONDS")
     q.add_argument("--to", dest="end", type=float, metavar="SECONDS")
     q.add_argument("--min-score", type=float, default=0.0, help="ignore action segments scoring below this")
-    q.add_argument("--max-distance", type=float, help="face match distance (default people.match_distance, 0.6)")
+    q.add_argument("--max-distance", type=float, help="face match distance in the index's metric "
+                   "(default people.match_distance: 0.55 for sface, 0.6 for dlib)")
     q.add_argument("--limit", type=int, default=50)
     fmt = q.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON lines, thumbnails as base64 JPEG")
     fmt.add_argument("--csv", action="store_true")
     q.add_argument("--thumbnails", type=Path, metavar="DIR", help="write each row's face thumbnail into DIR")
     q.add_argument("--upsample", type=int, choices=(0, 1), default=0, help="for --face: find smaller faces")
-    _detector_option(q, "dlib")
+    _detector_option(q, "the index's")
+    _embedder_option(q, "the index's (another is refused)")
     q.add_argument("--device", default="cpu", help="for --face: torch device")
     q.set_defaults(func=cmd_query)
     fg = sub.add_parser("forget", help="remove a person from the index: tracks, detections, thumbnails, "
@@ -552,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8765)
     sv.add_argument("--token", help="required on every request (Authorization: Bearer TOKEN); default $VIDX_TOKEN")
-    _detector_option(sv, "dlib")
+    _detector_option(sv, "the index's")
     sv.set_defaults(func=cmd_serve)
     m = sub.add_parser("models", help="list the action models and their weights files, or download one")
     m.add_argument("action", choices=("list", "pull"))

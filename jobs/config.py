@@ -1,7 +1,9 @@
 """Typed configuration: dataclass defaults, then a YAML preset, then ``--set key=value``.
 
 Presets live in ``configs/`` (default = one machine, gpu, cluster).  Unknown keys and values
-of the wrong type or range are refused with a message naming the key.
+of the wrong type or range are refused with a message naming the key.  Distance thresholds
+left at 0 take the calibrated value of the chosen embedder (``vidx.workers.embedders``):
+distances of SFace (cosine) and dlib (euclidean) are not comparable.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class ConfigError(ValueError):
 @dataclass
 class FacesConfig:
     detector: str = "retinaface"  # retinaface (small, turned faces; fast) | dlib (exact dlib, CC0)
+    embedder: str = "sface"  # sface (video faces; needs retinaface) | dlib (exact dlib, CC0; photos)
     sample_fps: float = 2.0  # frames per second sampled for faces
     max_side: int = 1280  # decode at most this long a side for detection (0 = native)
     upsample: int = 0  # dlib detector: 1 finds ~40 px faces at 4x the cost
@@ -34,9 +37,10 @@ class FacesConfig:
 
 @dataclass
 class TrackingConfig:
-    link_distance: float = 0.55  # max embedding distance to continue a track
+    link_distance: float = 0.0  # max embedding distance to continue a track (0: the embedder's value)
+    overlap_distance: float = 0.0  # ...for a face that stays in place (IoU >= 0.5) (0: the embedder's value)
     max_gap_s: float = 1.5  # close a track unseen for longer than this
-    join_distance: float = 0.5  # join tracks across a chunk boundary below this distance
+    join_distance: float = 0.0  # join tracks across a chunk boundary below this distance (0: the embedder's)
 
 
 @dataclass
@@ -53,8 +57,8 @@ class ActionsConfig:
 
 @dataclass
 class PeopleConfig:
-    cluster_distance: float = 0.5  # tracks join one person below this average-linkage distance
-    match_distance: float = 0.6  # a photo (enrolled or queried) matches a track below this (dlib's rule)
+    cluster_distance: float = 0.0  # tracks join one person below this average-linkage distance (0: the embedder's)
+    match_distance: float = 0.0  # a photo (enrolled or queried) matches a track below this (0: the embedder's)
     neighbours: int = 30  # k of the k-nearest-neighbour graph clustering works on
     index_exact_below: int = 100_000  # FAISS: exact search below this many tracks, IVF above
     index_codec: str = "SQ8"  # IVF code: SQ8 (recall@10 ~0.96) or PQ16x8 / PQ64x8 (smaller, ~0.6-0.8)
@@ -79,10 +83,28 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def resolve(self) -> "Config":
+        """Fill the distance thresholds left at 0 with the embedder's calibrated values (in place)."""
+        fill_distances(self.faces.embedder, self.tracking, self.people)
+        return self
+
+
+def fill_distances(embedder: str, tracking: "TrackingConfig | None", people: "PeopleConfig | None") -> None:
+    """Thresholds left at 0 take the named embedder's calibrated values (vidx.workers.embedders)."""
+    from vidx.workers.embedders import space
+
+    sp = space(embedder)
+    for sec, keys in ((tracking, ("link_distance", "overlap_distance", "join_distance")),
+                      (people, ("cluster_distance", "match_distance"))):
+        for k in keys if sec is not None else ():
+            if not getattr(sec, k):
+                setattr(sec, k, getattr(sp, k))
+
 
 _RULES = {
     "chunk_seconds": lambda v: v >= 1,
     "faces.detector": lambda v: v in ("retinaface", "dlib"),
+    "faces.embedder": lambda v: v in ("sface", "dlib"),
     "faces.sample_fps": lambda v: 0 < v <= 120,
     "faces.min_score": lambda v: 0 <= v <= 1,
     "faces.min_size": lambda v: v >= 0,
@@ -91,16 +113,17 @@ _RULES = {
     "faces.upsample": lambda v: v in (0, 1),
     "faces.batch_frames": lambda v: 1 <= v <= 1024,
     "faces.device": lambda v: v == "auto" or v == "cpu" or v.startswith("cuda"),
-    "tracking.link_distance": lambda v: 0 < v <= 2,
+    "tracking.link_distance": lambda v: 0 <= v <= 2,
+    "tracking.overlap_distance": lambda v: 0 <= v <= 2,
     "tracking.max_gap_s": lambda v: v >= 0,
-    "tracking.join_distance": lambda v: 0 < v <= 2,
+    "tracking.join_distance": lambda v: 0 <= v <= 2,
     "actions.stride": lambda v: v >= 0,
     "actions.top_k": lambda v: 1 <= v <= 400,
     "actions.min_score": lambda v: 0 <= v <= 1,
     "actions.keep_score": lambda v: 0 <= v <= 1,
     "actions.min_duration": lambda v: v >= 0,
-    "people.cluster_distance": lambda v: 0 < v <= 2,
-    "people.match_distance": lambda v: 0 < v <= 2,
+    "people.cluster_distance": lambda v: 0 <= v <= 2,
+    "people.match_distance": lambda v: 0 <= v <= 2,
     "people.neighbours": lambda v: 1 <= v <= 1000,
     "people.index_exact_below": lambda v: v >= 0,
     "people.index_codec": lambda v: v in ("SQ8", "PQ16x8", "PQ32x8", "PQ64x8"),
@@ -177,4 +200,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError:
             value = raw
         _set(cfg, key.strip(), value)
-    return cfg
+    if cfg.faces.embedder == "sface" and cfg.faces.detector != "retinaface":
+        raise ConfigError("faces.embedder=sface aligns faces on RetinaFace's 5 points: use faces.detector=retinaface, "
+                          "or faces.embedder=dlib with faces.detector=dlib")
+    return cfg.resolve()

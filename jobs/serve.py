@@ -67,17 +67,17 @@ class Merge(BaseModel):
 class State:
     """The loaded engine, and the face engine for uploads (loaded on first use)."""
 
-    def __init__(self, out: str, detector: str):
-        self.out, self.detector = out, detector
+    def __init__(self, out: str, detector: str | None):
+        self.out, self.detector = out, detector  # None: the index's own detector
         self.lock = threading.Lock()
         self.engine = QueryEngine(out)
         self._faces = None
 
     def faces(self):
         if self._faces is None:
-            from vidx.workers.faces import FaceEngine
+            from vidx.jobs.engines import engine_for_index
 
-            self._faces = FaceEngine(device="auto", detector=self.detector)
+            self._faces = engine_for_index(self.out, self.detector, device="auto")  # the index's embedder
         return self._faces
 
     def reload(self) -> None:
@@ -104,7 +104,7 @@ async def _photo(upload: UploadFile, face: int | None, state: State) -> np.ndarr
     return picked
 
 
-def create_app(out: str, token: str | None = None, detector: str = "dlib") -> FastAPI:
+def create_app(out: str, token: str | None = None, detector: str | None = None) -> FastAPI:
     """The app over the index at ``out``; ``token`` (if given) is required on every route."""
     state = State(out, detector)
     app = FastAPI(title="vidx", version="1", description="Who did what when, in an indexed video archive.")
@@ -198,8 +198,9 @@ def create_app(out: str, token: str | None = None, detector: str = "dlib") -> Fa
             state.reload()
         return {"name": name, "people": res.named.get(name, [])}
 
-    def _query(person, person_id, action, video, start, end, min_score, limit, offset, face=None) -> dict:
-        q = Query(face=face, person=person, person_id=person_id, actions=action or [], video=video, start=start,
+    def _query(person, person_id, action, video, start, end, min_score, limit, offset, face=None,
+               face_embedder=None) -> dict:
+        q = Query(face=face, face_embedder=face_embedder, person=person, person_id=person_id, actions=action or [], video=video, start=start,
                   end=end, min_score=min_score, limit=limit + 1, offset=offset)
         rows = state.engine.search(q)
         return {"offset": offset, "limit": limit, "more": len(rows) > limit, "items": rows[:limit]}
@@ -219,7 +220,8 @@ def create_app(out: str, token: str | None = None, detector: str = "dlib") -> Fa
                           limit: int = Form(50), offset: int = Form(0), min_score: float = Form(0.0)):
         picked = await _photo(photo, face, state)
         return _query(None, None, [a for a in (action or []) if a], video or None, None, None, min_score,
-                      max(1, min(limit, 1000)), max(0, offset), face=picked.embedding)
+                      max(1, min(limit, 1000)), max(0, offset), face=picked.embedding,
+                      face_embedder=picked.embedder)
 
     @app.get("/api/videos")
     def videos() -> dict[str, Any]:
@@ -269,7 +271,7 @@ def create_app(out: str, token: str | None = None, detector: str = "dlib") -> Fa
 
 
 def serve(out: str, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
-          detector: str = "dlib") -> None:
+          detector: str | None = None) -> None:
     import uvicorn
 
     if not is_loopback(host) and not token:

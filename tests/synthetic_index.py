@@ -31,14 +31,17 @@ def _fsl(x, dim):
 
 
 def write_index(out, videos: dict[str, list[tuple[str, float, float, np.ndarray]]],
-                actions: dict[str, list[tuple[float, float, str, float]]] | None = None) -> Store:
+                actions: dict[str, list[tuple[float, float, str, float]]] | None = None,
+                embedder: str | None = None) -> Store:
     """Add videos to the index at ``out`` (created if new), as a run of `vidx index` would.
 
     videos: video_id -> [(track_id, start_s, end_s, embedding)]; one chunk per video, one
     segment per track and one detection per second of track.  actions: video_id -> [(start, end,
-    label, score)]."""
+    label, score)].  embedder: the model the index records (default: none, read as dlib's)."""
     store = Store(str(out))
     man = store.read_manifest() or {"schema_version": schemas.SCHEMA_VERSION, "commit": 1, "tables": {}, "videos": {}}
+    if embedder:
+        man["embedder"] = embedder
     vrows = {k: [] for k in schemas.VIDEOS.names}
     for vid, tracks in videos.items():
         n = len(tracks)
@@ -61,6 +64,7 @@ def write_index(out, videos: dict[str, list[tuple[str, float, float, np.ndarray]
             "x1": pa.array([0.0] * len(det), pa.float32()), "y1": pa.array([0.0] * len(det), pa.float32()),
             "x2": pa.array([9.0] * len(det), pa.float32()), "y2": pa.array([9.0] * len(det), pa.float32()),
             "score": pa.array([1.0] * len(det), pa.float32()), "landmarks": _fsl(np.zeros((len(det), 10)), 10),
+            "points": _fsl(np.zeros((len(det), 10)), 10),
             "embedding": _fsl(np.stack([emb[tid.index(d[0])] for d in det]) if det else np.zeros((0, DIM)), DIM),
             "segment_id": [d[0] for d in det], "sharpness": pa.array([100.0] * len(det), pa.float32()),
             "rejected": pa.nulls(len(det), pa.string())}, schema=schemas.FACE_DETECTIONS)

@@ -41,6 +41,7 @@ def test_faces_json_and_per_file_messages(demo, tmp_path):
         x1, y1, x2, y2 = r["box"]
         assert x2 - x1 > 60 and y2 - y1 > 60 and r["score"] > 0.5
         assert len(r["landmarks"]) == 5 and len(r["embedding"]) == 128
+        assert r["embedder"] == "dlib_resnet_v1" and r["metric"] == "euclidean"
         # the 5 landmarks sit inside (or at the edge of) the face box
         assert all(x1 - 10 <= x <= x2 + 10 and y1 - 10 <= y <= y2 + 10 for x, y in r["landmarks"])
     # the portrait's face is in the upper middle of the 512x512 picture
@@ -53,7 +54,7 @@ def test_faces_json_and_per_file_messages(demo, tmp_path):
 def test_faces_text_output(demo):
     p = run("faces", demo / "astronaut.jpg", check_rc=0)
     lines = p.stdout.splitlines()
-    assert lines[0].endswith("astronaut.jpg: 1 face")
+    assert "astronaut.jpg: 1 face  (embedder dlib_resnet_v1, euclidean distance)" in lines[0]
     assert lines[1].strip().startswith("face 0  box [")
     assert len(lines[3].split()) == 129  # "embedding" + 128 numbers
 
@@ -69,10 +70,25 @@ def test_compare_same_and_different(demo):
     p = run("faces", "compare", "--json", demo / "astronaut.jpg", demo / "astronaut_turned.jpg", check_rc=0)
     r = json.loads(p.stdout)
     assert r["same_person"] is True and r["distance"] < 0.4 and r["threshold"] == pytest.approx(0.6)
+    assert r["embedder"] == "dlib_resnet_v1" and r["metric"] == "euclidean"
     p = run("faces", "compare", demo / "astronaut.jpg", demo / "blank.png", check_rc=1)
     assert "blank.png: no face found" in p.stderr
     p = run("faces", "compare", demo / "astronaut.jpg", check_rc=2)
     assert "usage" in p.stderr
+
+
+def test_sface_embedder_says_so(demo):
+    """--embedder sface: RetinaFace's points, unit vectors, cosine distance, named in the output."""
+    p = run("faces", "--json", "--embedder", "sface", demo / "astronaut.jpg", check_rc=0)
+    r = json.loads(p.stdout.splitlines()[0])
+    assert r["embedder"] == "sface_2021dec" and r["metric"] == "cosine" and "landmarks" not in r
+    assert len(r["points"]) == 5 and abs(sum(v * v for v in r["embedding"]) - 1) < 1e-3
+    x1, y1, x2, y2 = r["box"]
+    assert all(x1 - 10 <= x <= x2 + 10 and y1 - 10 <= y <= y2 + 10 for x, y in r["points"])
+    p = run("faces", "compare", "--embedder", "sface", demo / "astronaut.jpg", demo / "astronaut_turned.jpg", check_rc=0)
+    assert "same person (cosine distance of sface_2021dec embeddings; threshold 0.55)" in p.stdout
+    p = run("faces", "--embedder", "sface", "--detector", "dlib", demo / "astronaut.jpg", check_rc=1)
+    assert "5 points" in p.stderr and "retinaface" in p.stderr
 
 
 def test_bad_options_are_refused(demo):

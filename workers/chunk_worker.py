@@ -83,11 +83,14 @@ class ChunkIndexer:
         if dev == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
         self.faces = faces
-        self.track_params = TrackParams(link_distance=tracking["link_distance"], max_gap_s=tracking["max_gap_s"])
         detector = faces.get("detector", "retinaface")
+        embedder = faces.get("embedder", "sface")
         gates = Gates(min_score=float(faces["min_score"]) if detector == "retinaface" else 0.0,  # dlib: own threshold
                       min_size=float(faces["min_size"]), min_sharpness=float(faces["min_sharpness"]))
-        self.engine = FaceEngine(device=dev, upsample=int(faces["upsample"]), detector=detector, gates=gates)
+        self.engine = FaceEngine(device=dev, upsample=int(faces["upsample"]), detector=detector, embedder=embedder,
+                                 gates=gates)
+        self.track_params = TrackParams(link_distance=tracking["link_distance"], max_gap_s=tracking["max_gap_s"],
+                                        overlap_distance=tracking["overlap_distance"], metric=self.engine.space.metric)
         self.actions = actions
         self.action_model = None
         if actions:
@@ -147,7 +150,7 @@ class ChunkIndexer:
         sx, sy = info.width / w, info.height / h
         scale4 = np.array([sx, sy, sx, sy])
         tracker = Tracker(self.track_params)
-        cols: dict[str, list] = {k: [] for k in ("frame", "t", "box", "score", "lm", "emb", "seg", "sharp", "rej")}
+        cols: dict[str, list] = {k: [] for k in ("frame", "t", "box", "score", "lm", "pts", "emb", "seg", "sharp", "rej")}
         n_frames = 0
         for part, frames in _pieces(path, info, idx, times, int(self.faces["max_side"]),
                                     int(self.faces["batch_frames"]), timing):
@@ -170,6 +173,7 @@ class ChunkIndexer:
             faces = self.engine(torch.from_numpy(np.ascontiguousarray(frames)))
             boxes = faces.boxes * scale4  # video pixels
             lms = faces.landmarks * np.array([sx, sy])
+            pts = faces.points * np.array([sx, sy])
             q = quality(boxes, faces.scores)
             kept = faces.kept
             for j in range(len(part)):  # tracker: per sampled frame, vectorised inside
@@ -186,6 +190,7 @@ class ChunkIndexer:
             cols["box"].append(boxes[order])
             cols["score"].append(faces.scores[order])
             cols["lm"].append(lms.reshape(-1, 10)[order])
+            cols["pts"].append(pts.reshape(-1, 10)[order])
             cols["emb"].append(faces.embeddings[order])
             cols["sharp"].append(faces.sharpness[order])  # the engine has gates here: both columns are set
             cols["rej"].append(faces.rejected[order])
@@ -206,6 +211,8 @@ class ChunkIndexer:
                 "score": cat["score"].astype(np.float32),
                 "landmarks": pa.FixedSizeListArray.from_arrays(np.nan_to_num(cat["lm"].astype(np.float32)).ravel(), 10,
                                                                mask=pa.array(np.isnan(cat["lm"]).any(1))),
+                "points": pa.FixedSizeListArray.from_arrays(np.nan_to_num(cat["pts"].astype(np.float32)).ravel(), 10,
+                                                            mask=pa.array(np.isnan(cat["pts"]).any(1))),
                 "embedding": emb,
                 "segment_id": [seg_id(k) if k >= 0 else None for k in cat["seg"]],
                 "sharpness": pa.array(cat["sharp"].astype(np.float32), from_pandas=True),  # NaN -> null

@@ -181,3 +181,44 @@ def extract_chips(images: PixelSource | Sequence[np.ndarray | torch.Tensor] | to
         base, nr, ncol = lsrc.tensors(ids)
         out[torch.as_tensor(big, device=dev)] = _bilinear(lsrc.flat, base, ncol, nr, ncol, amat[big], size)
     return out
+
+
+# ArcFace's 5-point template for 112x112 chips (insightface; OpenCV's FaceRecognizerSF uses the
+# same): eye centres (left, right in the image), nose tip, mouth corners (left, right).
+ARCFACE_112 = np.array([
+    [38.2946, 51.6963],
+    [73.5318, 51.5014],
+    [56.0252, 71.7366],
+    [41.5493, 92.3655],
+    [70.7299, 92.2041],
+])
+
+
+def arcface_transform(points: np.ndarray, size: int = 112) -> tuple[np.ndarray, np.ndarray]:
+    """Similarity transforms (least squares, Umeyama) taking each face's 5 points (F, 5, 2) onto
+    the ArcFace template scaled to ``size``: (M (F, 2, 2), t (F, 2)) with chip = M @ image + t."""
+    pts = np.asarray(points, np.float64)
+    if pts.ndim != 3 or pts.shape[1:] != (5, 2):
+        raise ValueError(f"expected (F, 5, 2) points, got {pts.shape}")
+    tpl = np.broadcast_to(ARCFACE_112 * (size / 112.0), pts.shape).copy()
+    m, t = similarity_2d(torch.from_numpy(pts), torch.from_numpy(tpl))
+    return m.numpy(), t.numpy()
+
+
+def arcface_chips(images: PixelSource | Sequence[np.ndarray | torch.Tensor] | torch.Tensor,
+                  image_index: np.ndarray, points: np.ndarray, size: int = 112,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """(F, size, size, 3) uint8 chips aligned on the ArcFace template, as OpenCV's
+    ``FaceRecognizerSF.alignCrop`` makes them (a similarity warp, bilinear, black outside the
+    image), for all faces in one batched gather."""
+    src = images if isinstance(images, PixelSource) else PixelSource(images, device)
+    dev = src.device
+    image_index = np.asarray(image_index, np.int64)
+    n = len(image_index)
+    if n == 0:
+        return torch.zeros((0, size, size, 3), dtype=torch.uint8, device=dev)
+    m, t = arcface_transform(points, size)
+    inv = np.linalg.inv(m)  # chip -> image: p = inv @ (q - t)
+    amat = np.concatenate([inv, -(inv @ t[..., None])], -1)  # (F, 2, 3)
+    base, height, width = src.tensors(image_index)
+    return _bilinear(src.flat, base, width, height, width, amat, size)

@@ -35,10 +35,12 @@ from vidx.workers.pixels import as_image_tensor
 
 @dataclass
 class Detections:
-    """Faces found in one image: boxes (K, 4) [l, t, r, b] inclusive, scores (K,)."""
+    """Faces found in one image: boxes (K, 4) [l, t, r, b] inclusive, scores (K,), and where the
+    detector gives them (RetinaFace), its 5 points (K, 5, 2): eye centres, nose tip, mouth corners."""
 
     boxes: np.ndarray
     scores: np.ndarray
+    points: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)

@@ -130,6 +130,8 @@ class FaceEmbedder(nn.Module):
 
     name = "dlib_resnet_v1"
     dim = 128
+    chip_size = CHIP_SIZE
+    metric = "euclidean"
 
     def __init__(self, path: str | Path | None = None):
         super().__init__()
@@ -171,7 +173,7 @@ class FaceEmbedder(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
     @torch.inference_mode()
-    def embed(self, chips: torch.Tensor | np.ndarray, batch_size: int = 64) -> np.ndarray:
+    def embed(self, chips: torch.Tensor | np.ndarray, batch_size: int | None = 64) -> np.ndarray:
         """Raw dlib descriptors (N, 128) float32 for uint8 chips (N, 150, 150, 3) or (N, 3, 150, 150)."""
         if isinstance(chips, np.ndarray):
             chips = torch.from_numpy(chips)
@@ -181,6 +183,7 @@ class FaceEmbedder(nn.Module):
             chips = chips.permute(0, 3, 1, 2)
         if chips.shape[1:] != (3, CHIP_SIZE, CHIP_SIZE):
             raise ValueError(f"chips must be {CHIP_SIZE}x{CHIP_SIZE} RGB, got {tuple(chips.shape)}")
+        batch_size = batch_size or 64
         out = [self(chips[i : i + batch_size]) for i in range(0, len(chips), batch_size)]
         if not out:
             return np.zeros((0, self.dim), np.float32)

@@ -1,12 +1,15 @@
-"""The face engine: detect -> 5-point landmarks -> aligned chips -> 128-d embeddings, batched.
+"""The face engine: detect -> 5 points -> aligned chips -> 128-d embeddings, batched.
 
-    engine = FaceEngine(device="cpu")           # loads dlib's CC0 weights once
+    engine = FaceEngine(device="cpu")                                  # dlib's CC0 models
+    engine = FaceEngine(detector="retinaface", embedder="sface")       # the video default
     faces = engine([img1, img2])                # RGB uint8 arrays, any sizes
     faces.boxes, faces.embeddings, faces.image_index ...
+    engine.space.pairwise(a, b)                 # distances in the embedder's own metric
 
-Each stage is its own module with a small interface, so another detector (anything with
-``detect(images) -> list[Detections]``) or embedder (``embed(chips) -> (N, D)``) can replace
-dlib's without touching callers.
+Two pipelines share the interface.  ``dlib``: dlib's 5-point predictor on the box, dlib's
+150x150 chip, dlib's ResNet (raw descriptors, euclidean).  ``sface``: the detector's own five
+points (RetinaFace: eye centres, nose tip, mouth corners), a 112x112 chip warped onto the
+ArcFace template, SFace (unit vectors, cosine).  SFace needs a detector that gives those points.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidx.workers.face_align import extract_chips
+from vidx.workers import embedders
+from vidx.workers.face_align import arcface_chips, extract_chips
 from vidx.workers.face_detector import Detections, FaceDetector
-from vidx.workers.face_embedder import CHIP_SIZE, DISTANCE_THRESHOLD, FaceEmbedder
+from vidx.workers.face_embedder import CHIP_SIZE
 from vidx.workers.face_landmarks import LandmarkPredictor
 from vidx.workers.pixels import PixelSource, as_image_tensor
 
@@ -36,6 +40,8 @@ class Detector(Protocol):
 class Embedder(Protocol):
     name: str
     dim: int
+    chip_size: int
+    metric: str  # euclidean | cosine
 
     def embed(self, chips: torch.Tensor | np.ndarray) -> np.ndarray: ...
 
@@ -49,11 +55,12 @@ class Faces:
     image_index: np.ndarray  # (F,) int64: which input image
     boxes: np.ndarray  # (F, 4) float64: [left, top, right, bottom], inclusive pixels
     scores: np.ndarray  # (F,) float64: detector confidence
-    landmarks: np.ndarray  # (F, 5, 2) float64: dlib's 5 points (eye corners, nose base)
-    embeddings: np.ndarray  # (F, D) float32: raw descriptors (dlib: euclidean < 0.6 = same)
-    chips: np.ndarray | None = field(default=None, repr=False)  # (F, 150, 150, 3) uint8
+    landmarks: np.ndarray  # (F, 5, 2) float64: dlib's 5 points (eye corners, nose base); NaN: not computed
+    embeddings: np.ndarray  # (F, D) float32: dlib raw descriptors (euclidean) or SFace unit vectors (cosine)
+    chips: np.ndarray | None = field(default=None, repr=False)  # (F, S, S, 3) uint8: 150 (dlib) or 112 (sface)
     sharpness: np.ndarray | None = None  # (F,) variance of the Laplacian of the grey chip (NaN: not aligned)
     rejected: np.ndarray | None = None  # (F,) "" kept, or the gate that refused it: score | size | blur
+    points: np.ndarray | None = None  # (F, 5, 2) float64: the detector's own 5 points (NaN: none given)
 
     def __len__(self) -> int:
         return len(self.image_index)
@@ -70,7 +77,7 @@ class Gates:
 
     min_score: float = 0.0  # detector confidence
     min_size: float = 0.0  # shorter side of the box, pixels of the image given to the engine
-    min_sharpness: float = 0.0  # variance of the Laplacian of the aligned 150x150 grey chip
+    min_sharpness: float = 0.0  # variance of the Laplacian of the aligned grey chip
 
 
 _LAPLACE = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
@@ -132,21 +139,31 @@ class FaceEngine:
     """Loads the face models once; each call maps a batch of images to :class:`Faces`."""
 
     def __init__(self, device: str | torch.device | None = "cpu", upsample: int = 0,
-                 detector: Detector | str | None = None, embedder: Embedder | None = None,
-                 embed_batch: int = 64, gates: Gates | None = None):
-        """detector: a Detector, or a name from DETECTORS (default dlib).  gates: quality gates
-        (none by default: every detected face is embedded)."""
+                 detector: Detector | str | None = None, embedder: Embedder | str | None = None,
+                 embed_batch: int | None = None, gates: Gates | None = None):
+        """detector: a Detector, or a name from DETECTORS (default dlib).  embedder: an Embedder, or
+        a name from embedders.NAMES (default dlib; sface needs RetinaFace's points).  gates: quality
+        gates (none by default: every detected face is embedded)."""
         self.device = resolve_device(device)
         self.gates = gates
+        emb_name = embedder if isinstance(embedder, str) else None
+        if emb_name == "sface" and (detector == "dlib" or isinstance(detector, DlibMMOD)):
+            raise ValueError("the sface embedder aligns faces on the detector's own 5 points, which dlib's detector "
+                             "does not give: use the retinaface detector, or the dlib embedder")
         if detector is None or isinstance(detector, str):
             # with a score gate, RetinaFace reports weaker faces too, so they are kept as rejected
             thr = min(0.5, gates.min_score) if gates and gates.min_score else 0.8
-            detector = make_detector(detector or "dlib", self.device, upsample, thr)
+            detector = make_detector(detector or ("retinaface" if emb_name == "sface" else "dlib"), self.device,
+                                     upsample, thr)
         self.detector = detector
-        self.landmarks = LandmarkPredictor().to(self.device)
-        self.embedder = embedder or FaceEmbedder().to(self.device)
+        if embedder is None or isinstance(embedder, str):
+            embedder = embedders.make_embedder(embedder or "dlib", self.device)
+        self.embedder = embedder
+        self.space = embedders.space(embedder.name)
+        # dlib's chips need dlib's landmarks; SFace's come from the detector's points
+        self.landmarks = LandmarkPredictor().to(self.device) if self.space.name == "dlib" else None
         self.embed_batch = embed_batch
-        self.threshold = DISTANCE_THRESHOLD
+        self.threshold = self.space.same_person
 
     def __call__(self, images: Sequence[np.ndarray | torch.Tensor] | torch.Tensor,
                  keep_chips: bool = False) -> Faces:
@@ -164,20 +181,34 @@ class FaceEngine:
         image_index = np.concatenate([np.full(len(d), i, np.int64) for i, d in enumerate(dets)] or [np.zeros(0, np.int64)])
         boxes = np.concatenate([d.boxes for d in dets] or [np.zeros((0, 4))]).reshape(-1, 4)
         scores = np.concatenate([d.scores for d in dets] or [np.zeros(0)])
-        return self.describe(imgs, image_index, boxes, scores, keep_chips)
+        points = np.concatenate([d.points if d.points is not None else np.full((len(d), 5, 2), np.nan)
+                                 for d in dets] or [np.zeros((0, 5, 2))]).reshape(-1, 5, 2)
+        return self.describe(imgs, image_index, boxes, scores, keep_chips, points)
+
+    def _chips(self, src: PixelSource, image_index: np.ndarray, boxes: np.ndarray,
+               points: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """(dlib landmarks or NaN, aligned chips) for the embedder in use."""
+        if self.landmarks is not None:
+            lm = self.landmarks.predict(src, image_index, boxes)
+            return lm, extract_chips(src, image_index, lm, CHIP_SIZE, CHIP_PADDING)
+        if np.isnan(points).any():
+            raise ValueError(f"the {self.embedder.name} embedder needs the detector's 5 points for every face")
+        return np.full((len(boxes), 5, 2), np.nan), arcface_chips(src, image_index, points, self.embedder.chip_size)
 
     def describe(self, images: PixelSource | Sequence[np.ndarray | torch.Tensor] | torch.Tensor, image_index: np.ndarray,
-                 boxes: np.ndarray, scores: np.ndarray | None = None, keep_chips: bool = False) -> Faces:
-        """Landmarks, chips and embeddings for given boxes (e.g. from another detector)."""
+                 boxes: np.ndarray, scores: np.ndarray | None = None, keep_chips: bool = False,
+                 points: np.ndarray | None = None) -> Faces:
+        """Landmarks, chips and embeddings for given boxes (and, for SFace, the detector's 5 points)."""
         src = images if isinstance(images, PixelSource) else PixelSource(images, self.device)
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         image_index = np.asarray(image_index, np.int64)
         scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, np.float64)
+        points = np.full((len(boxes), 5, 2), np.nan) if points is None else np.asarray(points, np.float64).reshape(-1, 5, 2)
         if self.gates is None:
-            lm = self.landmarks.predict(src, image_index, boxes)
-            chips = extract_chips(src, image_index, lm, CHIP_SIZE, CHIP_PADDING)
+            lm, chips = self._chips(src, image_index, boxes, points)
             emb = self.embedder.embed(chips, batch_size=self.embed_batch)
-            return Faces(image_index, boxes, scores, lm, emb, chips.cpu().numpy() if keep_chips else None)
+            return Faces(image_index, boxes, scores, lm, emb, chips.cpu().numpy() if keep_chips else None,
+                         points=points)
         g, n = self.gates, len(boxes)
         rejected = np.full(n, "", dtype=object)
         side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
@@ -187,10 +218,10 @@ class FaceEngine:
         lm = np.full((n, 5, 2), np.nan)
         sharp = np.full(n, np.nan)
         emb = np.full((n, self.embedder.dim), np.nan, np.float32)
-        all_chips = np.zeros((n, CHIP_SIZE, CHIP_SIZE, 3), np.uint8) if keep_chips else None
+        cs = self.embedder.chip_size
+        all_chips = np.zeros((n, cs, cs, 3), np.uint8) if keep_chips else None
         if len(ok):
-            lm[ok] = self.landmarks.predict(src, image_index[ok], boxes[ok])
-            chips = extract_chips(src, image_index[ok], lm[ok], CHIP_SIZE, CHIP_PADDING)
+            lm[ok], chips = self._chips(src, image_index[ok], boxes[ok], points[ok])
             sharp[ok] = sharpness(chips)
             blurred = sharp[ok] < g.min_sharpness
             rejected[ok[blurred]] = "blur"
@@ -200,4 +231,4 @@ class FaceEngine:
                                                         batch_size=self.embed_batch)
             if keep_chips:
                 all_chips[ok] = chips.cpu().numpy()
-        return Faces(image_index, boxes, scores, lm, emb, all_chips, sharp, rejected)
+        return Faces(image_index, boxes, scores, lm, emb, all_chips, sharp, rejected, points)

@@ -305,5 +305,5 @@ class RetinaFace:
         return res
 
     def detect(self, images: Sequence[np.ndarray | torch.Tensor] | torch.Tensor) -> list[Detections]:
-        """Boxes in dlib's convention (see ``TO_DLIB``) and RetinaFace's scores (0-1)."""
-        return [Detections(to_dlib_boxes(r.boxes), r.scores) for r in self.detect_raw(images)]
+        """Boxes in dlib's convention (see ``TO_DLIB``), RetinaFace's scores (0-1) and its 5 points."""
+        return [Detections(to_dlib_boxes(r.boxes), r.scores, r.landmarks) for r in self.detect_raw(images)]

@@ -1,8 +1,8 @@
 """Face tracks: link detections across sampled frames by box overlap and embedding distance.
 
 Online and greedy: each sampled frame's detections are matched to the open tracks in order of
-cost (embedding distance minus a bonus for overlap) under two gates, dlib's same-person
-distance and a maximum time gap.  The cost matrix of a frame is computed at once; the loop is
+cost (embedding distance minus a bonus for overlap) under two gates, a link distance in the
+embedder's metric (euclidean for dlib, cosine for SFace) and a maximum time gap.  The cost matrix of a frame is computed at once; the loop is
 over sampled frames and matches (a few per frame).  A track keeps a quality-weighted sum of
 its embeddings and a JPEG thumbnail of its best detection.
 """
@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from vidx.workers.embedders import pairwise
+
 
 @dataclass
 class TrackParams:
-    link_distance: float = 0.55  # max embedding distance to continue a track (dlib: 0.6 = same)
+    link_distance: float = 0.55  # max embedding distance to continue a track (dlib's values by default)
     max_gap_s: float = 1.5  # a track not seen for longer is closed
     iou_bonus: float = 0.3  # cost = distance - iou_bonus * IoU
     # a face that stays in place (IoU >= overlap_iou with the track's last box) may continue the
@@ -27,6 +29,7 @@ class TrackParams:
     overlap_iou: float = 0.5
     overlap_distance: float = 0.7
     thumb_size: int = 112
+    metric: str = "euclidean"  # the embedder's: euclidean (dlib) | cosine (SFace)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -93,7 +96,7 @@ class Tracker:
         if len(boxes) and self.open:
             last_b = np.stack([tr.last_box for tr in self.open])
             last_e = np.stack([tr.last_emb for tr in self.open])
-            dist = np.linalg.norm(last_e[:, None] - embs[None], axis=-1)
+            dist = pairwise(last_e, embs, self.p.metric)
             iou = iou_matrix(last_b, boxes)
             cost = dist - self.p.iou_bonus * iou
             cost[(dist >= self.p.link_distance) & ~((iou >= self.p.overlap_iou) & (dist < self.p.overlap_distance))] = np.inf
