@@ -46,3 +46,11 @@ def engine():
     from vidx.workers.faces import FaceEngine
 
     return FaceEngine(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def sface_engine():
+    """The index's default pipeline for photos: RetinaFace and SFace (cosine distances)."""
+    from vidx.workers.faces import FaceEngine
+
+    return FaceEngine(device="cpu", detector="retinaface", embedder="sface")

@@ -59,7 +59,7 @@ def indexed(tmp_path_factory, data_dir, bad_inputs):
     return out, p
 
 
-def test_tables_answer_who_was_there(indexed, faces_dir, engine):
+def test_tables_answer_who_was_there(indexed, faces_dir, sface_engine):
     from vidx.workers.images import load_rgb
 
     out, p = indexed
@@ -72,9 +72,11 @@ def test_tables_answer_who_was_there(indexed, faces_dir, engine):
     dominant = max(obama, key=lambda t: t["detections"])
     assert dominant["end_s"] - dominant["start_s"] >= 0.7 * videos["hk_obama.mp4"]["duration_s"]
     assert len(dominant["segments"]) >= 2  # joined across the 2-second chunks
-    ref = engine([load_rgb(faces_dir / "fr_obama.jpg"), load_rgb(faces_dir / "fr_biden.jpg")]).embeddings
+    ref = sface_engine([load_rgb(faces_dir / "fr_obama.jpg"), load_rgb(faces_dir / "fr_biden.jpg")]).embeddings
     emb = np.asarray(dominant["embedding"])
-    assert np.linalg.norm(emb - ref[0]) < 0.6 < np.linalg.norm(emb - ref[1])
+    sp = sface_engine.space  # the index's default embedder: SFace, cosine distance
+    assert json.loads((out / "manifest.json").read_text())["embedder"] == "sface_2021dec"
+    assert sp.distance(emb, ref[0]) < sp.match_distance < sp.distance(emb, ref[1])
     assert dominant["thumbnail"][:2] == b"\xff\xd8"
     assert videos["mma_tests_test.mp4"]["tracks"] == 0 and videos["mma_tests_test.mp4"]["status"] == "ok"
     assert len(by_video[videos["fnp_video.mp4"]["video_id"]]) >= 2
@@ -87,18 +89,21 @@ def test_tables_answer_who_was_there(indexed, faces_dir, engine):
     assert set(rejected["rejected"].to_pylist()) <= {"score", "size", "blur"}
     assert rejected["embedding"].null_count == rejected.num_rows and rejected["segment_id"].null_count == rejected.num_rows
     assert kept["embedding"].null_count == 0 and pc.min(kept["score"]).as_py() >= 0.9
+    # SFace aligns on RetinaFace's own points, kept per detection; dlib's landmarks are not computed
+    assert kept["points"].null_count == 0 and kept["landmarks"].null_count == kept.num_rows
     assert "videos: 4 ok, 0 partial, 4 failed" in p.stdout
 
 
-def test_archive_member_is_indexed(indexed, faces_dir, engine):
+def test_archive_member_is_indexed(indexed, faces_dir, sface_engine):
     from vidx.workers.images import load_rgb
 
     out, _ = indexed
     (row,) = [r for r in table(out, "videos").to_pylist() if r["path"].endswith("archive.zip::press/shd_obama.mp4")]
     assert row["status"] == "ok" and row["tracks"] >= 1
     tracks = [t for t in table(out, "face_tracks").to_pylist() if t["video_id"] == row["video_id"]]
-    ref = engine([load_rgb(faces_dir / "fr_obama.jpg")]).embeddings[0]
-    assert min(np.linalg.norm(np.asarray(t["embedding"]) - ref) for t in tracks) < 0.6
+    ref = sface_engine([load_rgb(faces_dir / "fr_obama.jpg")]).embeddings[0]
+    sp = sface_engine.space
+    assert min(sp.distance(np.asarray(t["embedding"]), ref) for t in tracks) < sp.match_distance
 
 
 def test_bad_inputs_are_failed_rows_with_specific_errors(indexed):

@@ -119,6 +119,14 @@ def _bilinear(flat: torch.Tensor, base: torch.Tensor, stride: torch.Tensor, nr: 
     return val.to(torch.uint8).reshape(-1, size, size, 3)
 
 
+def _start(images, image_index, size: int, device) -> tuple[PixelSource, np.ndarray, torch.Tensor | None]:
+    """(pixel source, image indices, an empty chip batch when there are no faces else None)."""
+    src = images if isinstance(images, PixelSource) else PixelSource(images, device)
+    image_index = np.asarray(image_index, np.int64)
+    empty = torch.zeros((0, size, size, 3), dtype=torch.uint8, device=src.device) if len(image_index) == 0 else None
+    return src, image_index, empty
+
+
 def extract_chips(images: PixelSource | Sequence[np.ndarray | torch.Tensor] | torch.Tensor,
                   image_index: np.ndarray, landmarks: np.ndarray, size: int = 150, padding: float = 0.25,
                   device: torch.device | str | None = None) -> torch.Tensor:
@@ -127,12 +135,10 @@ def extract_chips(images: PixelSource | Sequence[np.ndarray | torch.Tensor] | to
     Geometry is vectorised over faces; faces whose square needs dlib's pyramid (side above
     about 2 * size) get their own shrunken crop first, then all chips are sampled in one or
     two batched gathers."""
-    src = images if isinstance(images, PixelSource) else PixelSource(images, device)
-    dev = src.device
-    image_index = np.asarray(image_index, np.int64)
-    n = len(image_index)
-    if n == 0:
-        return torch.zeros((0, size, size, 3), dtype=torch.uint8, device=dev)
+    src, image_index, empty = _start(images, image_index, size, device)
+    if empty is not None:
+        return empty
+    dev, n = src.device, len(image_index)
     det = chip_details(landmarks, size, padding)
     r, ang = det.rects, det.angles
     H, W = src.height[image_index], src.width[image_index]
@@ -211,12 +217,9 @@ def arcface_chips(images: PixelSource | Sequence[np.ndarray | torch.Tensor] | to
     """(F, size, size, 3) uint8 chips aligned on the ArcFace template, as OpenCV's
     ``FaceRecognizerSF.alignCrop`` makes them (a similarity warp, bilinear, black outside the
     image), for all faces in one batched gather."""
-    src = images if isinstance(images, PixelSource) else PixelSource(images, device)
-    dev = src.device
-    image_index = np.asarray(image_index, np.int64)
-    n = len(image_index)
-    if n == 0:
-        return torch.zeros((0, size, size, 3), dtype=torch.uint8, device=dev)
+    src, image_index, empty = _start(images, image_index, size, device)
+    if empty is not None:
+        return empty
     m, t = arcface_transform(points, size)
     inv = np.linalg.inv(m)  # chip -> image: p = inv @ (q - t)
     amat = np.concatenate([inv, -(inv @ t[..., None])], -1)  # (F, 2, 3)

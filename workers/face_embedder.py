@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidx.workers import dlib_format, face_weights
+from vidx.workers.pixels import chip_batch
 
 CHIP_SIZE = 150
 DISTANCE_THRESHOLD = 0.6  # dlib's same-person rule on raw descriptors
@@ -175,14 +176,7 @@ class FaceEmbedder(nn.Module):
     @torch.inference_mode()
     def embed(self, chips: torch.Tensor | np.ndarray, batch_size: int | None = 64) -> np.ndarray:
         """Raw dlib descriptors (N, 128) float32 for uint8 chips (N, 150, 150, 3) or (N, 3, 150, 150)."""
-        if isinstance(chips, np.ndarray):
-            chips = torch.from_numpy(chips)
-        if chips.ndim != 4:
-            raise ValueError(f"expected a batch of chips, got shape {tuple(chips.shape)}")
-        if chips.shape[-1] == 3:
-            chips = chips.permute(0, 3, 1, 2)
-        if chips.shape[1:] != (3, CHIP_SIZE, CHIP_SIZE):
-            raise ValueError(f"chips must be {CHIP_SIZE}x{CHIP_SIZE} RGB, got {tuple(chips.shape)}")
+        chips = chip_batch(chips, CHIP_SIZE)
         batch_size = batch_size or 64
         out = [self(chips[i : i + batch_size]) for i in range(0, len(chips), batch_size)]
         if not out:

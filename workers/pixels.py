@@ -55,3 +55,17 @@ class PixelSource:
         """(base, height, width) of the given images as long tensors on the buffer's device."""
         to = lambda a: torch.as_tensor(a[which], dtype=torch.long, device=self.device)  # noqa: E731
         return to(self.base), to(self.height), to(self.width)
+
+
+def chip_batch(chips: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 RGB chips (N, size, size, 3) or (N, 3, size, size) as an (N, 3, size, size) tensor
+    (a view where it can be); a clear error for any other shape."""
+    if isinstance(chips, np.ndarray):
+        chips = torch.from_numpy(chips)
+    if chips.ndim != 4:
+        raise ValueError(f"expected a batch of chips, got shape {tuple(chips.shape)}")
+    if chips.shape[-1] == 3:
+        chips = chips.permute(0, 3, 1, 2)
+    if tuple(chips.shape[1:]) != (3, size, size):
+        raise ValueError(f"chips must be {size}x{size} RGB, got {tuple(chips.shape)}")
+    return chips

