@@ -211,20 +211,21 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from vidx.workers.faces import FaceEngine
+    from vidx.workers.faces import PHOTO_SIDE, FaceEngine
 
     sys.path.insert(0, str(Path(__file__).parent))
     from verify_faces import evaluate
 
     torch.set_num_threads(2)
-    engines = {"sface": FaceEngine(detector="retinaface", embedder="sface"),
-               "dlib": FaceEngine(detector="retinaface", embedder="dlib")}
+    engines = {"sface": FaceEngine(detector="retinaface", embedder="sface", photo_side=PHOTO_SIDE),
+               "dlib": FaceEngine(detector="retinaface", embedder="dlib", photo_side=PHOTO_SIDE)}
     rows = detections(args.out, read_labels(args.labels))
     embs = embed_all(rows, engines)
     report = {"embedders": [], "speed_ms_per_face": {} if args.no_speed else speed()}
     for name, eng in engines.items():
         r = analyse(name, eng.space, rows, embs[name], photo_embeddings(eng, args.data))
-        v = evaluate(args.data, FaceEngine(detector="dlib" if name == "dlib" else "retinaface", embedder=name))
+        v = evaluate(args.data, FaceEngine(detector="dlib" if name == "dlib" else "retinaface", embedder=name,
+                                           photo_side=PHOTO_SIDE))
         r["photo_pairs"] = {k: v[k] for k in ("pairs", "same_pairs", "threshold", "accuracy", "best_threshold",
                                               "best_accuracy")}
         report["embedders"].append(r)

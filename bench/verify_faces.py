@@ -105,10 +105,10 @@ def main(argv=None) -> int:
                     help="default dlib (retinaface with --embedder sface)")
     ap.add_argument("--embedder", default="dlib", choices=("dlib", "sface"))
     args = ap.parse_args(argv)
-    from vidx.workers.faces import FaceEngine
+    from vidx.workers.faces import PHOTO_SIDE, FaceEngine
 
     det = args.detector or ("retinaface" if args.embedder == "sface" else "dlib")
-    r = evaluate(args.data, FaceEngine(device=args.device, detector=det, embedder=args.embedder))
+    r = evaluate(args.data, FaceEngine(device=args.device, detector=det, embedder=args.embedder, photo_side=PHOTO_SIDE))
     print(f"detector: {det}; embedder: {args.embedder}")
     print(f"faces: {r['items']} ({r['identities']} identities); no face found in: {r['no_face'] or 'none'}")
     print(f"pairs: {r['pairs']} ({r['same_pairs']} same-person, {r['diff_pairs']} different-person)")

@@ -488,9 +488,13 @@ def pick_faces(photos: list[tuple[str, int | None]], engine) -> list[PhotoFace]:
         except ImageReadError as e:
             raise PeopleError(str(e)) from None
         faces = engine([img])
-        order = np.argsort(faces.boxes[:, 0], kind="stable")
+        kept = np.flatnonzero(faces.kept)  # faces an engine with quality gates refused are not offered
+        order = kept[np.argsort(faces.boxes[kept, 0], kind="stable")]
         if len(order) == 0:
-            raise PeopleError(f"{path}: no face found ({img.shape[1]}x{img.shape[0]}; faces need about 80 px)")
+            gated = len(faces) - len(kept)
+            why = (f"{gated} too weak or small for the index's quality gates" if gated
+                   else "faces need about 80 px" if getattr(engine.detector, "name", "") == "dlib_mmod" else "none detected")
+            raise PeopleError(f"{path}: no face found ({img.shape[1]}x{img.shape[0]}; {why})")
         boxes = [[int(v) for v in faces.boxes[i]] for i in order]
         if want is None and len(order) > 1:
             listing = "; ".join(f"{k}: box {b}" for k, b in enumerate(boxes))

@@ -35,7 +35,7 @@ def _engine(args, out: str | None = None):
     """The face engine: for photos given to an index (``out``), the index's detector and embedder;
     else the options' (default: dlib's detector and embedder, exact dlib)."""
     from vidx.jobs.engines import EngineChoiceError, engine_for_index
-    from vidx.workers.faces import FaceEngine
+    from vidx.workers.faces import PHOTO_SIDE, FaceEngine
     from vidx.workers.face_weights import WeightsError
     from vidx.workers.retinaface import RetinaFaceWeightsError
     from vidx.workers.sface import SFaceWeightsError
@@ -45,7 +45,7 @@ def _engine(args, out: str | None = None):
         if out is not None:
             return engine_for_index(out, detector, embedder, args.device, args.upsample)
         embedder = embedder or "dlib"
-        return FaceEngine(device=args.device, upsample=args.upsample, embedder=embedder,
+        return FaceEngine(device=args.device, upsample=args.upsample, embedder=embedder, photo_side=PHOTO_SIDE,
                           detector=detector or ("retinaface" if embedder == "sface" else "dlib"))
     except (WeightsError, RetinaFaceWeightsError, SFaceWeightsError, EngineChoiceError, ValueError, RuntimeError) as e:
         raise SystemExit(f"vidx: {e}") from None

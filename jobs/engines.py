@@ -1,5 +1,7 @@
-"""The face engine for photos given to an index (enrol, query by photo, serve): the detector and
-embedder the index was built with, so a photo's embedding is comparable with the index's."""
+"""The face engine for photos given to an index (enrol, query by photo, serve): the detector,
+embedder and quality gates the index was built with, so a photo's faces are found and embedded
+as the video's were (RetinaFace's weak detections, gated out of the index, are not offered as
+faces of a photo either)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,14 @@ class EngineChoiceError(ValueError):
     pass
 
 
+def _faces_config(out: str) -> dict:
+    return (Store(out).require_manifest().get("config") or {}).get("faces") or {}
+
+
 def index_models(out: str) -> tuple[str, str]:
     """(detector, embedder) config names an index was built with."""
-    m = Store(out).require_manifest()
-    emb = index_space(m).name
-    det = ((m.get("config") or {}).get("faces") or {}).get("detector") or ("retinaface" if emb == "sface" else "dlib")
+    emb = index_space(Store(out).require_manifest()).name
+    det = _faces_config(out).get("detector") or ("retinaface" if emb == "sface" else "dlib")
     return det, emb
 
 
@@ -23,9 +28,10 @@ def engine_for_index(out: str, detector: str | None = None, embedder: str | None
                      upsample: int = 0):
     """A FaceEngine matching the index at ``out``; an explicit embedder other than the index's is
     refused (its distances would mean nothing there)."""
-    from vidx.workers.faces import FaceEngine
+    from vidx.workers.faces import PHOTO_SIDE, FaceEngine, Gates
 
     det, emb = index_models(out)
+    fc = _faces_config(out)
     if embedder and embedder != emb:
         raise EngineChoiceError(
             f"{out} was built with the {emb} face embedder; a photo embedded with {embedder} cannot be compared "
@@ -34,4 +40,8 @@ def engine_for_index(out: str, detector: str | None = None, embedder: str | None
     if emb == "sface" and detector == "dlib":
         raise EngineChoiceError("this index uses the sface embedder, which aligns on RetinaFace's 5 points: "
                                 "leave out --detector or use --detector retinaface")
-    return FaceEngine(device=device, upsample=upsample, detector=detector or det, embedder=emb)
+    detector = detector or det
+    gates = Gates(min_score=float(fc.get("min_score", 0.0)) if detector == "retinaface" else 0.0,
+                  min_size=float(fc.get("min_size", 0.0)), min_sharpness=float(fc.get("min_sharpness", 0.0)))
+    return FaceEngine(device=device, upsample=upsample, detector=detector, embedder=emb, gates=gates,
+                      photo_side=PHOTO_SIDE)

@@ -120,8 +120,8 @@ def _segments(rows):
 
 
 def test_join_tracks_across_chunk_boundary():
-    cfg = load_config()
-    e1, e2 = np.zeros(128), np.full(128, 0.1)  # distance 1.13: different people
+    cfg = load_config()  # SFace: cosine distance
+    e1, e2 = np.eye(128)[0], np.eye(128)[1]  # cosine distance 1 (euclidean 1.41): different people
     seg = lambda sid, c, s, e, emb, q: dict(  # noqa: E731
         segment_id=sid, video_id="v", chunk=c, start_s=s, end_s=e, detections=4, weight=2.0, embedding=emb,
         first_box=[0, 0, 1, 1], last_box=[0, 0, 1, 1], first_embedding=emb, last_embedding=emb,

@@ -26,8 +26,8 @@ def test_verification_pairs_sface(data_dir):
     """SFace on the same pairs (RetinaFace's points, the johns chips as photos): it ties dlib."""
     from verify_faces import evaluate
 
-    from vidx.workers.faces import FaceEngine
+    from vidx.workers.faces import PHOTO_SIDE, FaceEngine
 
-    r = evaluate(data_dir, FaceEngine(detector="retinaface", embedder="sface"))
+    r = evaluate(data_dir, FaceEngine(detector="retinaface", embedder="sface", photo_side=PHOTO_SIDE))
     assert r["identities"] >= 20 and r["same_pairs"] >= 200 and r["diff_pairs"] >= 3000
     assert r["threshold"] == 0.55 and r["accuracy"] >= 0.99

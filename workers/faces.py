@@ -111,10 +111,11 @@ class DlibMMOD:
 
 
 DETECTORS = ("retinaface", "dlib")
+PHOTO_SIDE = 640  # RetinaFace on photos: faces up to about 600 px fit its largest anchors (512 px)
 
 
 def make_detector(name: str, device: str | torch.device = "cpu", upsample: int = 0,
-                  score_threshold: float = 0.8) -> Detector:
+                  score_threshold: float = 0.8, max_side: int = 0) -> Detector:
     """``retinaface`` (RetinaFace-MNet0.25: finds small and turned faces, ~20x faster per frame on
     a CPU) or ``dlib`` (dlib's MMOD CNN, exact to dlib, fully CC0)."""
     if name == "dlib":
@@ -122,7 +123,7 @@ def make_detector(name: str, device: str | torch.device = "cpu", upsample: int =
     if name == "retinaface":
         from vidx.workers.retinaface import RetinaFace
 
-        return RetinaFace(device, score_threshold=score_threshold)
+        return RetinaFace(device, score_threshold=score_threshold, max_side=max_side)
     raise ValueError(f"unknown face detector {name!r} (choose from {', '.join(DETECTORS)})")
 
 
@@ -140,10 +141,11 @@ class FaceEngine:
 
     def __init__(self, device: str | torch.device | None = "cpu", upsample: int = 0,
                  detector: Detector | str | None = None, embedder: Embedder | str | None = None,
-                 embed_batch: int | None = None, gates: Gates | None = None):
+                 embed_batch: int | None = None, gates: Gates | None = None, photo_side: int = 0):
         """detector: a Detector, or a name from DETECTORS (default dlib).  embedder: an Embedder, or
         a name from embedders.NAMES (default dlib; sface needs RetinaFace's points).  gates: quality
-        gates (none by default: every detected face is embedded)."""
+        gates (none by default: every detected face is embedded).  photo_side: RetinaFace searches
+        images larger than this at this size (photos, whose faces can outgrow its anchors; 0 = off)."""
         self.device = resolve_device(device)
         self.gates = gates
         emb_name = embedder if isinstance(embedder, str) else None
@@ -154,7 +156,7 @@ class FaceEngine:
             # with a score gate, RetinaFace reports weaker faces too, so they are kept as rejected
             thr = min(0.5, gates.min_score) if gates and gates.min_score else 0.8
             detector = make_detector(detector or ("retinaface" if emb_name == "sface" else "dlib"), self.device,
-                                     upsample, thr)
+                                     upsample, thr, photo_side)
         self.detector = detector
         if embedder is None or isinstance(embedder, str):
             embedder = embedders.make_embedder(embedder or "dlib", self.device)

@@ -216,12 +216,15 @@ class RetinaFace:
 
     def __init__(self, device: str | torch.device = "cpu", score_threshold: float = 0.5, nms_iou: float = 0.4,
                  top_k: int = 5000, keep_top_k: int = 750, batch_size: int | None = None,
-                 weights: str | Path | None = None, backend: str = "auto"):
+                 weights: str | Path | None = None, backend: str = "auto", max_side: int = 0):
         """backend: ``torch`` (any device), ``onnxruntime`` (CPU), or ``auto``: onnxruntime on the
         CPU, torch elsewhere.  Measured on 2 cores (bench/bench_faces.py): onnxruntime runs this
         graph 1.5-2.7x faster than torch's CPU kernels (depthwise convolutions); on a GPU the
         torch model batches frames already on the device."""
         self.device = torch.device(device)
+        # max_side (photos): larger images are searched at this size, boxes and points mapped back.  The
+        # largest anchors are 512 px: a face filling a 1400 px portrait came out as two partial faces.
+        self.max_side = max_side
         model = onnx_bytes(weights)
         if backend == "auto":
             backend = "onnxruntime" if self.device.type == "cpu" and _has_onnxruntime() else "torch"
@@ -262,6 +265,15 @@ class RetinaFace:
             imgs = list(images)
         else:
             imgs = [as_image_tensor(im) for im in images]
+        scale = [1.0] * len(imgs)
+        if self.max_side:
+            for i, im in enumerate(imgs):
+                h, w = im.shape[:2]
+                if max(h, w) > self.max_side:
+                    scale[i] = self.max_side / max(h, w)
+                    x = im.permute(2, 0, 1)[None].float()
+                    x = F.interpolate(x, size=(max(1, round(h * scale[i])), max(1, round(w * scale[i]))), mode="area")
+                    imgs[i] = x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
         out: list[RawFaces | None] = [None] * len(imgs)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(imgs):
@@ -272,7 +284,7 @@ class RetinaFace:
                 x = torch.stack([imgs[i].to(self.device, non_blocking=True) for i in part])
                 x = x.permute(0, 3, 1, 2).flip(1).float() - self.mean  # RGB -> BGR, minus mean
                 for i, r in zip(part, self._decode(*self.forward(x), h, w)):
-                    out[i] = r
+                    out[i] = r if scale[i] == 1.0 else RawFaces(r.boxes / scale[i], r.scores, r.landmarks / scale[i])
         return out  # type: ignore[return-value]
 
     def _decode(self, loc, conf, lms, sizes, h, w) -> list[RawFaces]:
