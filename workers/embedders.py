@@ -85,7 +85,7 @@ SPACES = {
     # sface: calibrated on the shared clips' tracks (bench/calibrate_embedders.py, README table)
     # (detections: same person 95% < 0.50, 99% < 0.62; different people 1% < 0.72.  Consecutive
     # detections of a track: 95% < 0.43; the nearest other person in the same clip: >= 0.57.
-    # Photos: own tracks <= 0.45, others' >= 0.65.  Tracks: different people >= 0.69.)
+    # Photos: own tracks <= 0.41, others' >= 0.63.  Tracks: different people >= 0.69.)
     "sface": Space("sface", "sface_2021dec", "cosine", link_distance=0.5, overlap_distance=0.55,
                    join_distance=0.5, cluster_distance=0.5, match_distance=0.55, same_person=0.55),
 }
