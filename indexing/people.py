@@ -39,7 +39,7 @@ import pyarrow.compute as pc
 from vidx.indexing import faces_index, schemas
 from vidx.indexing.store import IndexError_, Store, read_index_table
 from vidx.jobs.config import PeopleConfig, fill_distances
-from vidx.workers.embedders import Space, space
+from vidx.workers.embedders import Space, from_similarity, space
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +123,8 @@ def cluster(emb: np.ndarray, distance: float, neighbours: int = 30, index: faces
         flat = faiss.IndexFlatIP(emb.shape[1])
         flat.add(faces_index.unit(emb))
         sims, nb = flat.search(faces_index.unit(emb), k)
-    sp = Space("", "", metric, *([0.0] * 6))
-    norm = np.linalg.norm(emb, axis=1)  # euclidean needs the norms: |a|^2 + |b|^2 - 2 cos |a| |b|
-    dist = sp.from_similarity(sims, norm[:, None], norm[np.maximum(nb, 0)])
+    norm = np.linalg.norm(emb, axis=1)
+    dist = from_similarity(sims, norm[:, None], norm[np.maximum(nb, 0)], metric)
     rows = np.repeat(np.arange(n), k)
     cols = nb.ravel()
     ok = (cols >= 0) & (rows != cols)
@@ -519,8 +518,8 @@ def enroll(out: str, name: str, faces: list[PhotoFace]) -> RefreshResult:
     sp = index_space(store.require_manifest(f"index videos into it first ('vidx index ... --out {out}')"))
     wrong = sorted({f.embedder for f in faces if f.embedder and f.embedder != sp.model})
     if wrong:
-        raise PeopleError(f"{out} was built with the {sp.name} face embedder ({sp.model}); these photos were embedded "
-                          f"with {', '.join(wrong)}: embed them with {sp.name} (vidx enroll does so by itself)")
+        raise PeopleError(f"{sp.built_with(out)}; these photos were embedded with {', '.join(wrong)}: embed them "
+                          f"with {sp.name} (vidx enroll does so by itself)")
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     new = pa.table({"name": [name] * len(faces),
                     "photo": [f.photo if f.photo.startswith("upload:") else os.path.abspath(f.photo) for f in faces],

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from vidx.indexing import faces_index, people, schemas
 from vidx.indexing.store import IndexError_, Store, read_index_table
+from vidx.workers.embedders import BY_MODEL, SPACES, space
 
 class QueryError(ValueError):
     """The query cannot be answered as asked (unknown person or video, bad range...)."""
@@ -114,10 +115,11 @@ class QueryEngine:
     def check_embedder(self, name: str | None) -> None:
         """A face embedded by another embedder than the index's is refused, saying what to do."""
         if name and name not in (self.space.name, self.space.model):
-            raise QueryError(f"{self.out} was built with the {self.space.name} face embedder ({self.space.model}); this "
-                             f"face was embedded with {name}, whose distances mean nothing here. Embed the photo with "
-                             f"{self.space.name} (vidx query --face does so by itself), or index the videos again "
-                             f"into a new folder with --set faces.embedder={name}")
+            known = name in SPACES or name in BY_MODEL
+            raise QueryError(f"{self.space.built_with(self.out)}; this face was embedded with {name}, whose distances "
+                             f"mean nothing here. Embed the photo with {self.space.name} (vidx query --face does so by "
+                             f"itself), or index the videos again into a new folder with --set faces.embedder="
+                             f"{space(name).name if known else name}")
 
     def _video_ids(self, video: str) -> list[str]:
         rows = self.db.cursor().execute(

@@ -257,7 +257,8 @@ def cmd_query(args) -> int:
         engine = QueryEngine(args.out)
         picked = _pick([args.face], args)[0] if args.face else None
         rows = engine.search(Query(face=None if picked is None else picked.embedding,
-                                   face_embedder=None if picked is None else picked.embedder, person=args.person, person_id=args.person_id, actions=args.action or [],
+                                   face_embedder=None if picked is None else picked.embedder, person=args.person,
+                                   person_id=args.person_id, actions=args.action or [],
                                    video=args.video, start=args.start, end=args.end, min_score=args.min_score,
                                    limit=args.limit, max_distance=args.max_distance))
         if args.thumbnails:
@@ -316,7 +317,8 @@ def cmd_serve(args) -> int:
 
     from vidx.jobs.serve import serve
 
-    serve(args.out, args.host, args.port, args.token or os.environ.get("VIDX_TOKEN") or None, args.detector)  # None: the index's
+    # detector None: the index's own
+    serve(args.out, args.host, args.port, args.token or os.environ.get("VIDX_TOKEN") or None, args.detector)
     return 0
 
 
@@ -352,10 +354,13 @@ def _face_options(p: argparse.ArgumentParser, index: bool = False) -> None:
 
 
 def compare_parser() -> argparse.ArgumentParser:
+    from vidx.workers.embedders import SPACES
+
     c = argparse.ArgumentParser(
         prog="vidx faces compare",
         description="Distance between the largest faces of two photos, and whether they are the "
-        "same person (dlib: euclidean distance < 0.6; sface: cosine distance < 0.5).")
+        f"same person (dlib: euclidean distance < {SPACES['dlib'].same_person}; sface: cosine distance < "
+        f"{SPACES['sface'].same_person}).")
     c.add_argument("photos", nargs="*", metavar="PHOTO", help="exactly two photos")
     _face_options(c)
     c.set_defaults(func=cmd_compare)

@@ -13,14 +13,16 @@ class EngineChoiceError(ValueError):
     pass
 
 
-def _faces_config(out: str) -> dict:
-    return (Store(out).require_manifest().get("config") or {}).get("faces") or {}
+def _models(m: dict) -> tuple[str, str, dict]:
+    """(detector, embedder, faces config) an index was built with, from its manifest."""
+    emb = index_space(m).name
+    fc = (m.get("config") or {}).get("faces") or {}
+    return fc.get("detector") or ("retinaface" if emb == "sface" else "dlib"), emb, fc
 
 
 def index_models(out: str) -> tuple[str, str]:
     """(detector, embedder) config names an index was built with."""
-    emb = index_space(Store(out).require_manifest()).name
-    det = _faces_config(out).get("detector") or ("retinaface" if emb == "sface" else "dlib")
+    det, emb, _ = _models(Store(out).require_manifest())
     return det, emb
 
 
@@ -30,13 +32,13 @@ def engine_for_index(out: str, detector: str | None = None, embedder: str | None
     refused (its distances would mean nothing there)."""
     from vidx.workers.faces import PHOTO_SIDE, FaceEngine, Gates
 
-    det, emb = index_models(out)
-    fc = _faces_config(out)
+    m = Store(out).require_manifest()
+    det, emb, fc = _models(m)
     if embedder and embedder != emb:
         raise EngineChoiceError(
-            f"{out} was built with the {emb} face embedder; a photo embedded with {embedder} cannot be compared "
-            f"with it. Leave out --embedder (photos then use {emb}), or index the videos again with "
-            f"--set faces.embedder={embedder} into a new folder")
+            f"{index_space(m).built_with(out)}; a photo embedded with {embedder} cannot be compared with it. Leave out "
+            f"--embedder (photos then use {emb}), or index the videos again with --set faces.embedder={embedder} "
+            "into a new folder")
     if emb == "sface" and detector == "dlib":
         raise EngineChoiceError("this index uses the sface embedder, which aligns on RetinaFace's 5 points: "
                                 "leave out --detector or use --detector retinaface")

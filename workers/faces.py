@@ -41,7 +41,6 @@ class Embedder(Protocol):
     name: str
     dim: int
     chip_size: int
-    metric: str  # euclidean | cosine
 
     def embed(self, chips: torch.Tensor | np.ndarray) -> np.ndarray: ...
 

@@ -183,7 +183,6 @@ class SFace:
     name = "sface_2021dec"
     dim = 128
     chip_size = CHIP_SIZE
-    metric = "cosine"
 
     def __init__(self, device: str | torch.device = "cpu", backend: str = "auto", weights: str | Path | None = None):
         """backend: ``torch`` (any device), ``onnxruntime`` or ``opencv`` (CPU), or ``auto``: opencv on
@@ -214,9 +213,6 @@ class SFace:
             opts.intra_op_num_threads = torch.get_num_threads()
             opts.inter_op_num_threads = 1
             self.session = ort.InferenceSession(_batched(model), opts, providers=["CPUExecutionProvider"])
-
-    def to(self, device) -> "SFace":  # FaceEngine moves models with .to(); the device is fixed here
-        return self
 
     def raw(self, x: torch.Tensor) -> np.ndarray:
         """The network's own output (not unit length) for (N, 3, 112, 112) float RGB pixels."""

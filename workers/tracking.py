@@ -2,8 +2,9 @@
 
 Online and greedy: each sampled frame's detections are matched to the open tracks in order of
 cost (embedding distance minus a bonus for overlap) under two gates, a link distance in the
-embedder's metric (euclidean for dlib, cosine for SFace) and a maximum time gap.  The cost matrix of a frame is computed at once; the loop is
-over sampled frames and matches (a few per frame).  A track keeps a quality-weighted sum of
+embedder's metric (euclidean for dlib, cosine for SFace) and a maximum time gap.  The cost
+matrix of a frame is computed at once; the loop is over sampled frames and matches (a few per
+frame).  A track keeps a quality-weighted sum of
 its embeddings and a JPEG thumbnail of its best detection.
 """
 
