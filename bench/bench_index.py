@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
-    from vidx.jobs.config import load_config
+    from vidx.configs.config import load_config
     from vidx.jobs.index import chunk_rows, list_inputs, plan_video, run_index
     from vidx.workers.chunk_worker import ChunkIndexer
 

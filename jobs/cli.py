@@ -185,7 +185,7 @@ def _photo_arg(arg: str) -> tuple[str, int | None]:
 
 
 def _pick(photos: list[str], args):
-    from vidx.indexing.people import pick_faces
+    from vidx.jobs.engines import pick_faces
 
     return pick_faces([_photo_arg(p) for p in photos], _engine(args, out=args.out))
 
@@ -354,7 +354,7 @@ def _face_options(p: argparse.ArgumentParser, index: bool = False) -> None:
 
 
 def compare_parser() -> argparse.ArgumentParser:
-    from vidx.workers.embedders import SPACES
+    from vidx.configs.spaces import SPACES
 
     c = argparse.ArgumentParser(
         prog="vidx faces compare",
@@ -369,7 +369,7 @@ def compare_parser() -> argparse.ArgumentParser:
 
 def cmd_index(args) -> int:
     from vidx.indexing.store import IndexError_
-    from vidx.jobs.config import ConfigError, load_config
+    from vidx.configs.config import ConfigError, load_config
     from vidx.jobs.index import run_index
 
     sets = args.set + (["actions.enabled=false"] if args.no_actions else [])

@@ -5,7 +5,7 @@ faces of a photo either)."""
 
 from __future__ import annotations
 
-from vidx.indexing.people import index_space
+from vidx.indexing.people import PeopleError, PhotoFace, index_space
 from vidx.indexing.store import Store
 
 
@@ -47,3 +47,37 @@ def engine_for_index(out: str, detector: str | None = None, embedder: str | None
                   min_size=float(fc.get("min_size", 0.0)), min_sharpness=float(fc.get("min_sharpness", 0.0)))
     return FaceEngine(device=device, upsample=upsample, detector=detector, embedder=emb, gates=gates,
                       photo_side=PHOTO_SIDE)
+
+
+def pick_faces(photos: list[tuple[str, int | None]], engine) -> list[PhotoFace]:
+    """One face per photo (``(path, face index or None)``), faces numbered left to right.  A photo
+    that cannot be read, has no face, or has several and no index given is refused, naming it."""
+    import numpy as np
+
+    from vidx.workers.images import ImageReadError, load_rgb
+
+    picked = []
+    for path, want in photos:
+        try:
+            img = load_rgb(path)
+        except ImageReadError as e:
+            raise PeopleError(str(e)) from None
+        faces = engine([img])
+        kept = np.flatnonzero(faces.kept)  # faces an engine with quality gates refused are not offered
+        order = kept[np.argsort(faces.boxes[kept, 0], kind="stable")]
+        if len(order) == 0:
+            gated = len(faces) - len(kept)
+            why = (f"{gated} too weak or small for the index's quality gates" if gated
+                   else "faces need about 80 px" if getattr(engine.detector, "name", "") == "dlib_mmod" else "none detected")
+            raise PeopleError(f"{path}: no face found ({img.shape[1]}x{img.shape[0]}; {why})")
+        boxes = [[int(v) for v in faces.boxes[i]] for i in order]
+        if want is None and len(order) > 1:
+            listing = "; ".join(f"{k}: box {b}" for k, b in enumerate(boxes))
+            raise PeopleError(f"{path}: {len(order)} faces ({listing}); pick one with {path}@N")
+        k = want or 0
+        if not 0 <= k < len(order):
+            raise PeopleError(f"{path}: face {k} asked for, the photo has {len(order)} (0..{len(order) - 1})")
+        i = order[k]
+        picked.append(PhotoFace(path, k, [float(v) for v in faces.boxes[i]], faces.embeddings[i],
+                                getattr(engine.embedder, "name", "")))
+    return picked

@@ -32,9 +32,9 @@ import pyarrow.fs as pafs
 
 from vidx.indexing import schemas
 from vidx.indexing.store import Store, resolve
-from vidx.jobs.config import Config
+from vidx.configs.config import Config
 from vidx.workers import decode, sface, sources
-from vidx.workers.embedders import space
+from vidx.configs.spaces import space
 
 log = logging.getLogger(__name__)
 

@@ -39,6 +39,7 @@ from vidx.indexing import people as people_mod
 from vidx.indexing.faces_index import FaceIndexError
 from vidx.indexing.query import Query, QueryEngine, QueryError
 from vidx.indexing.store import IndexError_
+from vidx.jobs.engines import pick_faces
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ async def _photo(upload: UploadFile, face: int | None, state: State) -> np.ndarr
         f.write(data)
         f.flush()
         try:
-            picked = people_mod.pick_faces([(f.name, face)], state.faces())[0]
+            picked = pick_faces([(f.name, face)], state.faces())[0]
         except people_mod.PeopleError as e:
             msg = str(e).replace(f.name, upload.filename or "the photo").replace("@N", " and choose a face")
             raise HTTPException(422, msg) from None

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from vidx.indexing import schemas
-from vidx.jobs.config import ConfigError, load_config
+from vidx.configs.config import ConfigError, load_config
 from vidx.jobs.index import content_id, join_tracks, list_inputs
 from vidx.workers import decode
 from vidx.workers.tracking import Tracker, TrackParams, iou_matrix

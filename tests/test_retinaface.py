@@ -102,7 +102,7 @@ def test_decoding_matches_the_package_on_its_own_preprocessing(faces_dir, monkey
 
 @pytest.mark.media
 def test_crowd_clip_recall_against_faces_counted_by_eye(data_dir, capsys):
-    from vidx.jobs.config import Config
+    from vidx.configs.config import Config
     from vidx.workers import decode
     from vidx.workers.faces import DlibMMOD
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from vidx.workers import embedders, sface
+from vidx.configs import spaces
+from vidx.workers import sface
 from vidx.workers.face_align import ARCFACE_112, arcface_chips, arcface_transform
 
 
@@ -87,25 +88,25 @@ def test_missing_package_names_it(monkeypatch):
 def test_spaces_measure_in_their_own_metric():
     a = np.array([[3.0, 4.0] + [0.0] * 126], np.float32)
     b = np.array([[4.0, 3.0] + [0.0] * 126], np.float32)
-    cos, euc = embedders.space("sface"), embedders.space("dlib")
+    cos, euc = spaces.space("sface"), spaces.space("dlib")
     assert cos.pairwise(a, b)[0, 0] == pytest.approx(1 - 24 / 25, abs=1e-6)
     assert cos.distance(a[0], b[0]) == pytest.approx(1 - 24 / 25, abs=1e-6)
     assert euc.pairwise(a, b)[0, 0] == pytest.approx(np.sqrt(2), abs=1e-5)
     sims = np.array([[24 / 25]])
     assert cos.from_similarity(sims, 5.0, 5.0)[0, 0] == pytest.approx(1 - 24 / 25)
     assert euc.from_similarity(sims, np.array([[5.0]]), np.array([[5.0]]))[0, 0] == pytest.approx(np.sqrt(2))
-    assert embedders.space("sface_2021dec") is cos and embedders.space("dlib_resnet_v1") is euc
+    assert spaces.space("sface_2021dec") is cos and spaces.space("dlib_resnet_v1") is euc
     with pytest.raises(ValueError, match="unknown face embedder"):
-        embedders.space("arcface")
+        spaces.space("arcface")
 
 
 def test_config_fills_thresholds_from_the_embedder():
-    from vidx.jobs.config import ConfigError, load_config
+    from vidx.configs.config import ConfigError, load_config
 
     s = load_config()
     assert s.faces.embedder == "sface"
-    assert (s.tracking.link_distance, s.people.match_distance) == (embedders.SPACES["sface"].link_distance,
-                                                                     embedders.SPACES["sface"].match_distance)
+    assert (s.tracking.link_distance, s.people.match_distance) == (spaces.SPACES["sface"].link_distance,
+                                                                     spaces.SPACES["sface"].match_distance)
     d = load_config(None, ["faces.embedder=dlib", "faces.detector=dlib"])
     assert (d.tracking.link_distance, d.people.cluster_distance, d.people.match_distance) == (0.55, 0.5, 0.6)
     mine = load_config(None, ["people.match_distance=0.42"])
@@ -157,7 +158,7 @@ def test_enrolment_and_the_cli_keep_to_the_index_embedder(tmp_path):
 
 
 def test_index_run_refuses_another_embedder(tmp_path):
-    from vidx.jobs.config import load_config
+    from vidx.configs.config import load_config
     from vidx.jobs.index import run_index
 
     out, _ = _two_people_index(tmp_path, "dlib_resnet_v1")

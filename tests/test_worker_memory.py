@@ -12,7 +12,7 @@ import pytest
 PROBE = textwrap.dedent("""
     import json, sys, threading, time
     import psutil
-    from vidx.jobs.config import load_config
+    from vidx.configs.config import load_config
     from vidx.workers.chunk_worker import ChunkIndexer
     from vidx.jobs.index import Input, chunk_rows, plan_video
     path, out, device = sys.argv[1], sys.argv[2], sys.argv[3]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vidx.configs.spaces import space
 from vidx.workers import embedders
 from vidx.workers.face_align import arcface_chips, extract_chips
 from vidx.workers.face_detector import Detections, FaceDetector
@@ -160,7 +161,7 @@ class FaceEngine:
         if embedder is None or isinstance(embedder, str):
             embedder = embedders.make_embedder(embedder or "dlib", self.device)
         self.embedder = embedder
-        self.space = embedders.space(embedder.name)
+        self.space = space(embedder.name)
         # dlib's chips need dlib's landmarks; SFace's come from the detector's points
         self.landmarks = LandmarkPredictor().to(self.device) if self.space.name == "dlib" else None
         self.embed_batch = embed_batch

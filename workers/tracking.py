@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from vidx.workers.embedders import pairwise
+from vidx.configs.spaces import pairwise
 
 
 @dataclass

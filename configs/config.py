@@ -1,8 +1,8 @@
 """Typed configuration: dataclass defaults, then a YAML preset, then ``--set key=value``.
 
-Presets live in ``configs/`` (default = one machine, gpu, cluster).  Unknown keys and values
+Presets live beside it in ``configs/`` (default = one machine, gpu, cluster).  Unknown keys and values
 of the wrong type or range are refused with a message naming the key.  Distance thresholds
-left at 0 take the calibrated value of the chosen embedder (``vidx.workers.embedders``):
+left at 0 take the calibrated value of the chosen embedder (``vidx.configs.spaces``):
 distances of SFace (cosine) and dlib (euclidean) are not comparable.
 """
 
@@ -90,8 +90,8 @@ class Config:
 
 
 def fill_distances(embedder: str, tracking: "TrackingConfig | None", people: "PeopleConfig | None") -> None:
-    """Thresholds left at 0 take the named embedder's calibrated values (vidx.workers.embedders)."""
-    from vidx.workers.embedders import space
+    """Thresholds left at 0 take the named embedder's calibrated values (vidx.configs.spaces)."""
+    from vidx.configs.spaces import space
 
     sp = space(embedder)
     for sec, keys in ((tracking, ("link_distance", "overlap_distance", "join_distance")),
