@@ -245,6 +245,18 @@ def cmd_people(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from vidx.indexing.evaluate import TruthError, evaluate, format_report
+
+    try:
+        rep = evaluate(args.out, args.truth)
+    except (TruthError, *_people_errors()) as e:
+        log.error("vidx eval: %s", e)
+        return 2
+    print(json.dumps(rep.to_dict(), indent=1) if args.json else format_report(rep))
+    return 0
+
+
 def cmd_query(args) -> int:
     import csv
 
@@ -558,6 +570,15 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--tracks", nargs="+", help="split: move these tracks to a new person")
     pp.add_argument("--json", action="store_true")
     pp.set_defaults(func=cmd_people)
+    ev = sub.add_parser("eval", help="measure an index's people and actions against a truth CSV written by eye",
+                        description="Truth rows: video,person,start_s,end_s (optional: action instead of person, "
+                        "hard, x_min, x_max); times in seconds from each video's first frame. Reports recall of "
+                        "true seconds, false seconds and precision per person, tracks of one person overlapping "
+                        "in time, B-cubed clustering precision/recall, and action segment P/R/F1 at tIoU 0.5.")
+    ev.add_argument("out", metavar="OUT")
+    ev.add_argument("--truth", required=True, metavar="FILE.csv")
+    ev.add_argument("--json", action="store_true", help="the report as one JSON object")
+    ev.set_defaults(func=cmd_eval)
     q = sub.add_parser("query", help="who appears where, doing what, when",
                        description="Appearances (face tracks) of a person - from a photo, a name or an id - "
                        "with the action segments overlapping them; or, with --action alone, who was on "

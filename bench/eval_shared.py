@@ -1,0 +1,58 @@
+"""Index the shared clips, enrol the two named people from their photos, and evaluate against the
+truth written by eye (tests/truth/shared_clips.csv): the numbers of the README's "Identities" table.
+
+    python bench/eval_shared.py OUT [--embedder sface|dlib] [--reuse] [--json]
+
+Obama is enrolled from five photos as a user would pick them: two portraits, the small 320x240
+one, a briefing-room shot and the partial face cut at the image edge (the weak photo); Biden from
+his two.  --reuse evaluates an index already in OUT (indexed by an older vidx, say) after
+enrolling into it.  Needs ../shared/data (internal test media; never part of the quick start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+TRUTH = ROOT / "tests" / "truth" / "shared_clips.csv"
+ENROL = {
+    "Barack Obama": ["fr_obama.jpg", "fr_obama2.jpg", "fr_obama_small.jpg", "fr_knntest_obama1.jpg",
+                     "fr_obama_partial_face.jpg"],
+    "Joe Biden": ["fr_biden.jpg", "fr_biden2.jpg"],
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("out")
+    ap.add_argument("--embedder", default="sface", choices=("sface", "dlib"))
+    ap.add_argument("--reuse", action="store_true", help="evaluate the index already in OUT")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from vidx.indexing.evaluate import evaluate, format_report
+    from vidx.jobs.cli import main as vidx
+
+    if not (DATA / "videos").is_dir():
+        print(f"{DATA}/videos is missing (the shared test media)", file=sys.stderr)
+        return 2
+    if not args.reuse:
+        rc = vidx(["index", str(DATA / "videos"), "--out", args.out, "--no-actions", "--embedder", args.embedder])
+        if rc:
+            return rc
+    for name, photos in ENROL.items():
+        rc = vidx(["enroll", args.out, "--name", name, *[str(DATA / "faces" / p) for p in photos]])
+        if rc:
+            return rc
+    rep = evaluate(args.out, str(TRUTH))
+    print(json.dumps(rep.to_dict(), indent=1) if args.json else format_report(rep))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
