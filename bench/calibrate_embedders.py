@@ -103,15 +103,16 @@ def pct(x: np.ndarray, q) -> str:
 
 
 def analyse(name, sp, rows, emb, photos) -> dict:
-    from vidx.workers.tracking import quality
+    from vidx.workers.tracking import face_quality
 
     person = np.array([r["person"] for r in rows])
     track = np.array([r["track"] for r in rows])
     video = np.array([r["video_id"] for r in rows])
     t = np.array([r["t"] for r in rows])
     boxes = np.array([[r["x1"], r["y1"], r["x2"], r["y2"]] for r in rows])
-    q = quality(boxes, np.array([r["score"] for r in rows]))
-    # tracks as vidx writes them: the quality-weighted mean of their detections
+    q = face_quality(boxes, np.array([r["score"] for r in rows]), np.array([r["sharpness"] for r in rows]),
+                     np.array([r["points"] for r in rows], np.float64)) ** 2
+    # tracks as vidx writes them: the mean of their detections weighted by quality squared
     tids = sorted(set(track.tolist()))
     temb = np.stack([(emb[track == k] * q[track == k, None]).sum(0) / q[track == k].sum() for k in tids])
     tper = np.array([person[track == k][0] for k in tids])

@@ -60,6 +60,10 @@ class PeopleConfig:
     cluster_distance: float = 0.0  # tracks join one person below this average-linkage distance (0: the embedder's)
     match_distance: float = 0.0  # a photo (enrolled or queried) matches a track below this (0: the embedder's)
     neighbours: int = 30  # k of the k-nearest-neighbour graph clustering works on
+    # tracks of this quality (face_tracks.quality, 0-1) and up form people; weaker ones only join a person
+    # clearly nearest to them (README "Identities": chosen on the shared clips' tracks)
+    min_quality: float = 0.25
+    attach_margin: float = 0.1  # ...nearer by at least this than to any other person (the embedder's metric)
     index_exact_below: int = 100_000  # FAISS: exact search below this many tracks, IVF above
     index_codec: str = "SQ8"  # IVF code: SQ8 (recall@10 ~0.96) or PQ16x8 / PQ64x8 (smaller, ~0.6-0.8)
 
@@ -125,6 +129,8 @@ _RULES = {
     "people.cluster_distance": lambda v: 0 <= v <= 2,
     "people.match_distance": lambda v: 0 <= v <= 2,
     "people.neighbours": lambda v: 1 <= v <= 1000,
+    "people.min_quality": lambda v: 0 <= v <= 1,
+    "people.attach_margin": lambda v: 0 <= v <= 2,
     "people.index_exact_below": lambda v: v >= 0,
     "people.index_codec": lambda v: v in ("SQ8", "PQ16x8", "PQ32x8", "PQ64x8"),
     "ray.actors": lambda v: v >= 0,

@@ -323,37 +323,48 @@ def _people(out: str, m: dict, rows: list[TruthRow], person_rows: list[TruthRow]
         report.people.append(PersonScore(p, p in named, matched.get(p, []), true_s * STEP_S, found * STEP_S,
                                          reported * STEP_S, false * STEP_S))
     report.people.sort(key=lambda s: (not s.named, s.person))
-    report.bcubed = _bcubed(out, con, person_rows, duration)
+    report.bcubed = _bcubed(out, con, person_rows)
 
 
-def _bcubed(out: str, con: duckdb.DuckDBPyConnection, person_rows: list[TruthRow],
-            duration: dict[str, float]) -> dict[str, Any]:
-    """B-cubed precision / recall of vidx's people over the tracks the truth attributes to one person."""
-    dets = read_index_table(out, "face_detections").select(["video_id", "segment_id", "x1", "x2"])
-    con.register("dets", dets)
+def attribute_tracks(out: str, person_rows: list[TruthRow], con: duckdb.DuckDBPyConnection | None = None
+                     ) -> dict[str, tuple[str, str]]:
+    """track_id -> (truth person, vidx person) for the tracks the truth attributes to one person:
+    the one person whose rows (hard ones too) cover the track's times and its mean face centre."""
+    con = con or duckdb.connect()
+    identities, _ = people_mod.load(out)
+    con.register("ids_", identities.select(["track_id", "person_id"]))
+    con.register("tracks_", read_index_table(out, "face_tracks").select(["track_id", "video_id", "start_s", "end_s",
+                                                                         "segments"]))
+    con.register("dets", read_index_table(out, "face_detections").select(["video_id", "segment_id", "x1", "x2"]))
     con.register("videos_", read_index_table(out, "videos").select(["video_id", "width"]))
+    con.register("tv_", pa.table({"video_id": sorted({r.video_id for r in person_rows})}))
     rows = con.execute("""
         WITH seg AS (SELECT segment_id, avg((x1 + x2) / 2) AS cx, count(*) AS n FROM dets
                      WHERE segment_id IS NOT NULL GROUP BY 1),
              ts AS (SELECT t.track_id, t.video_id, t.start_s, t.end_s, unnest(t.segments) AS segment_id
-                    FROM tracks t JOIN truth_videos USING (video_id))
+                    FROM tracks_ t WHERE t.video_id IN (SELECT video_id FROM tv_))
         SELECT ts.track_id, ts.video_id, any_value(ts.start_s), any_value(ts.end_s),
                sum(seg.cx * seg.n) / sum(seg.n) / any_value(v.width), any_value(i.person_id)
         FROM ts JOIN seg USING (segment_id) JOIN videos_ v ON v.video_id = ts.video_id
-        JOIN identities i ON i.track_id = ts.track_id
+        JOIN ids_ i ON i.track_id = ts.track_id
         GROUP BY 1, 2""").fetchall()
-    truth_of, cluster_of = {}, {}
+    out_: dict[str, tuple[str, str]] = {}
     for tid, vid, s, e, x, pid in rows:
         cands = {r.person for r in person_rows
                  if r.video_id == vid and r.start < e + 1e-6 and s < r.end + 1e-6 and r.x_min <= x < r.x_max}
         if len(cands) == 1:
-            truth_of[tid] = cands.pop()
-            cluster_of[tid] = pid
-    tids = sorted(truth_of)
+            out_[tid] = (cands.pop(), pid)
+    return out_
+
+
+def _bcubed(out: str, con: duckdb.DuckDBPyConnection, person_rows: list[TruthRow]) -> dict[str, Any]:
+    """B-cubed precision / recall of vidx's people over the tracks the truth attributes to one person."""
+    att = attribute_tracks(out, person_rows, con)
+    tids = sorted(att)
     if not tids:
         return {"tracks": 0, "precision": None, "recall": None, "f1": None}
-    lab = np.array([truth_of[t] for t in tids])
-    clu = np.array([cluster_of[t] for t in tids])
+    lab = np.array([att[t][0] for t in tids])
+    clu = np.array([att[t][1] for t in tids])
     same_c = clu[:, None] == clu[None, :]
     same_l = lab[:, None] == lab[None, :]
     both = (same_c & same_l).sum(1)

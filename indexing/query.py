@@ -27,9 +27,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from vidx.configs.spaces import BY_MODEL, SPACES, space
 from vidx.indexing import faces_index, people, schemas
 from vidx.indexing.store import IndexError_, Store, read_index_table
-from vidx.configs.spaces import BY_MODEL, SPACES, space
 
 class QueryError(ValueError):
     """The query cannot be answered as asked (unknown person or video, bad range...)."""

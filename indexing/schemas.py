@@ -12,7 +12,8 @@ from __future__ import annotations
 import pyarrow as pa
 
 EMBED_DIM = 128
-SCHEMA_VERSION = 3  # 2: quality gates (sharpness, rejected); 3: the detector's 5 points, the embedder recorded
+SCHEMA_VERSION = 4  # 2: quality gates (sharpness, rejected); 3: the detector's 5 points, the embedder recorded;
+# 4: face and track quality, tracks end at shot changes
 
 VIDEOS = pa.schema([
     pa.field("video_id", pa.string(), nullable=False),  # content-derived, stable across renames
@@ -48,6 +49,8 @@ FACE_DETECTIONS = pa.schema([
     pa.field("segment_id", pa.string()),  # the chunk-level track it belongs to (null when rejected)
     pa.field("sharpness", pa.float32()),  # variance of the Laplacian of the aligned grey chip (null: not aligned)
     pa.field("rejected", pa.string()),  # null: embedded and tracked; else the gate: score | size | blur
+    # 0-1: size x detector score x sharpness x how frontal (workers.tracking.face_quality); null when rejected
+    pa.field("quality", pa.float32()),
 ])
 
 # One row per track inside one chunk; the commit joins segments cut by chunk boundaries.
@@ -62,7 +65,8 @@ TRACK_SEGMENTS = pa.schema([
     pa.field("first_box", pa.list_(pa.float32(), 4)), pa.field("last_box", pa.list_(pa.float32(), 4)),
     pa.field("first_embedding", pa.list_(pa.float32(), EMBED_DIM)),
     pa.field("last_embedding", pa.list_(pa.float32(), EMBED_DIM)),
-    pa.field("best_quality", pa.float32()),
+    pa.field("best_quality", pa.float32()),  # its best detection's quality
+    pa.field("quality", pa.float32()),  # the mean quality of its best 3 detections
     pa.field("thumbnail", pa.binary()),  # JPEG of the best detection's face
     pa.field("thumbnail_t", pa.float64()),
 ])
@@ -72,10 +76,13 @@ FACE_TRACKS = pa.schema([
     pa.field("video_id", pa.string(), nullable=False),
     pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()),
     pa.field("detections", pa.int32()),
-    pa.field("embedding", pa.list_(pa.float32(), EMBED_DIM)),  # quality-weighted mean of detections
+    pa.field("embedding", pa.list_(pa.float32(), EMBED_DIM)),  # mean of detections weighted by quality^2
     pa.field("thumbnail", pa.binary()),  # JPEG
     pa.field("thumbnail_t", pa.float64()),
     pa.field("segments", pa.list_(pa.string())),  # segment_ids joined into this track
+    # 0-1: the mean quality of its best 3 detections x (1: 0.5, 2: 0.75, 3+ detections: 1)
+    # (workers.tracking.track_quality); people are formed from tracks of quality >= people.min_quality
+    pa.field("quality", pa.float32()),
 ])
 
 # Top-k labels of every classified window (kept for re-thresholding without re-running models).

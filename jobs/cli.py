@@ -200,13 +200,15 @@ def cmd_enroll(args) -> int:
         log.error("vidx enroll: %s", e)
         return 2
     print(f"enrolled {len(faces)} photo(s) as {args.name!r}")
+    for w in res.warnings:
+        log.warning("warning: %s", w)
     pids = res.named.get(args.name, [])
     if pids:
         _, tbl = people.load(args.out)
         for r in (r for r in tbl.drop_columns(["embedding"]).to_pylist() if r["person_id"] in pids):
             how = "by the photos" if r["name_source"] == "enrolled" else "by hand"
             print(f"  {r['person_id']}: {r['tracks']} track(s) in {r['videos']} video(s), named {how}"
-                  + (f" (mean distance {r['name_distance']:.3f})" if r["name_distance"] is not None else ""))
+                  + (f" (distance to its nearest photos {r['name_distance']:.3f})" if r["name_distance"] is not None else ""))
     else:
         print("  no indexed person matches yet; the name is applied when one is indexed")
     return 0
@@ -228,12 +230,36 @@ def cmd_people(args) -> int:
                 print(f"{r['person_id']:<10} {(r['name'] or '-'):<24} {(r['name_source'] or '-'):<9} "
                       f"{r['tracks']:>6} {r['videos']:>6} {r['seconds']:>8.1f}")
             return 0
+        if args.action == "show":
+            if len(args.people) != 1:
+                raise people.PeopleError("usage: vidx people show OUT PERSON")
+            row, tracks = people.person_tracks(args.out, args.people[0])
+            if args.json:
+                print(json.dumps({"person": row, "tracks": tracks}))
+                return 0
+            named = (f"{row['name']} (named {'by hand' if row['name_source'] == 'manual' else 'by the photos'}"
+                     + (f", distance {row['name_distance']:.3f}" if row["name_distance"] is not None else "") + ")"
+                     if row["name"] else "not named")
+            print(f"{row['person_id']}: {named}; {row['tracks']} track(s) in {row['videos']} video(s), "
+                  f"{row['seconds']:.1f} s")
+            print(f"{'track':<34} {'video':<28} {'from':>7} {'to':>7} {'dets':>4} {'quality':>7} {'dist':>6}  role")
+            for t in tracks:
+                video = Path(t["path"] or t["video_id"]).name
+                print(f"{t['track_id']:<34} {video[:28]:<28} {t['start_s']:7.2f} {t['end_s']:7.2f} {t['detections']:>4} "
+                      f"{t['quality']:7.2f} {t['distance']:6.3f}  {t['role']}")
+            print("times: seconds from each video's first frame; dist: to the person's centre (farthest first: "
+                  "the likeliest mistakes); move one out with 'vidx people split OUT PERSON --tracks TRACK'")
+            return 0
         if args.action == "rename":
             if len(args.people) != 2:
                 raise people.PeopleError("usage: vidx people rename OUT PERSON NEW_NAME")
             res = people.correct(args.out, "rename", args.people[:1], name=args.people[1])
         elif args.action == "merge":
-            res = people.correct(args.out, "merge", args.people)
+            res = people.correct(args.out, "merge", args.people, force=args.force)
+        elif args.action == "move":
+            if len(args.people) != 1:
+                raise people.PeopleError("usage: vidx people move OUT PERSON --tracks TRACK_ID...")
+            res = people.correct(args.out, "move", args.people, tracks=args.tracks, force=args.force)
         else:
             if len(args.people) != 1:
                 raise people.PeopleError("usage: vidx people split OUT PERSON --video VIDEO_ID | --tracks TRACK_ID...")
@@ -560,14 +586,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("photos", nargs="+", metavar="PHOTO[@N]")
     _face_options(e, index=True)
     e.set_defaults(func=cmd_enroll)
-    pp = sub.add_parser("people", help="list people, or correct them: rename, merge, split (kept across re-indexing)",
-                        description="list OUT | rename OUT PERSON NAME | merge OUT PERSON PERSON... | "
-                        "split OUT PERSON --video VIDEO_ID | --tracks TRACK_ID... (PERSON: id or name)")
-    pp.add_argument("action", choices=("list", "rename", "merge", "split"))
+    pp = sub.add_parser("people", help="list or show people, or correct them: rename, merge, split, move "
+                        "(kept across re-indexing)",
+                        description="list OUT | show OUT PERSON | rename OUT PERSON NAME | merge OUT PERSON PERSON... | "
+                        "split OUT PERSON --video VIDEO_ID | --tracks TRACK_ID... | move OUT PERSON --tracks TRACK_ID... "
+                        "(PERSON: id or name). A merge or move that would make one person of faces on screen "
+                        "together is refused unless --force.")
+    pp.add_argument("action", choices=("list", "show", "rename", "merge", "split", "move"))
     pp.add_argument("out", metavar="OUT")
     pp.add_argument("people", nargs="*", metavar="PERSON", help="person ids or names (rename: PERSON NEW_NAME)")
     pp.add_argument("--video", help="split: move the person's tracks in this video to a new person")
-    pp.add_argument("--tracks", nargs="+", help="split: move these tracks to a new person")
+    pp.add_argument("--tracks", nargs="+", help="split: move these tracks to a new person; move: into PERSON")
+    pp.add_argument("--force", action="store_true", help="merge/move even faces seen on screen together")
     pp.add_argument("--json", action="store_true")
     pp.set_defaults(func=cmd_people)
     ev = sub.add_parser("eval", help="measure an index's people and actions against a truth CSV written by eye",

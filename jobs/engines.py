@@ -78,6 +78,36 @@ def pick_faces(photos: list[tuple[str, int | None]], engine) -> list[PhotoFace]:
         if not 0 <= k < len(order):
             raise PeopleError(f"{path}: face {k} asked for, the photo has {len(order)} (0..{len(order) - 1})")
         i = order[k]
+        q, why, cut = _photo_quality(faces, i, img.shape[1], img.shape[0])
         picked.append(PhotoFace(path, k, [float(v) for v in faces.boxes[i]], faces.embeddings[i],
-                                getattr(engine.embedder, "name", "")))
+                                getattr(engine.embedder, "name", ""), q, why, cut))
     return picked
+
+
+def _photo_quality(faces, i: int, width: int, height: int) -> tuple[float, str, float]:
+    """The quality of face ``i`` as video faces are scored, what makes it weak, and the part of its
+    box outside the photo."""
+    import numpy as np
+
+    from vidx.workers.tracking import face_quality, outside, yaw
+
+    box = faces.boxes[i:i + 1]
+    sharp = None if faces.sharpness is None else faces.sharpness[i:i + 1]
+    pts = faces.points[i:i + 1] if faces.points is not None else None
+    lms = faces.landmarks[i:i + 1] if faces.landmarks is not None else None
+    q = float(face_quality(box, faces.scores[i:i + 1], sharp, pts, lms, (width, height))[0])
+    cut = float(outside(box, width, height)[0])
+    why = []
+    side = float(min(box[0, 2] - box[0, 0], box[0, 3] - box[0, 1]) + 1)
+    if side < 60:
+        why.append(f"small ({side:.0f} px)")
+    if sharp is not None and np.isfinite(sharp[0]) and sharp[0] < 30:
+        why.append("blurred")
+    t = yaw(pts, lms)[0] if pts is not None or lms is not None else np.nan
+    if np.isfinite(t) and t > 0.5:
+        why.append("turned")
+    if faces.scores[i] < 0.9:
+        why.append(f"a weak detection ({faces.scores[i]:.2f})")
+    if cut >= 0.1:
+        why.append(f"cut off at the photo's edge ({100 * cut:.0f}% outside)")
+    return q, " and ".join(why), cut

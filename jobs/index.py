@@ -30,11 +30,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from vidx.configs.config import Config
+from vidx.configs.spaces import space
 from vidx.indexing import schemas
 from vidx.indexing.store import Store, resolve
-from vidx.configs.config import Config
 from vidx.workers import decode, sface, sources
-from vidx.configs.spaces import space
+from vidx.workers.tracking import track_quality
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +254,7 @@ def join_tracks(video_id: str, segs: pa.Table, bounds: list[tuple[float, float]]
     emb = np.asarray(d["embedding"], np.float32)
     w = np.asarray(d["weight"], np.float64)
     q = np.asarray(d["best_quality"])
+    top = np.asarray(d["quality"], np.float64)
     det = np.asarray(d["detections"])
     rows = {k: [] for k in schemas.FACE_TRACKS.names}
     order = np.lexsort((start, roots))
@@ -269,8 +271,10 @@ def join_tracks(video_id: str, segs: pa.Table, bounds: list[tuple[float, float]]
         rows["thumbnail"].append(d["thumbnail"][best])
         rows["thumbnail_t"].append(float(d["thumbnail_t"][best]))
         rows["segments"].append([d["segment_id"][i] for i in m])
+        rows["quality"].append(float(track_quality(top[m].max(), det[m].sum())))
     rows["embedding"] = _fsl(np.stack(rows["embedding"]), schemas.EMBED_DIM)
     rows["detections"] = pa.array(rows["detections"], pa.int32())
+    rows["quality"] = pa.array(rows["quality"], pa.float32())
     return pa.table(rows, schema=schemas.FACE_TRACKS)
 
 

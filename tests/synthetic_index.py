@@ -30,13 +30,14 @@ def _fsl(x, dim):
     return pa.FixedSizeListArray.from_arrays(np.asarray(x, np.float32).ravel(), dim)
 
 
-def write_index(out, videos: dict[str, list[tuple[str, float, float, np.ndarray]]],
+def write_index(out, videos: dict[str, list[tuple]],
                 actions: dict[str, list[tuple[float, float, str, float]]] | None = None,
                 embedder: str | None = None) -> Store:
     """Add videos to the index at ``out`` (created if new), as a run of `vidx index` would.
 
-    videos: video_id -> [(track_id, start_s, end_s, embedding)]; one chunk per video, one
-    segment per track and one detection per second of track.  actions: video_id -> [(start, end,
+    videos: video_id -> [(track_id, start_s, end_s, embedding[, quality[, x_centre]])]; one chunk per
+    video, one segment per track and one detection per second of track (quality: the track's, default 1;
+    x_centre: where its face is across the 640 px frame, default 5).  actions: video_id -> [(start, end,
     label, score)].  embedder: the model the index records (default: none, read as dlib's)."""
     store = Store(str(out))
     man = store.read_manifest() or {"schema_version": schemas.SCHEMA_VERSION, "commit": 1, "tables": {}, "videos": {}}
@@ -49,30 +50,33 @@ def write_index(out, videos: dict[str, list[tuple[str, float, float, np.ndarray]
         emb = np.stack([t[3] for t in tracks]) if n else np.zeros((0, DIM), np.float32)
         start = [float(t[1]) for t in tracks]
         end = [float(t[2]) for t in tracks]
+        qual = [float(t[4]) if len(t) > 4 else 1.0 for t in tracks]
+        xc = {t[0]: float(t[5]) if len(t) > 5 else 4.5 for t in tracks}
         segs = pa.table({
             "segment_id": tid, "video_id": [vid] * n, "chunk": pa.array([0] * n, pa.int32()),
             "start_s": start, "end_s": end, "detections": pa.array([1] * n, pa.int32()),
             "weight": pa.array([1.0] * n, pa.float32()), "embedding": _fsl(emb, DIM),
             "first_box": _fsl(np.zeros((n, 4)), 4), "last_box": _fsl(np.zeros((n, 4)), 4),
             "first_embedding": _fsl(emb, DIM), "last_embedding": _fsl(emb, DIM),
-            "best_quality": pa.array([1.0] * n, pa.float32()), "thumbnail": [f"jpeg:{t}".encode() for t in tid],
-            "thumbnail_t": start}, schema=schemas.TRACK_SEGMENTS)
+            "best_quality": pa.array(qual, pa.float32()), "quality": pa.array(qual, pa.float32()),
+            "thumbnail": [f"jpeg:{t}".encode() for t in tid], "thumbnail_t": start}, schema=schemas.TRACK_SEGMENTS)
         det = [(t[0], s) for t in tracks for s in np.arange(t[1], t[2], 1.0)]
         dets = pa.table({
             "video_id": [vid] * len(det), "chunk": pa.array([0] * len(det), pa.int32()),
             "frame": pa.array(range(len(det)), pa.int64()), "t": [float(d[1]) for d in det],
-            "x1": pa.array([0.0] * len(det), pa.float32()), "y1": pa.array([0.0] * len(det), pa.float32()),
-            "x2": pa.array([9.0] * len(det), pa.float32()), "y2": pa.array([9.0] * len(det), pa.float32()),
+            "x1": pa.array([xc[d[0]] - 4.5 for d in det], pa.float32()), "y1": pa.array([0.0] * len(det), pa.float32()),
+            "x2": pa.array([xc[d[0]] + 4.5 for d in det], pa.float32()), "y2": pa.array([9.0] * len(det), pa.float32()),
             "score": pa.array([1.0] * len(det), pa.float32()), "landmarks": _fsl(np.zeros((len(det), 10)), 10),
             "points": _fsl(np.zeros((len(det), 10)), 10),
             "embedding": _fsl(np.stack([emb[tid.index(d[0])] for d in det]) if det else np.zeros((0, DIM)), DIM),
             "segment_id": [d[0] for d in det], "sharpness": pa.array([100.0] * len(det), pa.float32()),
-            "rejected": pa.nulls(len(det), pa.string())}, schema=schemas.FACE_DETECTIONS)
+            "rejected": pa.nulls(len(det), pa.string()),
+            "quality": pa.array([qual[tid.index(d[0])] for d in det], pa.float32())}, schema=schemas.FACE_DETECTIONS)
         ft = pa.table({
             "track_id": tid, "video_id": [vid] * n, "start_s": start, "end_s": end,
             "detections": pa.array([max(1, int(e - s)) for s, e in zip(start, end)], pa.int32()),
             "embedding": _fsl(emb, DIM), "thumbnail": [f"jpeg:{t}".encode() for t in tid], "thumbnail_t": start,
-            "segments": [[t] for t in tid]}, schema=schemas.FACE_TRACKS)
+            "segments": [[t] for t in tid], "quality": pa.array(qual, pa.float32())}, schema=schemas.FACE_TRACKS)
         store.write_table(Store.segments_rel(vid, 0), segs)
         store.write_table(Store.detections_rel(vid, 0), dets)
         store.write_table(Store.tracks_rel(vid), ft)

@@ -59,10 +59,13 @@ def test_refresh_builds_from_face_tracks_and_names_it_in_the_manifest(tmp_path):
 
     x, ids, centres = clustered(n_people=3, per=2)
     tracks = pa.table({
-        "track_id": ids, "video_id": ["v"] * len(ids), "start_s": [0.0] * len(ids), "end_s": [1.0] * len(ids),
+        # one after another: tracks on screen together would be different people
+        "track_id": ids, "video_id": ["v"] * len(ids), "start_s": [2.0 * i for i in range(len(ids))],
+        "end_s": [2.0 * i + 1 for i in range(len(ids))],
         "detections": pa.array([1] * len(ids), pa.int32()),
         "embedding": pa.FixedSizeListArray.from_arrays(x.ravel(), 128),
         "thumbnail": [b""] * len(ids), "thumbnail_t": [0.0] * len(ids), "segments": [[t] for t in ids],
+        "quality": [1.0] * len(ids),
     }, schema=schemas.FACE_TRACKS)
     store = Store(str(tmp_path))
     store.write_table(Store.tracks_rel("v"), tracks)

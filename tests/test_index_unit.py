@@ -125,7 +125,7 @@ def test_join_tracks_across_chunk_boundary():
     seg = lambda sid, c, s, e, emb, q: dict(  # noqa: E731
         segment_id=sid, video_id="v", chunk=c, start_s=s, end_s=e, detections=4, weight=2.0, embedding=emb,
         first_box=[0, 0, 1, 1], last_box=[0, 0, 1, 1], first_embedding=emb, last_embedding=emb,
-        best_quality=q, thumbnail=sid.encode(), thumbnail_t=s)
+        best_quality=q, quality=q, thumbnail=sid.encode(), thumbnail_t=s)
     segs = _segments([seg("a0", 0, 0.0, 1.5, e1, 0.5), seg("b0", 0, 1.0, 1.5, e2, 0.9),
                       seg("a1", 1, 2.0, 3.0, e1, 0.9), seg("c1", 1, 3.5, 4.0, e2, 0.1)])
     out = join_tracks("v", segs, [(0, 2.0), (2.0, 4.0)], cfg).to_pylist()

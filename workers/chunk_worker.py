@@ -26,7 +26,8 @@ from vidx.indexing import schemas
 from vidx.indexing.store import Store
 from vidx.workers import decode
 from vidx.workers.sources import SourceError, local_file
-from vidx.workers.tracking import Tracker, TrackParams, quality
+from vidx.workers import shots
+from vidx.workers.tracking import Tracker, TrackParams, face_quality, top_mean
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,10 @@ class ChunkIndexer:
         sx, sy = info.width / w, info.height / h
         scale4 = np.array([sx, sy, sx, sy])
         tracker = Tracker(self.track_params)
-        cols: dict[str, list] = {k: [] for k in ("frame", "t", "box", "score", "lm", "pts", "emb", "seg", "sharp", "rej")}
+        cols: dict[str, list] = {k: [] for k in ("frame", "t", "box", "score", "lm", "pts", "emb", "seg", "sharp", "rej",
+                                                 "q")}
         n_frames = 0
+        last_hist = None  # the previous sampled frame's colour histogram (shot changes)
         for part, frames in _pieces(path, info, idx, times, int(self.faces["max_side"]),
                                     int(self.faces["batch_frames"]), timing):
             t = time.perf_counter()
@@ -174,9 +177,14 @@ class ChunkIndexer:
             boxes = faces.boxes * scale4  # video pixels
             lms = faces.landmarks * np.array([sx, sy])
             pts = faces.points * np.array([sx, sy])
-            q = quality(boxes, faces.scores)
+            q = face_quality(boxes, faces.scores, faces.sharpness, pts, lms, (info.width, info.height))
             kept = faces.kept
+            hists = shots.colour_histograms(frames)
+            cut = shots.cut_scores(hists, last_hist) >= shots.CUT_DISTANCE
+            last_hist = hists[-1]
             for j in range(len(part)):  # tracker: per sampled frame, vectorised inside
+                if cut[j]:
+                    tracker.cut()
                 on = faces.image_index == j
                 sel = np.flatnonzero(on & kept)  # rejected faces are recorded, not tracked
                 ts = float(times[np.searchsorted(idx, part[j])])
@@ -194,6 +202,7 @@ class ChunkIndexer:
             cols["emb"].append(faces.embeddings[order])
             cols["sharp"].append(faces.sharpness[order])  # the engine has gates here: both columns are set
             cols["rej"].append(faces.rejected[order])
+            cols["q"].append(q[order])
             n_frames += len(part)
             timing["model_s"] += time.perf_counter() - t
         cat = {k: np.concatenate(v) if v else None for k, v in cols.items()}
@@ -217,6 +226,7 @@ class ChunkIndexer:
                 "segment_id": [seg_id(k) if k >= 0 else None for k in cat["seg"]],
                 "sharpness": pa.array(cat["sharp"].astype(np.float32), from_pandas=True),  # NaN -> null
                 "rejected": [r or None for r in rej],
+                "quality": pa.array(cat["q"].astype(np.float32), mask=np.asarray(rej != "", bool)),
             }, schema=schemas.FACE_DETECTIONS)
         else:
             dets = schemas.FACE_DETECTIONS.empty_table()
@@ -234,6 +244,7 @@ class ChunkIndexer:
                 "first_embedding": f32([tr.first_emb for tr in trs], schemas.EMBED_DIM),
                 "last_embedding": f32([tr.last_emb for tr in trs], schemas.EMBED_DIM),
                 "best_quality": np.array([tr.best_q for tr in trs], np.float32),
+                "quality": np.array([top_mean(tr.qs) for tr in trs], np.float32),
                 "thumbnail": [tr.thumb for tr in trs], "thumbnail_t": [tr.thumb_t for tr in trs],
             }, schema=schemas.TRACK_SEGMENTS)
         else:

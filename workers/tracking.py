@@ -4,8 +4,12 @@ Online and greedy: each sampled frame's detections are matched to the open track
 cost (embedding distance minus a bonus for overlap) under two gates, a link distance in the
 embedder's metric (euclidean for dlib, cosine for SFace) and a maximum time gap.  The cost
 matrix of a frame is computed at once; the loop is over sampled frames and matches (a few per
-frame).  A track keeps a quality-weighted sum of
-its embeddings and a JPEG thumbnail of its best detection.
+frame).  A hard cut (:meth:`Tracker.cut`, from ``workers.shots``) closes every open track.
+
+Every detection gets a quality in [0, 1] (:func:`face_quality`: size, detector score, sharpness,
+how frontal); a track's embedding is the mean of its detections weighted by quality squared, so it
+leans on its best faces, and the track keeps a JPEG thumbnail of its best detection and the mean
+quality of its best three (:func:`track_quality` adds how many detections it has).
 """
 
 from __future__ import annotations
@@ -42,10 +46,71 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
-def quality(boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Detection quality weight: detector confidence times a size factor (small faces embed worse)."""
-    w = boxes[:, 2] - boxes[:, 0] + 1
-    return np.clip(scores, 0.05, None) * np.clip(w / 100.0, 0.2, 1.0)
+def yaw(points: np.ndarray | None, landmarks: np.ndarray | None) -> np.ndarray:
+    """How far each face is turned: the nose's horizontal offset from the eyes' midpoint over the
+    distance between the eyes (0 frontal, ~0.5 half turned, >1 profile).  From the detector's 5
+    points (RetinaFace: eyes, nose, mouth corners), else dlib's 5 landmarks (eye corners, nose);
+    NaN when neither is known."""
+    if points is not None and len(points) and not np.isnan(points).all():
+        p = np.asarray(points, np.float64).reshape(-1, 5, 2)
+        le, re, nose = p[:, 0], p[:, 1], p[:, 2]
+    elif landmarks is not None and len(landmarks):
+        p = np.asarray(landmarks, np.float64).reshape(-1, 5, 2)
+        le, re, nose = p[:, 0:2].mean(1), p[:, 2:4].mean(1), p[:, 4]
+    else:
+        n = 0 if points is None else len(points)
+        return np.full(n, np.nan)
+    eye_d = np.linalg.norm(re - le, axis=1)
+    return np.abs(nose[:, 0] - (le[:, 0] + re[:, 0]) / 2) / np.maximum(eye_d, 1e-6)
+
+
+def outside(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+    """The fraction of each box outside a width x height image (a face cut off at the edge)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    area = np.maximum(b[:, 2] - b[:, 0] + 1, 1) * np.maximum(b[:, 3] - b[:, 1] + 1, 1)
+    iw = np.clip(np.minimum(b[:, 2], width - 1) - np.maximum(b[:, 0], 0) + 1, 0, None)
+    ih = np.clip(np.minimum(b[:, 3], height - 1) - np.maximum(b[:, 1], 0) + 1, 0, None)
+    return 1.0 - iw * ih / area
+
+
+def face_quality(boxes: np.ndarray, scores: np.ndarray, sharpness: np.ndarray | None = None,
+                 points: np.ndarray | None = None, landmarks: np.ndarray | None = None,
+                 frame_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Quality of each detection in [0, 1]: the product of four factors, each 1 for a good face.
+
+    On the shared clips' labelled tracks each predicts how far a detection's SFace embedding lies
+    from its own person (Spearman with the margin to the nearest other person: sharpness 0.62,
+    score 0.41, size 0.38, turn -0.31; bench/calibrate_embedders.py's labels):
+    size 20 px -> 0.1, 80 px and up -> 1; score 0.5 -> 0.1, 1.0 -> 1; sharpness (variance of the
+    Laplacian of the aligned chip) 10 -> 0.33, 100 and up -> 1; turn (:func:`yaw`) up to 0.15 -> 1,
+    0.9 and beyond (profile) -> 0.2; with ``frame_size`` (width, height), times the part of the box
+    inside the picture (a face cut off at the edge).  A factor that cannot be measured counts 1."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
+    q = np.clip((side - 20.0) / 60.0, 0.1, 1.0)
+    q *= np.clip((np.asarray(scores, np.float64) - 0.5) / 0.5, 0.1, 1.0)
+    if sharpness is not None:
+        sh = np.asarray(sharpness, np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = np.clip((np.log10(np.maximum(sh, 1e-3)) - 0.5) / 1.5, 0.1, 1.0)
+        q *= np.where(np.isfinite(sh), f, 1.0)
+    t = yaw(points, landmarks) if points is not None or landmarks is not None else np.full(len(q), np.nan)
+    q *= np.where(np.isfinite(t), np.clip(1.0 - (t - 0.15) / 0.9375, 0.2, 1.0), 1.0)
+    if frame_size is not None:
+        q *= np.clip(1.0 - outside(boxes, *frame_size), 0.1, 1.0)
+    return q
+
+
+TOP = 3  # a track's quality is the mean of its best TOP detections' ...
+
+
+def track_quality(top_mean: np.ndarray | float, detections: np.ndarray | int) -> np.ndarray:
+    """... times a factor for how many detections it has (1: 0.5, 2: 0.75, 3 or more: 1)."""
+    return np.asarray(top_mean, np.float64) * np.minimum(1.0, (np.asarray(detections, np.float64) + 1) / 4)
+
+
+def top_mean(qs: list[float]) -> float:
+    return float(np.mean(sorted(qs, reverse=True)[:TOP])) if qs else 0.0
 
 
 def thumbnail(frame: np.ndarray, box: np.ndarray, size: int) -> bytes:
@@ -73,6 +138,7 @@ class _Track:
     weight: float
     n: int = 1
     best_q: float = -1.0
+    qs: list = field(default_factory=list)  # its detections' qualities
     thumb: bytes = b""
     thumb_t: float = 0.0
     det_rows: list = field(default_factory=list)
@@ -86,6 +152,10 @@ class Tracker:
         self.open: list[_Track] = []
         self.tracks: list[_Track] = []
         self._next = 0
+
+    def cut(self) -> None:
+        """A shot change: every open track ends here (the next face starts a new one)."""
+        self.open = []
 
     def update(self, t: float, frame: np.ndarray, boxes: np.ndarray, embs: np.ndarray, q: np.ndarray,
                thumb_scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
@@ -110,7 +180,8 @@ class Tracker:
         by_k = {tr.k: tr for tr in self.open}
         sx, sy = thumb_scale
         for j in range(len(boxes)):
-            e, b, w = embs[j], boxes[j], float(q[j])
+            e, b, qj = embs[j], boxes[j], float(q[j])
+            w = qj * qj  # the embedding leans on the track's best faces
             if assign[j] < 0:
                 tr = _Track(self._next, t, t, b, b, e, e, e * w, w)
                 self._next += 1
@@ -123,7 +194,8 @@ class Tracker:
                 tr.emb_sum = tr.emb_sum + e * w
                 tr.weight += w
                 tr.n += 1
-            if w > tr.best_q:
-                tr.best_q, tr.thumb_t = w, t
+            tr.qs.append(qj)
+            if qj > tr.best_q:
+                tr.best_q, tr.thumb_t = qj, t
                 tr.thumb = thumbnail(frame, b * np.array([sx, sy, sx, sy]), self.p.thumb_size)
         return assign
