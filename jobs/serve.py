@@ -63,6 +63,12 @@ class Rename(BaseModel):
 
 class Merge(BaseModel):
     people: list[str]
+    force: bool = False  # merge even people seen on screen together
+
+
+class Tracks(BaseModel):
+    tracks: list[str]
+    force: bool = False  # move: even tracks on screen together with the person's
 
 
 class State:
@@ -166,6 +172,29 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
             raise HTTPException(404, f"no person {person_id!r}")
         return {**row[0], "appearances": e.search(Query(person_id=person_id, limit=limit, offset=offset))}
 
+    @app.get("/api/people/{person_id}/tracks")
+    def person_tracks(person_id: str) -> dict[str, Any]:
+        """The person's tracks for review: video, times (seconds from the video's first frame),
+        quality, distance to the person's centre and role; the farthest first."""
+        row, tracks = people_mod.person_tracks(out, person_id)
+        return {**row, "items": [{**t, "name": Path(t["path"] or t["video_id"]).name} for t in tracks]}
+
+    @app.post("/api/people/{person_id}/split")
+    def split(person_id: str, body: Tracks) -> dict[str, Any]:
+        """Move tracks out of a person into a new person of their own."""
+        with state.lock:
+            res = people_mod.correct(out, "split", [person_id], tracks=body.tracks)
+            state.reload()
+        return {"person_id": person_id, "moved": body.tracks, "people": res.people}
+
+    @app.post("/api/people/{person_id}/move")
+    def move(person_id: str, body: Tracks) -> dict[str, Any]:
+        """Move tracks (of any people) into this person; refused if they share the screen with it."""
+        with state.lock:
+            res = people_mod.correct(out, "move", [person_id], tracks=body.tracks, force=body.force)
+            state.reload()
+        return {"person_id": person_id, "moved": body.tracks, "people": res.people}
+
     @app.post("/api/people/{person_id}/rename")
     def rename(person_id: str, body: Rename) -> dict[str, Any]:
         with state.lock:
@@ -176,7 +205,7 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
     @app.post("/api/people/merge")
     def merge(body: Merge) -> dict[str, Any]:
         with state.lock:
-            res = people_mod.correct(out, "merge", body.people)
+            res = people_mod.correct(out, "merge", body.people, force=body.force)
             state.reload()
         return {"merged": body.people, "people": res.people}
 

@@ -116,13 +116,16 @@ async function timeline(videoId) {
   $("timeline").replaceChildren(el("div", { class: "muted" }, `timeline of ${t.name}: ${fmt(dur)}`), ...lanes);
 }
 
+const post = (path, body) => api(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+
 async function peopleView() {
   let items;
   try { items = await loadLists(); } catch (e) { showError(e.message); return; }
   $("people").replaceChildren(...items.map((p) => {
     const name = el("input", { value: p.name || "", placeholder: "name", size: 14 });
-    return el("div", { class: "card" },
-      el("img", { src: `/api/thumbnails/${encodeURIComponent(p.thumbnail_track)}`, alt: p.person_id }),
+    return el("div", { class: "card", "data-person-id": p.person_id },
+      el("a", { href: `#person/${encodeURIComponent(p.person_id)}`, title: "review this person's appearances" },
+        el("img", { src: `/api/thumbnails/${encodeURIComponent(p.thumbnail_track)}`, alt: p.person_id })),
       el("div", { class: "who" }, p.name || p.person_id),
       el("div", { class: "muted" }, `${p.person_id}: ${p.tracks} appearances in ${p.videos} videos`),
       el("label", {}, el("input", { type: "checkbox", class: "merge", value: p.person_id }), " merge"),
@@ -136,11 +139,48 @@ async function peopleView() {
   }));
 }
 
+// One person's tracks, farthest from the person's centre first (the likeliest mistakes): tick
+// tracks, then move them out to a new person or into another person.
+async function personView(pid) {
+  let p, everyone;
+  try { [p, everyone] = await Promise.all([api(`/api/people/${encodeURIComponent(pid)}/tracks`), loadLists()]); }
+  catch (e) { showError(e.message); return; }
+  const title = p.name ? `${p.name} (${p.person_id})` : p.person_id;
+  const named = p.name ? (p.name_source === "manual" ? "named by hand" : `named by the photos, distance ${p.name_distance.toFixed(3)}`) : "not named";
+  $("person-title").textContent = `${title}: ${p.tracks} appearances in ${p.videos} videos, ${named}`;
+  const target = $("move-target");
+  target.replaceChildren(...everyone.filter((x) => x.person_id !== p.person_id)
+    .map((x) => el("option", { value: x.person_id }, x.name ? `${x.name} (${x.person_id})` : x.person_id)));
+  $("person-tracks").replaceChildren(...p.items.map((t) => el("div", { class: "card", "data-track": t.track_id },
+    el("img", { src: `/api/thumbnails/${encodeURIComponent(t.track_id)}`, alt: t.track_id,
+      onclick: () => play(t.video_id, t.start_s, t.path) }),
+    el("div", {}, t.name),
+    el("div", { class: "muted" }, `${fmt(t.start_s)} – ${fmt(t.end_s)}`),
+    el("div", { class: "muted" }, `quality ${t.quality.toFixed(2)}, distance ${t.distance.toFixed(3)}, ${t.role}`),
+    el("label", {}, el("input", { type: "checkbox", class: "pick", value: t.track_id }), " select"))));
+  const picked = () => [...document.querySelectorAll(".pick:checked")].map((x) => x.value);
+  $("split-btn").onclick = async () => {
+    const tracks = picked();
+    if (!tracks.length) { showError("select the appearances to move out"); return; }
+    try { await post(`/api/people/${encodeURIComponent(pid)}/split`, { tracks }); showError(""); personView(pid); } catch (e) { showError(e.message); }
+  };
+  $("move-btn").onclick = async () => {
+    const tracks = picked();
+    if (!tracks.length || !target.value) { showError("select appearances and the person to move them to"); return; }
+    try { await post(`/api/people/${encodeURIComponent(target.value)}/move`, { tracks }); showError(""); personView(pid); } catch (e) { showError(e.message); }
+  };
+}
+
 function route() {
-  const view = location.hash === "#people" ? "people" : "search";
+  // the landing page is the people gallery; #search and #person/ID are the other views
+  const h = location.hash;
+  const view = h === "#search" ? "search" : h.startsWith("#person/") ? "person" : "people";
   $("view-search").hidden = view !== "search";
   $("view-people").hidden = view !== "people";
+  $("view-person").hidden = view !== "person";
+  if (view === "search") loadLists().catch((e) => showError(e.message));
   if (view === "people") peopleView();
+  if (view === "person") personView(decodeURIComponent(h.slice("#person/".length)));
 }
 
 $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); search(0); });
@@ -150,12 +190,11 @@ $("next").addEventListener("click", () => search(state.offset + state.limit));
 $("merge-btn").addEventListener("click", async () => {
   const ids = [...document.querySelectorAll(".merge:checked")].map((x) => x.value);
   if (ids.length < 2) { showError("tick two or more people to merge"); return; }
-  try { await api("/api/people/merge", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ people: ids }) }); peopleView(); } catch (e) { showError(e.message); }
+  try { await post("/api/people/merge", { people: ids }); peopleView(); } catch (e) { showError(e.message); }
 });
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); $("photo").files = e.dataTransfer.files; search(0); });
 window.addEventListener("hashchange", route);
-loadLists().catch((e) => showError(e.message));
 route();
