@@ -26,6 +26,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vidx.configs.spaces import BY_MODEL, SPACES, space
 from vidx.indexing import faces_index, people, schemas
@@ -112,6 +113,20 @@ class QueryEngine:
         d_all = self.space.distance(_rows(self._emb, [self._row[t] for t in tids]), q)
         return pa.table({"track_id": tids, "distance": pa.array(d_all, pa.float32())})
 
+    def name_distances(self, name: str, person_ids: list[str]) -> pa.Table | None:
+        """(track_id, distance to the nearest photo enrolled under ``name``) for the tracks of
+        ``person_ids``; None when the name has no photos (a manual name)."""
+        store = Store(self.out)
+        gallery = people.read_gallery(store)
+        mine = gallery.filter(pc.equal(pc.utf8_lower(gallery["name"]), name.lower())) if gallery.num_rows else gallery
+        if mine.num_rows == 0:
+            return None
+        tids = self.identities.filter(pc.is_in(self.identities["person_id"], value_set=pa.array(person_ids)))
+        tids = tids["track_id"].to_pylist()
+        emb = _rows(self._emb, [self._row[t] for t in tids]) if tids else np.zeros((0, schemas.EMBED_DIM))
+        d = self.space.pairwise(emb, people._emb(mine)).min(1) if len(tids) else np.zeros(0)
+        return pa.table({"track_id": pa.array(tids, pa.string()), "distance": pa.array(d, pa.float32())})
+
     def check_embedder(self, name: str | None) -> None:
         """A face embedded by another embedder than the index's is refused, saying what to do."""
         if name and name not in (self.space.name, self.space.model):
@@ -154,6 +169,10 @@ class QueryEngine:
                 raise QueryError(f"no person with id {q.person_id!r}")
             where.append("i.person_id IN (SELECT unnest($pids))")
             params["pids"] = pids
+            by_name = self.name_distances(q.person, pids) if q.person and q.face is None else None
+            if by_name is not None:  # a name: each track's distance to the nearest enrolled photo
+                con.register("matches", by_name)
+                join_match, dist = "LEFT JOIN matches m USING (track_id)", "m.distance"
         if q.video:
             where.append("t.video_id IN (SELECT unnest($vids))")
             params["vids"] = self._video_ids(q.video)
