@@ -42,14 +42,15 @@ def make_index(out: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
         vid = f"v{v // per:06d}"
         vids.append(vid)
         m = min(per, n - v)
-        start = rng.uniform(0, 3000, m)
+        start = np.arange(m) * 61.0 + rng.uniform(0, 1, m)  # one after another: one person is never in two places
         tracks = pa.table({
             "track_id": [f"{vid}-{i:04d}" for i in range(m)], "video_id": [vid] * m, "start_s": start,
             "end_s": start + rng.uniform(1, 60, m), "detections": pa.array(rng.integers(2, 100, m), pa.int32()),
             "embedding": pa.FixedSizeListArray.from_arrays(emb[v : v + m].ravel(), 128),
             "thumbnail": [b"\xff\xd8" + bytes(2000)] * m, "thumbnail_t": start,
-            "segments": [[f"{vid}-{i:04d}"] for i in range(m)]}, schema=schemas.FACE_TRACKS)
-        a0 = rng.uniform(0, 3000, 10)
+            "segments": [[f"{vid}-{i:04d}"] for i in range(m)], "quality": pa.array(np.ones(m), pa.float32())},
+            schema=schemas.FACE_TRACKS)
+        a0 = rng.uniform(0, 61.0 * per, 10)
         acts = pa.table({"video_id": [vid] * 10, "start_s": a0, "end_s": a0 + rng.uniform(2, 30, 10),
                          "label": [LABELS[i % 5] for i in range(10)], "label_id": pa.array(np.arange(10) % 5, pa.int32()),
                          "score": pa.array(rng.uniform(0.3, 1, 10), pa.float32()), "model": ["s3d"] * 10},

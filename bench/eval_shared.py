@@ -2,6 +2,7 @@
 truth written by eye (tests/truth/shared_clips.csv): the numbers of the README's "Identities" table.
 
     python bench/eval_shared.py OUT [--embedder sface|dlib] [--reuse] [--json]
+    python bench/eval_shared.py OUT --reuse --min-quality 0 0.1 0.25 0.4 0.6   # people.min_quality sweep
 
 Obama is enrolled from five photos as a user would pick them: two portraits, the small 320x240
 one, a briefing-room shot and the partial face cut at the image edge (the weak photo); Biden from
@@ -33,6 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--embedder", default="sface", choices=("sface", "dlib"))
     ap.add_argument("--reuse", action="store_true", help="evaluate the index already in OUT")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--min-quality", type=float, nargs="+", help="re-cluster at each value and report a row each")
     args = ap.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from vidx.indexing.evaluate import evaluate, format_report
@@ -45,10 +47,26 @@ def main(argv=None) -> int:
         rc = vidx(["index", str(DATA / "videos"), "--out", args.out, "--no-actions", "--embedder", args.embedder])
         if rc:
             return rc
-    for name, photos in ENROL.items():
+    for name, photos in ENROL.items() if not args.min_quality else ():
         rc = vidx(["enroll", args.out, "--name", name, *[str(DATA / "faces" / p) for p in photos]])
         if rc:
             return rc
+    if args.min_quality:
+        from dataclasses import replace
+
+        from vidx.indexing import people
+        from vidx.indexing.store import Store
+
+        base = people.people_config(Store(args.out).require_manifest())
+        print("min_quality  people  B-cubed P  B-cubed R  named recall  false/true  overlapping")
+        for v in args.min_quality:
+            people.refresh(args.out, replace(base, min_quality=v), force=True)
+            d = evaluate(args.out, str(TRUTH)).to_dict()
+            b, n = d["bcubed"], d["named"]
+            print(f"{v:11.2f} {len(people.load(args.out)[1]):7d} {b['precision']:10.3f} {b['recall']:10.3f} "
+                  f"{n['recall']:13.3f} {n['false_ratio']:11.3f} {len(d['overlapping_tracks']):12d}")
+        people.refresh(args.out, base, force=True)
+        return 0
     rep = evaluate(args.out, str(TRUTH))
     print(json.dumps(rep.to_dict(), indent=1) if args.json else format_report(rep))
     return 0

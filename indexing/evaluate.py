@@ -181,6 +181,7 @@ class ActionScore:
 class Report:
     people: list[PersonScore] = field(default_factory=list)
     overlapping: list[dict[str, Any]] = field(default_factory=list)  # tracks of one person overlapping in time
+    mixed: list[dict[str, Any]] = field(default_factory=list)  # tracks whose faces belong to two truth people
     bcubed: dict[str, Any] = field(default_factory=dict)
     actions: list[ActionScore] = field(default_factory=list)
     actions_indexed: bool = True  # False: the index was built with --no-actions (action rows not scored)
@@ -207,7 +208,7 @@ class Report:
                         "true_s": round(p.true_s, 2), "found_s": round(p.found_s, 2),
                         "reported_s": round(p.reported_s, 2), "false_s": round(p.false_s, 2)} for p in self.people],
             "totals": self.totals(), "named": self.totals(named_only=True),
-            "overlapping_tracks": self.overlapping, "bcubed": self.bcubed,
+            "overlapping_tracks": self.overlapping, "mixed_tracks": self.mixed, "bcubed": self.bcubed,
             "actions": [{**asdict(a), "precision": _r(a.precision), "recall": _r(a.recall), "f1": _r(a.f1)}
                         for a in self.actions],
             "action_totals": self.action_totals() if self.actions else None,
@@ -324,6 +325,7 @@ def _people(out: str, m: dict, rows: list[TruthRow], person_rows: list[TruthRow]
                                          reported * STEP_S, false * STEP_S))
     report.people.sort(key=lambda s: (not s.named, s.person))
     report.bcubed = _bcubed(out, con, person_rows)
+    report.mixed = mixed_tracks(out, person_rows)
 
 
 def attribute_tracks(out: str, person_rows: list[TruthRow], con: duckdb.DuckDBPyConnection | None = None
@@ -355,6 +357,29 @@ def attribute_tracks(out: str, person_rows: list[TruthRow], con: duckdb.DuckDBPy
         if len(cands) == 1:
             out_[tid] = (cands.pop(), pid)
     return out_
+
+
+def mixed_tracks(out: str, person_rows: list[TruthRow]) -> list[dict[str, Any]]:
+    """Tracks whose detections the truth attributes to more than one person (each detection by
+    its time and face centre, where exactly one person's rows cover both): one track, two people."""
+    videos = read_index_table(out, "videos").select(["video_id", "width"])
+    width = dict(zip(videos["video_id"].to_pylist(), videos["width"].to_pylist()))
+    dets = read_index_table(out, "face_detections").select(["video_id", "t", "x1", "x2", "segment_id"])
+    tracks = read_index_table(out, "face_tracks").select(["track_id", "segments"])
+    seg_track = {sg: t for t, sgs in zip(tracks["track_id"].to_pylist(), tracks["segments"].to_pylist()) for sg in sgs}
+    by_video: dict[str, list[TruthRow]] = {}
+    for r in person_rows:
+        by_video.setdefault(r.video_id, []).append(r)
+    seen: dict[str, dict[str, list[float]]] = {}
+    for vid, t, x1, x2, sg in zip(*(dets[c].to_pylist() for c in ("video_id", "t", "x1", "x2", "segment_id"))):
+        if sg is None or vid not in by_video:
+            continue
+        x = (x1 + x2) / 2 / (width.get(vid) or 1)
+        who = {r.person for r in by_video[vid] if r.start - 1e-6 <= t <= r.end + 1e-6 and r.x_min <= x < r.x_max}
+        if len(who) == 1:
+            seen.setdefault(seg_track.get(sg, sg), {}).setdefault(who.pop(), []).append(t)
+    return [{"track_id": tid, "people": {p: [round(min(ts), 2), round(max(ts), 2)] for p, ts in sorted(who.items())}}
+            for tid, who in sorted(seen.items()) if len(who) > 1]
 
 
 def _bcubed(out: str, con: duckdb.DuckDBPyConnection, person_rows: list[TruthRow]) -> dict[str, Any]:
@@ -422,6 +447,9 @@ def format_report(rep: Report) -> str:
         lines.append(f"clustering (B-cubed over {b['tracks']} attributed tracks): precision {_pct(b['precision'])}, "
                      f"recall {_pct(b['recall'])}, F1 {_pct(b['f1'])}")
     lines.append(f"tracks of one person overlapping in time: {len(rep.overlapping)}")
+    lines.append(f"tracks holding two people (by the truth's times and face positions): {len(rep.mixed)}")
+    for m in rep.mixed[:10]:
+        lines.append(f"  {m['track_id']}: " + "; ".join(f"{p} {a:.2f}-{b:.2f} s" for p, (a, b) in m["people"].items()))
     for o in rep.overlapping[:10]:
         lines.append(f"  {o['name'] or o['person_id']}: {o['track_a']} and {o['track_b']} ({o['overlap_s']} s)")
     if not rep.actions_indexed:

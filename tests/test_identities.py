@@ -145,6 +145,19 @@ def test_a_cut_ends_every_open_track():
     assert len(tr.tracks) == 2 and tr.tracks[0].n == 2 and tr.tracks[1].n == 1
 
 
+def test_faces_that_cross_keep_their_tracks_when_embeddings_cannot_tell_them_apart():
+    frame = np.zeros((200, 600, 3), np.uint8)
+    tr = Tracker(TrackParams(metric="euclidean", link_distance=0.55, overlap_distance=0.7))
+    e = np.stack([A, A])  # two faces the embedder sees as one
+    box = lambda x: [x, 100, x + 50, 150]  # noqa: E731
+    for k, t in enumerate((0.0, 0.5, 1.0)):  # left one walks right, right one walks left: they pass
+        left, right = 100 + 60 * k, 400 - 60 * k
+        ids = tr.update(t, frame, np.array([box(left), box(right)], float), e, np.ones(2))
+        assert ids.tolist() == [0, 1]
+    ids = tr.update(1.5, frame, np.array([box(220), box(280)], float), e, np.ones(2))  # they have passed
+    assert ids.tolist() == [1, 0]  # each where its own motion carried it, not where the other was
+
+
 def test_cut_scores_see_a_change_of_picture_not_motion():
     rng = np.random.default_rng(0)
     room = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
@@ -208,7 +221,7 @@ def test_eval_numbers_on_a_hand_built_index(tmp_path):
     # cat: the truth says 6-7 s, the track (6-7.5, held to 8) reports 1 s more
     assert by["cat"].true_s == pytest.approx(1.0) and by["cat"].false_s == pytest.approx(1.0)
     assert by["cat"].precision == pytest.approx(0.5)
-    assert rep.overlapping == []
+    assert rep.overlapping == [] and rep.mixed == []
     assert rep.bcubed["tracks"] == 4 and rep.bcubed["precision"] == 1.0 and rep.bcubed["recall"] == 1.0
     t = rep.totals()
     assert t["true_s"] == pytest.approx(20.0) and t["false_s"] == pytest.approx(1.0)

@@ -27,12 +27,16 @@ from vidx.configs.spaces import pairwise
 class TrackParams:
     link_distance: float = 0.55  # max embedding distance to continue a track (dlib's values by default)
     max_gap_s: float = 1.5  # a track not seen for longer is closed
-    iou_bonus: float = 0.3  # cost = distance - iou_bonus * IoU
+    iou_bonus: float = 0.3  # cost = distance - iou_bonus * IoU (with its last box or where its motion puts it)
     # a face that stays in place (IoU >= overlap_iou with the track's last box) may continue the
     # track up to overlap_distance: in soft or compressed video one face's consecutive embeddings
     # were measured 0.59 apart at IoU 0.8 (shd_obama.mp4), which split one face into three tracks
     overlap_iou: float = 0.5
     overlap_distance: float = 0.7
+    # cost += motion_weight x (distance from where the track's velocity puts the face, in face widths):
+    # when embeddings cannot tell two faces apart (dlib on 50 px faces hugging in mma_demo_skeleton.mp4:
+    # 0.51-0.56 both ways), where each face was heading can; it only orders candidates, never gates them
+    motion_weight: float = 0.1
     thumb_size: int = 112
     metric: str = "euclidean"  # the embedder's: euclidean (dlib) | cosine (SFace)
 
@@ -142,6 +146,7 @@ class _Track:
     thumb: bytes = b""
     thumb_t: float = 0.0
     det_rows: list = field(default_factory=list)
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # box centre, pixels per second
 
 
 class Tracker:
@@ -168,8 +173,16 @@ class Tracker:
             last_b = np.stack([tr.last_box for tr in self.open])
             last_e = np.stack([tr.last_emb for tr in self.open])
             dist = pairwise(last_e, embs, self.p.metric)
-            iou = iou_matrix(last_b, boxes)
+            # where each track's face should be now: its last box moved by its velocity
+            gap = np.array([t - tr.end for tr in self.open])
+            pred_b = last_b + np.tile(np.stack([tr.velocity for tr in self.open]) * gap[:, None], 2)
+            iou = np.maximum(iou_matrix(last_b, boxes), iou_matrix(pred_b, boxes))  # stayed, or moved on
             cost = dist - self.p.iou_bonus * iou
+            if self.p.motion_weight:
+                width = np.maximum(last_b[:, 2] - last_b[:, 0] + 1, 1.0)
+                off = np.linalg.norm((pred_b[:, None, :2] + pred_b[:, None, 2:]) / 2
+                                     - (boxes[None, :, :2] + boxes[None, :, 2:]) / 2, axis=-1)
+                cost = cost + self.p.motion_weight * off / width[:, None]
             cost[(dist >= self.p.link_distance) & ~((iou >= self.p.overlap_iou) & (dist < self.p.overlap_distance))] = np.inf
             while np.isfinite(cost).any():
                 i, j = np.unravel_index(np.argmin(cost), cost.shape)
@@ -190,6 +203,8 @@ class Tracker:
                 assign[j] = tr.k
             else:
                 tr = by_k[int(assign[j])]
+                if t > tr.end:
+                    tr.velocity = ((b[:2] + b[2:]) - (tr.last_box[:2] + tr.last_box[2:])) / 2 / (t - tr.end)
                 tr.end, tr.last_box, tr.last_emb = t, b, e
                 tr.emb_sum = tr.emb_sum + e * w
                 tr.weight += w
