@@ -78,6 +78,7 @@ class RayConfig:
 @dataclass
 class Config:
     chunk_seconds: float = 60.0  # videos are split into chunks of this length
+    max_archive_gb: float = 64.0  # an archive that would expand beyond this is refused (gzip / zip bombs)
     faces: FacesConfig = field(default_factory=FacesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     actions: ActionsConfig = field(default_factory=ActionsConfig)
@@ -107,6 +108,7 @@ def fill_distances(embedder: str, tracking: "TrackingConfig | None", people: "Pe
 
 _RULES = {
     "chunk_seconds": lambda v: v >= 1,
+    "max_archive_gb": lambda v: v > 0,
     "faces.detector": lambda v: v in ("retinaface", "dlib"),
     "faces.embedder": lambda v: v in ("sface", "dlib"),
     "faces.sample_fps": lambda v: 0 < v <= 120,

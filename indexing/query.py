@@ -203,7 +203,8 @@ class QueryEngine:
             FROM t JOIN a ON a.video_id = t.video_id AND a.start_s < t.end_s AND t.start_s < a.end_s
         )
         SELECT coalesce(t.name, t.person_id) AS person, t.person_id, t.name IS NOT NULL AS named,
-               t.video_id, v.path, t.start_s, t.end_s,
+               t.video_id, v.path, list_filter(coalesce(v.paths, []), lambda x: x != v.path) AS other_paths,
+               t.start_s, t.end_s,
                coalesce(list({{'label': j.label, 'score': j.score, 'overlap_s': j.overlap_s}}
                              ORDER BY j.overlap_s DESC, j.label) FILTER (WHERE j.label IS NOT NULL), []) AS actions,
                t.distance, t.track_id, t.detections, t.thumbnail_t

@@ -13,11 +13,12 @@ import pyarrow as pa
 
 EMBED_DIM = 128
 SCHEMA_VERSION = 4  # 2: quality gates (sharpness, rejected); 3: the detector's 5 points, the embedder recorded;
-# 4: face and track quality, tracks end at shot changes
+# 4: face and track quality, tracks end at shot changes, every path of a video
 
 VIDEOS = pa.schema([
     pa.field("video_id", pa.string(), nullable=False),  # content-derived, stable across renames
     pa.field("path", pa.string(), nullable=False),  # where it was found (last run)
+    pa.field("paths", pa.list_(pa.string())),  # every place this content was found (files, archive members)
     pa.field("size_bytes", pa.int64()),
     pa.field("status", pa.string(), nullable=False),  # ok | partial | failed
     pa.field("error", pa.string()),  # why it failed (or which chunk failed)

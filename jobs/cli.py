@@ -310,16 +310,21 @@ def cmd_query(args) -> int:
         return 2
     if args.action and not rows and not engine.known_labels():
         log.warning("this index has no action segments (indexed with --no-actions?)")
+    if not args.all_paths:  # one path per row unless asked: the video's other names (copies, archive members)
+        for r in rows:
+            r.pop("other_paths", None)
     if args.json:
         for r in engine.with_thumbnails(rows):
             print(json.dumps(r))
     elif args.csv:
         w = csv.writer(sys.stdout)
-        w.writerow(["person", "person_id", "video_id", "path", "start_s", "end_s", "distance", "actions", "track_id"])
+        w.writerow(["person", "person_id", "video_id", "path", "start_s", "end_s", "distance", "actions", "track_id"]
+                   + (["other_paths"] if args.all_paths else []))
         for r in rows:
             acts = "|".join(f"{a['label']}:{a['score']}:{a['overlap_s']}" for a in r["actions"])
             w.writerow([r["person"], r["person_id"], r["video_id"], r["path"], f"{r['start_s']:.3f}",
-                        f"{r['end_s']:.3f}", "" if r["distance"] is None else r["distance"], acts, r["track_id"]])
+                        f"{r['end_s']:.3f}", "" if r["distance"] is None else r["distance"], acts, r["track_id"]]
+                       + (["|".join(r["other_paths"])] if args.all_paths else []))
     else:
         if not rows:
             print("no match")
@@ -333,6 +338,8 @@ def cmd_query(args) -> int:
                   f"{r['end_s']:8.2f}  {dist:>8}  {r['track_id']}")
             for a in r["actions"]:
                 print(f"{'':<{wp}}    {a['label']} (score {a['score']:.2f}, {a['overlap_s']:.1f} s overlap)")
+            for other in r.get("other_paths") or []:
+                print(f"{'':<{wp}}    also at {other}")
     return 0
 
 
@@ -423,13 +430,17 @@ def cmd_index(args) -> int:
         log.error("vidx index: %s", e)
         return 2
     try:
-        s = run_index(args.sources, args.out, cfg)
+        s = run_index(args.sources, args.out, cfg, quiet=not args.verbose)
     except IndexError_ as e:
         log.error("vidx index: %s", e)
         return 2
     print(f"videos: {s.videos_ok} ok, {s.videos_partial} partial, {s.videos_failed} failed; "
           f"chunks: {s.chunks_run} indexed, {s.chunks_skipped} already done; "
           f"tracks: {s.tracks}; detections: {s.detections}; people: {s.people}; {s.wall_s:.1f} s")
+    for uri, err in s.partials:
+        print(f"  partial: {uri}: {err}")
+    for uri, why in s.skipped:
+        print(f"  skipped: {uri}: {why}")
     for uri, err in s.failures:
         print(f"  failed: {uri}: {err}")
     return 0 if s.videos_ok + s.videos_partial > 0 or not s.failures else 1
@@ -630,6 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="JSON lines, thumbnails as base64 JPEG")
     fmt.add_argument("--csv", action="store_true")
     q.add_argument("--thumbnails", type=Path, metavar="DIR", help="write each row's face thumbnail into DIR")
+    q.add_argument("--all-paths", action="store_true", help="also list the video's other names (copies, archive "
+                   "members with the same content)")
     q.add_argument("--upsample", type=int, choices=(0, 1), default=0, help="for --face: find smaller faces")
     _detector_option(q, "the index's")
     _embedder_option(q, "the index's (another is refused)")

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -77,24 +78,36 @@ def _path_id(uri: str) -> str:
 @dataclass
 class Input:
     uri: str  # a path, a pyarrow.fs URI, or ARCHIVE::MEMBER
+    skip: str = ""  # why it is not indexed (not an archive, too large, dangling symlink...): reported, not planned
 
 
 def _is_video(name: str, head: bytes) -> bool:
     return posixpath.splitext(name)[1].lower() in decode.VIDEO_SUFFIXES or decode.sniff(head)
 
 
-def _archive_inputs(uri: str) -> list[Input]:
+def _archive_inputs(uri: str, limit: int) -> list[Input]:
     try:
-        return [Input(f"{uri}{sources.SEP}{name}") for name, _, head in sources.members(uri)
-                if _is_video(name, head)]
+        found = [(name, head) for name, _, head in sources.members(uri, limit)]
+    except sources.ArchiveRefused as e:
+        return [Input(uri, skip=str(e))]
     except (OSError, EOFError, sources.SourceError, tarfile.TarError, zipfile.BadZipFile) as e:
-        log.error("%s: unreadable archive (%s)", uri, e)
-        return [Input(uri)]  # reported as a failed row
+        return [Input(uri, skip=f"unreadable archive: {e}")]
+    videos = [Input(f"{uri}{sources.SEP}{name}") for name, head in found if _is_video(name, head)]
+    return videos or [Input(uri, skip=f"archive holds no videos ({len(found)} file(s))")]
 
 
-def list_inputs(srcs: list[str]) -> list[Input]:
+def _dangling(path: str) -> str | None:
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"dangling symlink (points to {os.readlink(path)})"
+    return None
+
+
+def list_inputs(srcs: list[str], max_archive_bytes: int = sources.MAX_ARCHIVE_BYTES) -> list[Input]:
     """Files named explicitly, the videos found in folders (by extension or content), and the
-    videos inside .tar / .zip archives (named or found)."""
+    videos inside .tar / .zip archives (named or found).  Everything the user pointed at that is
+    not indexed comes back with ``skip`` saying why: a file named like an archive that is not
+    one, an archive that would expand beyond ``max_archive_bytes``, one with no videos, a
+    dangling symlink."""
     out: list[Input] = []
     for src in srcs:
         fs, path = resolve(src)
@@ -109,20 +122,38 @@ def list_inputs(srcs: list[str]) -> list[Input]:
                     head = sources.read_head(fs, fi.path, 1024)
                 except OSError:
                     head = b""
-                if sources.is_archive(fi.path, head):
-                    out += _archive_inputs(uri)
-                elif _is_video(fi.path, head):
-                    out.append(Input(uri))
+                out += _one(uri, fi.path, head, max_archive_bytes, named=False)
+            if fs.type_name == "local":  # the listing leaves dangling symlinks out: account for them
+                for root, dirs, files in os.walk(path):
+                    for name in sorted(dirs + files):
+                        why = _dangling(os.path.join(root, name))
+                        if why:
+                            out.append(Input(os.path.join(root, name), skip=why))
         else:
             uri = src if fs.type_name != "local" else path
+            why = _dangling(path) if fs.type_name == "local" else None
+            if why:
+                out.append(Input(uri, skip=why))
+                continue
             head = b""
             if info.type == pafs.FileType.File:
                 try:
                     head = sources.read_head(fs, path, 1024)
                 except OSError:
                     pass
-            out += _archive_inputs(uri) if sources.is_archive(path, head) else [Input(uri)]
+            out += _one(uri, path, head, max_archive_bytes, named=True)
     return out
+
+
+def _one(uri: str, path: str, head: bytes, limit: int, named: bool) -> list[Input]:
+    """The inputs a file stands for: an archive's videos, the file itself (a video, or any file
+    named explicitly: planning says what is wrong with it), or nothing for other files of a folder."""
+    if sources.is_archive(path, head):
+        return _archive_inputs(uri, limit)
+    why = sources.not_an_archive(path, head)
+    if why:
+        return [Input(uri, skip=why)]
+    return [Input(uri)] if named or _is_video(path, head) else []
 
 
 @dataclass
@@ -133,6 +164,7 @@ class VideoPlan:
     info: decode.VideoInfo | None = None
     error: str = ""
     chunks: list[tuple[float, float]] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)  # other inputs with the same content
 
 
 def plan_video(inp: Input, chunk_s: float) -> VideoPlan:
@@ -293,20 +325,61 @@ class Summary:
     people: int = 0
     wall_s: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    partials: list[tuple[str, str]] = field(default_factory=list)  # indexed with a part missing, and why
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # pointed at, not indexed, and why
 
 
-def _ray_init() -> None:
+def _ray_init(quiet: bool = True) -> bool:
+    """Start or join Ray; True when this call started a local Ray (the caller shuts it down).
+    Quiet: the workers' output stays in Ray's own log files instead of the driver's terminal."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     if os.environ.get("RAY_ADDRESS"):
         log.info("connecting to the Ray cluster at %s", os.environ["RAY_ADDRESS"])
-        ray.init(log_to_driver=True)
-    else:
-        log.info("starting a local Ray with %d CPUs", os.cpu_count() or 1)
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=True,
-                 logging_level=logging.WARNING)
+        ray.init(log_to_driver=not quiet)
+        return False
+    log.info("starting a local Ray with %d CPUs", os.cpu_count() or 1)
+    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=not quiet,
+             logging_level=logging.WARNING)
+    return True
+
+
+@contextlib.contextmanager
+def ray_output_to_file(store: Store, quiet: bool):
+    """While Ray runs, everything written to this process's stderr (Ray's C++ core, Ray Data's
+    log lines, library warnings) goes to a log file in the index folder (a temporary folder for
+    an index on an object store), and vidx's own log lines and progress bar to the terminal.
+    Yields the terminal stream; ``quiet`` False (``vidx --verbose``) leaves stderr alone."""
+    if not quiet:
+        yield sys.stderr
+        return
+    import tempfile
+
+    folder = store.path("logs") if store.fs.type_name == "local" else tempfile.mkdtemp(prefix="vidx-logs-")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"ray-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    term = os.fdopen(os.dup(saved), "w", buffering=1)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    moved = [h for h in logging.getLogger().handlers
+             if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr, sys.__stderr__)]
+    for h in moved:
+        h.setStream(term)
+    os.dup2(fd, 2)
+    os.close(fd)
+    log.info("Ray's own log: %s", path)
+    try:
+        yield term
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        for h in moved:
+            h.setStream(sys.stderr)
+        term.close()
 
 
 def _pool_size(cfg: Config, n_chunks: int) -> int:
@@ -325,7 +398,9 @@ def _pool_size(cfg: Config, n_chunks: int) -> int:
     return max(1, min(n, cap, n_chunks))
 
 
-def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = None) -> Summary:
+def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = None, quiet: bool = True) -> Summary:
+    """Index ``srcs`` into ``out``.  ``quiet``: Ray's own output goes to OUT/logs/ (vidx's lines
+    and the progress bar stay on the terminal); False shows everything (``vidx --verbose``)."""
     t_start = time.time()
     cfg.resolve()  # thresholds left at 0 take the embedder's values
     store = Store(out)
@@ -363,22 +438,31 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
                          + (" --detector dlib" if other == "dlib" and cfg.faces.detector != "dlib" else ""))
     manifest["embedder"] = emb.model
     before = _comparable(manifest)
-    inputs = list_inputs(srcs)
+    inputs = list_inputs(srcs, int(cfg.max_archive_gb * (1 << 30)))
+    summary = Summary()
+    for inp in inputs:
+        if inp.skip:
+            log.warning("skipped %s: %s", inp.uri, inp.skip)
+            summary.skipped.append((inp.uri, inp.skip))
+    inputs = [i for i in inputs if not i.skip]
     if not inputs:
-        raise SystemExit(f"vidx: no videos found in {' '.join(srcs)}")
+        raise SystemExit(f"vidx: no videos found in {' '.join(srcs)}"
+                         + "".join(f"\n  skipped: {u}: {w}" for u, w in summary.skipped))
     log.info("planning %d input(s)", len(inputs))
     plans: dict[str, VideoPlan] = {}
     for inp in inputs:
         vp = plan_video(inp, cfg.chunk_seconds)
         if vp.video_id in plans:
-            log.info("%s is the same video as %s; indexing it once", inp.uri, plans[vp.video_id].uri)
+            log.info("%s is the same video as %s; indexing it once, both names kept", inp.uri,
+                     plans[vp.video_id].uri)
+            plans[vp.video_id].aliases.append(inp.uri)
             continue
         plans[vp.video_id] = vp
-    summary = Summary()
     todo = []
     for vp in plans.values():
         entry = manifest["videos"].setdefault(vp.video_id, {"chunks": {}})
         entry["path"] = vp.uri
+        entry["paths"] = list(dict.fromkeys([vp.uri, *vp.aliases, *entry.get("paths", [])]))  # every name kept
         if vp.error:
             continue
         entry["chunk_seconds"] = cfg.chunk_seconds
@@ -392,7 +476,16 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     chunk_errors: dict[str, str] = {}
     ran_videos: set[str] = set()
     if todo:
-        _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress, actions)
+        with ray_output_to_file(store, quiet) as term:
+            started = _ray_init(quiet)
+            try:
+                _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress, actions,
+                         term)
+            finally:
+                if started and quiet:  # its shutdown chatter goes to the log too
+                    import ray
+
+                    ray.shutdown()
     _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions)
     if store.fs.type_name == "local":  # FAISS index + identities; a no-op when nothing changed
         from vidx.indexing import people
@@ -404,13 +497,14 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     return summary
 
 
-def _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress, actions):
+def _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress, actions,
+             term=None):
     import ray.data
     from tqdm import tqdm
 
     from vidx.workers.chunk_worker import ChunkIndexer
 
-    _ray_init()
+    term = term or sys.stderr
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -423,9 +517,9 @@ def _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary,
         fn_constructor_kwargs={"out": out, "faces": cfg.to_dict()["faces"], "tracking": cfg.to_dict()["tracking"],
                                "num_cpus": cfg.ray.num_cpus,
                                "actions": {k: v for k, v in actions.items() if k != "labels"} if actions else None})
-    tty = sys.stderr.isatty() if progress is None else progress
+    tty = term.isatty() if progress is None else progress
     total_s = sum(t["end_s"] - t["start_s"] for t in todo)
-    bar = tqdm(total=round(total_s, 1), unit="video-s", disable=not tty, dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=round(total_s, 1), unit="video-s", disable=not tty, dynamic_ncols=True, file=term)
     last_write = last_log = t_run = time.time()
     done_s, faces, videos_done = 0.0, 0, set()
     left = {}
@@ -439,7 +533,11 @@ def _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary,
             manifest["videos"][vid]["chunks"][str(c)] = {
                 "detections": Store.detections_rel(vid, c), "segments": Store.segments_rel(vid, c),
                 "detections_n": int(r["detections"]), "segments_n": int(r["segments"]),
-                **({"windows": Store.windows_rel(vid, c)} if actions else {})}
+                **({"windows": Store.windows_rel(vid, c)} if actions else {}),
+                **({"damaged": r["damaged"]} if r.get("damaged") else {})}
+            if r.get("damaged"):
+                log.warning("%s: undecodable %s (indexed around it)", plans[vid].uri, decode.describe_spans(
+                    [tuple(map(float, sp.split("-"))) for sp in r["damaged"].split(";")]))
             faces += int(r["detections"])
         else:
             chunk_errors[f"{vid}/{c}"] = r["error"]
@@ -477,11 +575,19 @@ def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summa
         if vp.error:
             status, error = "failed", vp.error
         elif done == n_chunks:
-            status, error = "ok", ""
+            spans = [tuple(map(float, sp.split("-"))) for c in range(n_chunks)
+                     for sp in entry["chunks"][str(c)].get("damaged", "").split(";") if sp]
+            if info and info.data_end:  # the last frames of a file cut short belong to the cut, not to damage
+                spans = [sp for sp in spans if sp[0] < info.data_end - 2.0 / max(info.fps, 1.0)]
+            notes = ([info.note] if info and info.note else []) + (
+                [f"undecodable {decode.describe_spans(spans)} (indexed around it)"] if spans else [])
+            status, error = ("partial", "; ".join(notes)) if notes else ("ok", "")
         elif done == 0:
             status, error = "failed", "; ".join(errs) or "not indexed"
         else:
             status, error = "partial", "; ".join(errs) or "some chunks not indexed"
+        if status == "partial":
+            summary.partials.append((vp.uri, error))
         tracks = 0
         if done:
             tr_rel = Store.tracks_rel(vid)
@@ -513,6 +619,7 @@ def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summa
             summary.failures.append((vp.uri, error))
         rows["video_id"].append(vid)
         rows["path"].append(vp.uri)
+        rows["paths"].append(entry.get("paths") or [vp.uri])
         rows["size_bytes"].append(vp.size)
         rows["status"].append(status)
         rows["error"].append(error or None)

@@ -282,11 +282,13 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
     @app.get("/api/videos/{video_id}/stream")
     def stream(video_id: str):
         v = _video(video_id)
-        path = Path(v["path"])
-        if "::" in v["path"] or "://" in v["path"]:
+        names = list(dict.fromkeys([v["path"], *(v.get("paths") or [])]))  # the latest name first, then the others
+        local = [Path(n) for n in names if "::" not in n and "://" not in n]
+        if not local:
             raise HTTPException(409, "this video is inside an archive or on an object store; playback serves local files only")
-        if not path.is_file():
-            raise HTTPException(410, f"the video file is no longer at {path}")
+        path = next((p for p in local if p.is_file()), None)
+        if path is None:
+            raise HTTPException(410, f"the video file is no longer at {', '.join(map(str, local))}")
         return FileResponse(path, media_type="video/mp4" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else None)
 
     @app.get("/api/thumbnails/{track_id}", responses={200: {"content": {"image/jpeg": {}}}})

@@ -93,7 +93,8 @@ def write_index(out, videos: dict[str, list[tuple]],
             store.write_table(Store.action_segments_rel(vid), a)
             entry["action_segments"] = Store.action_segments_rel(vid)
         man["videos"][vid] = entry
-        for k, v in {"video_id": vid, "path": entry["path"], "size_bytes": 1, "status": "ok", "error": None,
+        for k, v in {"video_id": vid, "path": entry["path"], "paths": [entry["path"]], "size_bytes": 1, "status": "ok",
+                     "error": None,
                      "duration_s": 60.0, "fps": 25.0, "frames": 1500, "width": 640, "height": 360, "codec": "h264",
                      "decoder": "decord", "chunks": 1, "chunks_done": 1, "tracks": n}.items():
             vrows[k].append(v)

@@ -50,7 +50,7 @@ def _tracks(video: Path, tmp_path: Path) -> list[dict]:
     vp = plan_video(Input(str(video)), cfg.chunk_seconds)
     assert not vp.error, vp.error
     worker = ChunkIndexer(str(tmp_path / "ix"), cfg.to_dict()["faces"], cfg.to_dict()["tracking"])
-    _, segs, _, _ = worker._run(str(video), chunk_rows(vp, cfg)[0], {"decode_s": 0.0, "model_s": 0.0})
+    _, segs, _, _, _ = worker._run(str(video), chunk_rows(vp, cfg)[0], {"decode_s": 0.0, "model_s": 0.0})
     return sorted(segs.to_pylist(), key=lambda r: r["start_s"])
 
 

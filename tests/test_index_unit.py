@@ -212,3 +212,41 @@ def test_missing_member_and_broken_archive(tmp_path):
     broken.write_bytes(arc.read_bytes()[:700])  # header of the first member, no data
     vps = [plan_video(i, 60.0) for i in list_inputs([str(broken)])]
     assert vps and all(v.error for v in vps)
+
+
+def test_every_input_pointed_at_is_indexed_or_skipped_with_a_reason(tmp_path):
+    import gzip
+    import os
+    import zipfile
+
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "notes.tar.gz").write_text("not gzip")
+    (d / "scan.zip").write_bytes(b"%PDF-1.4 not a zip")
+    with gzip.open(d / "bomb.tar.gz", "wb") as f:
+        f.write(bytes(3 << 20))  # 3 MiB of zeros
+    with zipfile.ZipFile(d / "docs.zip", "w") as z:
+        z.writestr("readme.txt", "no videos here")
+    os.symlink(tmp_path / "nowhere.mp4", d / "lost.mp4")
+    (d / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"\x00" * 2000)
+    got = {os.path.basename(i.uri): i.skip for i in list_inputs([str(d)], max_archive_bytes=1 << 20)}
+    assert got["clip.mp4"] == ""
+    assert got["notes.tar.gz"] == "not an archive: bad gzip header"
+    assert got["scan.zip"] == "not an archive: bad zip header"
+    assert got["bomb.tar.gz"].startswith("archive expands beyond 0.000976562 GB: refused (3 MiB declared")
+    assert got["docs.zip"] == "archive holds no videos (1 file(s))"
+    assert got["lost.mp4"] == f"dangling symlink (points to {tmp_path / 'nowhere.mp4'})"
+    named = list_inputs([str(d / "lost.mp4")])
+    assert [i.skip for i in named] == [f"dangling symlink (points to {tmp_path / 'nowhere.mp4'})"]
+
+
+def test_decoder_messages_lose_their_internal_paths_and_lost_frames_make_spans():
+    err = RuntimeError("[08:38:35] /github/workspace/src/video/ffmpeg/threaded_decoder.cc:292: [08:38:35] "
+                       "/github/workspace/src/video/ffmpeg/threaded_decoder.cc:218: Check failed: "
+                       "avcodec_send_packet(dec_ctx_.get(), pkt.get()) >= 0 (-1094995529 vs. 0)")
+    assert decode._short(err) == "the decoder rejected the stream's data"
+    assert decode._short(RuntimeError("Invalid data found when processing input")) == \
+        "Invalid data found when processing input"
+    times = np.arange(10) * 0.5
+    assert decode.lost_spans([2.0, 2.5, 4.5], times) == [(2.0, 3.0), (4.5, 4.5)]
+    assert decode.describe_spans([(2.0, 3.0), (4.5, 4.5)]) == "2.00-3.00 s, at 4.50 s"

@@ -35,14 +35,15 @@ QUEUE_PIECES = 2  # decoded pieces waiting for the models (bounds an actor's fra
 
 
 def _pieces(path: str, info: decode.VideoInfo, indices: np.ndarray, times: np.ndarray, max_side: int, piece: int,
-            timing: dict) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Decode in a background thread, at most QUEUE_PIECES pieces ahead of the consumer."""
+            timing: dict, lost: list[float] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Decode in a background thread, at most QUEUE_PIECES pieces ahead of the consumer; the
+    times of sampled frames that cannot be decoded go to ``lost`` (damage is read around)."""
     q: queue.Queue = queue.Queue(maxsize=QUEUE_PIECES)
     stop = threading.Event()
 
     def produce():
         try:
-            it = decode.read_frames(path, info, indices, max_side, piece, times)
+            it = decode.read_frames(path, info, indices, max_side, piece, times, lost)
             while not stop.is_set():
                 t = time.perf_counter()
                 item = next(it, None)
@@ -109,17 +110,19 @@ class ChunkIndexer:
         vid, chunk = str(row["video_id"]), int(row["chunk"])
         start, end = float(row["start_s"]), float(row["end_s"])
         timing = {"decode_s": 0.0, "model_s": 0.0}
-        res = {"video_id": vid, "chunk": chunk, "status": "ok", "error": "", "detections": 0, "segments": 0,
+        res = {"video_id": vid, "chunk": chunk, "status": "ok", "error": "", "damaged": "", "detections": 0,
+               "segments": 0,
                "sampled_frames": 0, "seconds": end - start, "decode_s": 0.0, "model_s": 0.0, "wall_s": 0.0}
         t0 = time.perf_counter()
         try:
             with local_file(str(row["uri"])) as path:
-                dets, segs, windows, n_frames = self._run(path, row, timing)
+                dets, segs, windows, n_frames, spans = self._run(path, row, timing)
             self.store.write_table(Store.detections_rel(vid, chunk), dets)
             self.store.write_table(Store.segments_rel(vid, chunk), segs)
             if windows is not None:
                 self.store.write_table(Store.windows_rel(vid, chunk), windows)
-            res.update(detections=dets.num_rows, segments=segs.num_rows, sampled_frames=n_frames)
+            res.update(detections=dets.num_rows, segments=segs.num_rows, sampled_frames=n_frames,
+                       damaged=";".join(f"{a:.2f}-{b:.2f}" for a, b in spans))
         except (decode.DecodeError, SourceError) as e:
             res.update(status="failed", error=str(e))
         except Exception as e:  # noqa: BLE001 - one bad chunk must not stop the job
@@ -154,9 +157,10 @@ class ChunkIndexer:
         cols: dict[str, list] = {k: [] for k in ("frame", "t", "box", "score", "lm", "pts", "emb", "seg", "sharp", "rej",
                                                  "q")}
         n_frames = 0
+        lost: list[float] = []  # sampled times the decoder could not give (damage)
         last_hist = None  # the previous sampled frame's colour histogram (shot changes)
         for part, frames in _pieces(path, info, idx, times, int(self.faces["max_side"]),
-                                    int(self.faces["batch_frames"]), timing):
+                                    int(self.faces["batch_frames"]), timing, lost):
             t = time.perf_counter()
             if act is not None:
                 a_sel = np.flatnonzero(np.isin(part, act_idx))
@@ -259,4 +263,6 @@ class ChunkIndexer:
                 "scores": [row.tolist() for w in wins for row in w.scores.astype(np.float32)],
                 "model": [act.name] * len(starts),
             }, schema=schemas.ACTION_WINDOWS)
-        return dets, segs, windows, n_frames
+        if lost and not n_frames:
+            raise decode.DecodeError("no sampled frame of this chunk could be decoded")
+        return dets, segs, windows, n_frames, decode.lost_spans(lost, times)

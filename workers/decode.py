@@ -8,6 +8,12 @@
 Times are seconds from the stream's presentation timestamps (decord's, or PyAV's packet
 pts when decord's are unusable, as in some AVI files), never index / fps unless the stream
 has no timestamps at all.
+
+Damaged files are read around the damage, as ffmpeg does: a stretch decord cannot decode is
+decoded by PyAV packet by packet, skipping the packets the decoder rejects; the sampled frames
+that still cannot be had are reported (``lost``) so the video is marked partial with the span.
+A file cut short is indexed up to where its data ends (``VideoInfo.note`` says so).  Messages
+never carry a decoder's internal source paths.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -61,6 +68,24 @@ class VideoInfo:
     codec: str
     backend: str  # decord or pyav
     timestamps: np.ndarray  # (frames,) float64 presentation time of each frame, seconds
+    note: str = ""  # what is wrong but readable, e.g. "truncated: data ends at 4.47 s of 7.00 s declared"
+    data_end: float = 0.0  # truncated files: where the data ends (seconds); 0 when whole
+
+
+def _decord():
+    """decord, with its bundled FFmpeg's log lines off."""
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)
+    return decord
+
+
+def _av():
+    """PyAV, with FFmpeg's own log lines off (vidx reports what matters in its own words)."""
+    import av
+
+    av.logging.set_level(av.logging.PANIC)
+    return av
 
 
 def check_file(path: str) -> None:
@@ -89,8 +114,7 @@ def _valid_times(ts: np.ndarray, n: int) -> bool:
 
 def _pyav_times(path: str) -> tuple[np.ndarray, str, float, int, int, float]:
     """Packet times (no decoding), codec, rate, size, and the duration the header declares."""
-    import av
-
+    av = _av()
     with av.open(path) as c:
         if not c.streams.video:
             raise DecodeError("no video stream (audio only?)")
@@ -111,8 +135,7 @@ def probe(path: str) -> VideoInfo:
     """Stream facts and all frame times; raises DecodeError with a specific reason."""
     check_file(path)
     try:
-        import decord
-
+        decord = _decord()
         vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
         n = len(vr)
         fps = float(vr.get_avg_fps())
@@ -151,16 +174,24 @@ def probe(path: str) -> VideoInfo:
     if n == 0:
         raise DecodeError("the video stream has no frames")
     step = float(np.median(np.diff(ts))) if n > 1 else 1.0 / (fps or 25.0)
-    if declared > 1.0 and ts[-1] + step < 0.9 * declared:
-        raise DecodeError(f"truncated: the header declares {declared:.2f} s but the data ends at "
-                          f"{ts[-1] + step:.2f} s")
+    note = ""
+    if declared > 1.0 and ts[-1] + step < 0.9 * declared:  # cut short: index what is there
+        note = f"truncated: data ends at {ts[-1] + step:.2f} s of {declared:.2f} s declared"
     return VideoInfo(duration=float(ts[-1] + step), fps=fps, frames=n, width=int(w), height=int(h),
-                     codec=codec, backend=backend, timestamps=ts)
+                     codec=codec, backend=backend, timestamps=ts, note=note,
+                     data_end=float(ts[-1] + step) if note else 0.0)
+
+
+_INTERNAL = re.compile(r"\[\d{2}:\d{2}:\d{2}\]\s*\S+\.(?:cc|c|h|cpp):\d+:\s*")
 
 
 def _short(e: Exception) -> str:
+    """The last line of an error, without decoder-internal source locations."""
     msg = (getattr(e, "strerror", None) or str(e)).strip().splitlines()
-    return msg[-1][:200] if msg else type(e).__name__
+    text = _INTERNAL.sub("", msg[-1] if msg else "").strip()
+    if not text or text.startswith(("Check failed", "Thread worker")) or "avcodec_" in text:
+        return "the decoder rejected the stream's data"
+    return text[:200]
 
 
 def sample_indices(ts: np.ndarray, start: float, end: float, rate: float) -> np.ndarray:
@@ -184,54 +215,81 @@ def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int = 0, piece: int = 16,
-                times: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                times: np.ndarray | None = None, lost: list[float] | None = None
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (frame indices, frames (n, h, w, 3) uint8 RGB) for the given frames, `piece` at a time.
 
     ``times`` are those frames' presentation times (default: from ``info.timestamps``); only the
-    PyAV path needs them, so a caller that knows them need not hold every frame's time."""
+    PyAV path needs them, so a caller that knows them need not hold every frame's time.  With
+    ``lost`` (a list), damage is read around: the times of sampled frames that cannot be decoded
+    are appended to it and the rest are yielded; without it, damage raises :class:`DecodeError`."""
     w, h = scaled_size(info.width, info.height, max_side)
     if len(indices) == 0:
         return
+    indices = np.asarray(indices)
+    if times is None:
+        times = info.timestamps[indices]
+    times = np.asarray(times, np.float64)
     if info.backend == "decord":
-        import decord
-
+        decord = _decord()
         vr = decord.VideoReader(path, ctx=decord.cpu(0), width=w if w != info.width else -1,
                                 height=h if h != info.height else -1, num_threads=1)
         for s in range(0, len(indices), piece):
-            part = np.asarray(indices[s : s + piece])
+            part = indices[s : s + piece]
             try:
                 frames = vr.get_batch(part.tolist()).asnumpy()
             except Exception as e:  # noqa: BLE001
-                raise DecodeError(f"decoding failed near frame {part[0]}: {_short(e)}") from None
+                if lost is None:
+                    raise DecodeError(f"decoding failed near frame {part[0]}: {_short(e)}") from None
+                log.debug("%s: decord stopped near frame %d (%s); PyAV reads on around the damage", path,
+                          part[0], _short(e))
+                del vr
+                yield from _pyav_safe(path, indices[s:], times[s:], w, h, piece, lost)
+                return
             yield part, frames
         return
-    if times is None:
-        times = info.timestamps[indices]
+    yield from _pyav_safe(path, indices, times, w, h, piece, lost)
+
+
+def _pyav_safe(path, indices, times, w, h, piece, lost):
     try:
-        yield from _pyav_frames(path, np.asarray(indices), np.asarray(times, np.float64), w, h, piece)
+        yield from _pyav_frames(path, indices, times, w, h, piece, lost)
     except DecodeError:
         raise
     except Exception as e:  # noqa: BLE001 - PyAV raises many error types for broken streams
         raise DecodeError(f"decoding failed: {_short(e)} (corrupt or truncated?)") from None
 
 
-def _pyav_frames(path, indices, times, w, h, piece):
+def _pyav_frames(path, indices, times, w, h, piece, lost=None):
     """Decode sequentially from a seek before the first wanted time; keep the first frame at
-    or after each wanted time."""
-    import av
-
+    or after each wanted time.  Packets the decoder rejects are skipped when ``lost`` collects
+    the sampled times that went undecoded (else the first one raises)."""
+    av = _av()
     buf_i, buf_f = [], []
     k = 0
+
+    def frames(c, s):
+        for packet in c.demux(s):
+            try:
+                yield from packet.decode()
+            except av.error.FFmpegError:
+                if lost is None:
+                    raise
+                log.debug("%s: skipped a packet the decoder rejected (pts %s)", path, packet.pts)
+
     with av.open(path) as c:
         s = c.streams.video[0]
         tb = float(s.time_base)
         c.seek(max(0, int(times[0] / tb) - 1), stream=s, backward=True, any_frame=False)
-        for frame in c.decode(s):
+        for frame in frames(c, s):
             if frame.pts is None:
                 continue
             t = frame.pts * tb
             if t < times[k] - 1e-4:
                 continue
+            while lost is not None and k < len(times) and times[k] < t - 1e-4:  # passed over: undecodable
+                lost.append(float(times[k]))
+                k += 1
             buf_i.append(int(indices[k]))
             buf_f.append(frame.to_ndarray(format="rgb24", width=w, height=h))
             k += 1
@@ -245,8 +303,37 @@ def _pyav_frames(path, indices, times, w, h, piece):
     if buf_i:
         yield np.asarray(buf_i), np.stack(buf_f)
     if k < len(times):
-        raise DecodeError(f"{len(times) - k} sampled frames from {times[k]:.2f} s on could not be decoded "
-                          "(truncated?)")
+        if lost is None:
+            raise DecodeError(f"{len(times) - k} sampled frames from {times[k]:.2f} s on could not be decoded "
+                              "(truncated?)")
+        lost.extend(float(x) for x in times[k:])
+
+
+def describe_spans(spans: list[tuple[float, float]]) -> str:
+    """'4.00-4.50 s, at 6.10 s' (times from the first frame)."""
+    return ", ".join(f"{a:.2f}-{b:.2f} s" if b > a else f"at {a:.2f} s" for a, b in spans)
+
+
+def lost_spans(lost: list[float], times: np.ndarray) -> list[tuple[float, float]]:
+    """Spans (start, end) of consecutive lost sampled times; a span ends at the next sampled time
+    that was decoded (or its last lost time when none follows)."""
+    if not lost:
+        return []
+    times = np.asarray(times, np.float64)
+    gone = np.isin(times, np.asarray(lost))
+    spans = []
+    i = 0
+    while i < len(times):
+        if not gone[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(times) and gone[j + 1]:
+            j += 1
+        end = float(times[j + 1]) if j + 1 < len(times) else float(times[j])
+        spans.append((float(times[i]), end))
+        i = j + 1
+    return spans
 
 
 def chunk_bounds(duration: float, chunk_s: float) -> list[tuple[float, float]]:

@@ -22,11 +22,61 @@ from vidx.indexing.store import resolve
 
 SEP = "::"
 MAX_MEMBER_BYTES = 64 << 30  # refuse absurd members (zip bombs declare what they like)
+MAX_ARCHIVE_BYTES = 64 << 30  # default bound on what an archive may expand to (config: max_archive_gb)
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
+_HEADERS = {".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": "bzip2", ".tar.xz": "xz", ".zip": "zip", ".tar": "tar"}
 
 
 class SourceError(RuntimeError):
     pass
+
+
+class ArchiveRefused(SourceError):
+    """An archive vidx will not open (not what its name says, or it would expand too far)."""
+
+
+def archive_suffix(name: str) -> str | None:
+    low = name.lower()
+    return next((sfx for sfx in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True) if low.endswith(sfx)), None)
+
+
+def not_an_archive(name: str, head: bytes) -> str | None:
+    """Why a file named like an archive is not one ("not an archive: bad gzip header"), or None."""
+    sfx = archive_suffix(name)
+    if sfx is None or is_archive(name, head):
+        return None
+    return f"not an archive: bad {_HEADERS[sfx]} header" if sfx != ".tar" else "not an archive: no tar header"
+
+
+class _Bounded:
+    """A decompressed stream that refuses to expand beyond ``limit`` bytes (gzip / bzip2 / xz bombs)."""
+
+    def __init__(self, f, limit: int, uri: str):
+        self.f, self.limit, self.uri = f, limit, uri
+
+    def _check(self):
+        if self.f.tell() > self.limit:
+            raise ArchiveRefused(f"archive expands beyond {_gb(self.limit)}: refused")
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self._check()
+        return data
+
+    def seek(self, off, whence=0):
+        pos = self.f.seek(off, whence)
+        self._check()
+        return pos
+
+    def tell(self):
+        return self.f.tell()
+
+    def seekable(self):
+        return True
+
+
+def _gb(n: int) -> str:
+    return f"{n / (1 << 30):g} GB"
 
 
 def split(uri: str) -> tuple[str, str | None]:
@@ -54,7 +104,11 @@ def is_archive(name: str, head: bytes) -> str | None:
 
 
 @contextlib.contextmanager
-def _open_archive(uri: str):
+def _open_archive(uri: str, limit: int = MAX_ARCHIVE_BYTES):
+    import bz2
+    import gzip
+    import lzma
+
     fs, path = resolve(uri)
     with fs.open_input_file(path) as raw:
         head = raw.read(512)
@@ -62,17 +116,36 @@ def _open_archive(uri: str):
         kind = is_archive(path, head)
         if kind == "zip":
             with zipfile.ZipFile(raw) as z:
+                declared = sum(i.file_size for i in z.infolist())
+                if declared > limit:
+                    raise ArchiveRefused(f"archive expands beyond {_gb(limit)}: refused ({declared >> 20} MiB declared)")
                 yield kind, z
         elif kind == "tar":
-            with tarfile.open(fileobj=raw, mode="r:*") as t:
+            if head[:2] == b"\x1f\x8b":  # gzip: its trailer declares the size (mod 4 GiB), checked before reading
+                size = raw.size()
+                raw.seek(max(0, size - 4))
+                declared = int.from_bytes(raw.read(4), "little")
+                raw.seek(0)
+                if declared > limit:
+                    raise ArchiveRefused(f"archive expands beyond {_gb(limit)}: refused ({declared >> 20} MiB declared "
+                                         f"by a {size >> 10} KiB file)")
+                inner = gzip.GzipFile(fileobj=raw)
+            elif head[:3] == b"BZh":
+                inner = bz2.BZ2File(raw)
+            elif head[:6] == b"\xfd7zXZ\x00":
+                inner = lzma.LZMAFile(raw)
+            else:
+                inner = raw
+            with tarfile.open(fileobj=_Bounded(inner, limit, uri) if inner is not raw else raw, mode="r:") as t:
                 yield kind, t
         else:
             raise SourceError(f"{uri}: not a tar or zip archive")
 
 
-def members(uri: str) -> Iterator[tuple[str, int, bytes]]:
-    """(member name, size, first 1 KiB) of every regular file in an archive."""
-    with _open_archive(uri) as (kind, a):
+def members(uri: str, limit: int = MAX_ARCHIVE_BYTES) -> Iterator[tuple[str, int, bytes]]:
+    """(member name, size, first 1 KiB) of every regular file in an archive; an archive that
+    would expand beyond ``limit`` bytes raises :class:`ArchiveRefused`."""
+    with _open_archive(uri, limit) as (kind, a):
         if kind == "zip":
             for info in a.infolist():
                 if info.is_dir():
