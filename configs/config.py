@@ -53,6 +53,9 @@ class ActionsConfig:
     min_score: float = 0.3  # a window's top label opens a segment at this score
     keep_score: float = 0.15  # ...and keeps it open while it stays above this
     min_duration: float = 1.0  # shorter segments are dropped
+    # what each person does: on = classify every face track's own body region; auto = only where two or more
+    # faces share the screen (a person alone takes the frame's label); off = frame-level labels only
+    per_person: str = "auto"
 
 
 @dataclass
@@ -128,6 +131,7 @@ _RULES = {
     "actions.min_score": lambda v: 0 <= v <= 1,
     "actions.keep_score": lambda v: 0 <= v <= 1,
     "actions.min_duration": lambda v: v >= 0,
+    "actions.per_person": lambda v: v in ("auto", "on", "off"),
     "people.cluster_distance": lambda v: 0 <= v <= 2,
     "people.match_distance": lambda v: 0 <= v <= 2,
     "people.neighbours": lambda v: 1 <= v <= 1000,
@@ -159,6 +163,8 @@ def _set(obj: Any, key: str, value: Any, prefix: str = "") -> None:
     if rest:
         raise ConfigError(f"config key '{full}' has no sub-keys")
     typ = type(cur)
+    if typ is str and isinstance(value, bool):  # YAML reads a bare on / off as a boolean
+        value = "on" if value else "off"
     try:
         if typ is bool:
             if not isinstance(value, bool):

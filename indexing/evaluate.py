@@ -5,8 +5,9 @@ Truth CSV (lines starting with ``#`` are comments), one row per interval::
     video,person,action,start_s,end_s[,hard][,x_min,x_max]
 
 ``video``: a file name or a path suffix of an indexed video.  ``person``: who is on screen (an
-enrolled name, or any label for someone not named); ``action``: a label of the action models,
-given instead of a person.  Times are seconds on vidx's clock: from the video's first frame, as
+enrolled name, or any label for someone not named); ``action``: a label of the action models
+(alone: what the scene shows; with a person: what that person does, scored against vidx's
+per-person actions).  Times are seconds on vidx's clock: from the video's first frame, as
 a player shows them.  ``hard`` = 1: the person is there but the face is small, beyond profile or
 hidden: not counted in recall, and reporting the person there is not false.  ``x_min``/``x_max``
 (0-1 across the frame): where the face's centre is, for people on screen together; a track is
@@ -91,9 +92,8 @@ def read_truth(path: str, videos: pa.Table) -> list[TruthRow]:
         where = f"{path}:{line}"
         vid = _match_video(r["video"], paths, ids, where)
         person, action = (r.get("person") or "").strip() or None, (r.get("action") or "").strip() or None
-        if bool(person) == bool(action):
-            raise TruthError(f"{where}: give a person or an action (one of them), got "
-                             f"{'both' if person else 'neither'}")
+        if not person and not action:
+            raise TruthError(f"{where}: give a person, an action, or both (what that person does), got neither")
         start, end = _num(r["start_s"], "start_s", where), _num(r["end_s"], "end_s", where)
         if end <= start:
             raise TruthError(f"{where}: end_s {end:g} is not after start_s {start:g}")
@@ -185,6 +185,7 @@ class Report:
     bcubed: dict[str, Any] = field(default_factory=dict)
     actions: list[ActionScore] = field(default_factory=list)
     actions_indexed: bool = True  # False: the index was built with --no-actions (action rows not scored)
+    person_actions: list[ActionScore] = field(default_factory=list)  # rows with a person and an action
 
     def totals(self, named_only: bool = False) -> dict[str, Any]:
         ps = [p for p in self.people if p.named or not named_only]
@@ -213,6 +214,8 @@ class Report:
                         for a in self.actions],
             "action_totals": self.action_totals() if self.actions else None,
             "actions_indexed": self.actions_indexed,
+            "person_actions": [{**asdict(a), "precision": _r(a.precision), "recall": _r(a.recall), "f1": _r(a.f1)}
+                               for a in self.person_actions],
         }
 
 
@@ -227,14 +230,39 @@ def evaluate(out: str, truth_path: str) -> Report:
     rows = read_truth(truth_path, videos)
     duration = dict(zip(videos["video_id"].to_pylist(), videos["duration_s"].to_pylist()))
     report = Report()
-    person_rows = [r for r in rows if r.person]
+    person_rows = [r for r in rows if r.person and not r.action]
     if person_rows:
         _people(out, m, rows, person_rows, duration, report)
-    action_rows = [r for r in rows if r.action]
+    action_rows = [r for r in rows if r.action and not r.person]
+    both = [r for r in rows if r.person and r.action]
     report.actions_indexed = bool(((m.get("config") or {}).get("actions") or {}).get("enabled", True))
     if action_rows and report.actions_indexed:
         report.actions = _actions(read_index_table(out, "action_segments"), action_rows)
+    if both and report.actions_indexed:
+        report.person_actions = _person_actions(out, both, report)
     return report
+
+
+def _person_actions(out: str, rows: list[TruthRow], report: Report) -> list[ActionScore]:
+    """What each truth person does (rows with a person and an action) against the per-person
+    actions of the vidx people matched to them, per label, at temporal IoU >= 0.5."""
+    identities, _ = people_mod.load(out)
+    person_of = dict(zip(identities["track_id"].to_pylist(), identities["person_id"].to_pylist()))
+    matched = {p.person: set(p.matched) for p in report.people}
+    pa_rows = read_index_table(out, "person_actions").to_pylist()
+    scores = []
+    for who in sorted({r.person for r in rows}):
+        mine = [r for r in rows if r.person == who]
+        segs = pa.table({"video_id": [x["video_id"] for x in pa_rows if person_of.get(x["track_id"]) in matched.get(who, ())],
+                         "start_s": [x["start_s"] for x in pa_rows if person_of.get(x["track_id"]) in matched.get(who, ())],
+                         "end_s": [x["end_s"] for x in pa_rows if person_of.get(x["track_id"]) in matched.get(who, ())],
+                         "label": [x["label"] for x in pa_rows if person_of.get(x["track_id"]) in matched.get(who, ())]},
+                        schema=pa.schema([("video_id", pa.string()), ("start_s", pa.float64()), ("end_s", pa.float64()),
+                                          ("label", pa.string())]))
+        for a in _actions(segs, mine):
+            a.label = f"{who}: {a.label}"
+            scores.append(a)
+    return scores
 
 
 def _grid(d: float) -> int:
@@ -462,6 +490,9 @@ def format_report(rep: Report) -> str:
         t = rep.action_totals()
         lines.append(f"actions (tIoU >= {IOU}): precision {_pct(t['precision'])}, recall {_pct(t['recall'])}, "
                      f"F1 {_pct(t['f1'])}")
+    for a in rep.person_actions:
+        lines.append(f"person action {a.label}: truth {a.truth}, predicted {a.predicted}, matched {a.matched} "
+                     f"(precision {_pct(a.precision)}, recall {_pct(a.recall)}, F1 {_pct(a.f1)})")
     lines.append("* an enrolled name; seconds on vidx's clock (from each video's first frame)")
     return "\n".join(lines)
 

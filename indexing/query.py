@@ -67,12 +67,13 @@ class QueryEngine:
         self.tracks = read_index_table(out, "face_tracks")
         self.videos = read_index_table(out, "videos")
         self.segments = read_index_table(out, "action_segments")
+        self.person_actions = read_index_table(out, "person_actions")
         self._index: faces_index.FaceIndex | None = None
         self.db = duckdb.connect()
         tracks_lite = self.tracks.drop_columns(["embedding", "thumbnail", "segments"])
         for name, tbl in (("tracks", tracks_lite), ("identities", self.identities),
                           ("people", self.people.drop_columns(["embedding"])), ("videos", self.videos),
-                          ("segs", self.segments)):
+                          ("segs", self.segments), ("pacts", self.person_actions)):
             # copied into DuckDB's own storage once: scanning it beats re-reading Arrow per query
             self.db.register("arrow_in", tbl)
             self.db.execute(f"CREATE TABLE {name} AS SELECT * FROM arrow_in")
@@ -197,15 +198,24 @@ class QueryEngine:
             WHERE {' AND '.join(where)}
         ),
         a AS (SELECT video_id, start_s, end_s, label, score FROM segs WHERE {' AND '.join(f'({w})' for w in seg_where)}),
-        j AS (
+        has AS (SELECT DISTINCT track_id FROM pacts),
+        pact AS (SELECT track_id, start_s, end_s, label, score, source FROM pacts
+              WHERE {' AND '.join(f'({w})' for w in seg_where)}),
+        j AS (  -- a person's own actions where vidx classified them (scope person), else the frame's (scene)
             SELECT t.track_id, a.label, a.score,
-                   least(t.end_s, a.end_s) - greatest(t.start_s, a.start_s) AS overlap_s
+                   least(t.end_s, a.end_s) - greatest(t.start_s, a.start_s) AS overlap_s, 'scene' AS source
             FROM t JOIN a ON a.video_id = t.video_id AND a.start_s < t.end_s AND t.start_s < a.end_s
+            WHERE t.track_id NOT IN (SELECT track_id FROM has)
+            UNION ALL
+            SELECT t.track_id, x.label, x.score,
+                   least(t.end_s, x.end_s) - greatest(t.start_s, x.start_s) AS overlap_s, x.source
+            FROM t JOIN pact x ON x.track_id = t.track_id AND x.start_s < t.end_s AND t.start_s < x.end_s
         )
         SELECT coalesce(t.name, t.person_id) AS person, t.person_id, t.name IS NOT NULL AS named,
                t.video_id, v.path, list_filter(coalesce(v.paths, []), lambda x: x != v.path) AS other_paths,
                t.start_s, t.end_s,
-               coalesce(list({{'label': j.label, 'score': j.score, 'overlap_s': j.overlap_s}}
+               CASE WHEN t.track_id IN (SELECT track_id FROM has) THEN 'person' ELSE 'scene' END AS scope,
+               coalesce(list({{'label': j.label, 'score': j.score, 'overlap_s': j.overlap_s, 'source': j.source}}
                              ORDER BY j.overlap_s DESC, j.label) FILTER (WHERE j.label IS NOT NULL), []) AS actions,
                t.distance, t.track_id, t.detections, t.thumbnail_t
         FROM t LEFT JOIN j USING (track_id) LEFT JOIN videos v USING (video_id)

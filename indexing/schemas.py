@@ -96,6 +96,30 @@ ACTION_WINDOWS = pa.schema([
     pa.field("model", pa.string()),
 ])
 
+# Per-person windows (actions.per_person): one row per face track segment and window.
+PERSON_WINDOWS = pa.schema([
+    pa.field("segment_id", pa.string(), nullable=False),
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("chunk", pa.int32(), nullable=False),
+    pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()),
+    pa.field("label_ids", pa.list_(pa.int32())),
+    pa.field("scores", pa.list_(pa.float32())),
+    pa.field("model", pa.string()),
+    pa.field("source", pa.string()),  # crop: the person's own tube; scene: alone on screen, the frame's window
+])
+
+# What each person does: per face track, windows merged by the same rules as action_segments.
+PERSON_ACTIONS = pa.schema([
+    pa.field("track_id", pa.string(), nullable=False),
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()),
+    pa.field("label", pa.string()),
+    pa.field("label_id", pa.int32()),
+    pa.field("score", pa.float32()),
+    pa.field("model", pa.string()),
+    pa.field("source", pa.string()),  # crop (any window from the person's own tube) | scene
+])
+
 ACTION_SEGMENTS = pa.schema([
     pa.field("video_id", pa.string(), nullable=False),
     pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()),

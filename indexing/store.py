@@ -70,6 +70,14 @@ class Store:
         return f"action_windows/{video_id}/{chunk:05d}.parquet"
 
     @staticmethod
+    def person_windows_rel(video_id: str, chunk: int) -> str:
+        return f"person_windows/{video_id}/{chunk:05d}.parquet"
+
+    @staticmethod
+    def person_actions_rel(video_id: str) -> str:
+        return f"person_actions/{video_id}.parquet"
+
+    @staticmethod
     def action_segments_rel(video_id: str) -> str:
         return f"action_segments/{video_id}.parquet"
 
@@ -132,13 +140,15 @@ def read_index_table(out: str, name: str) -> pa.Table:
     m = store.require_manifest()
     schema = {"videos": schemas.VIDEOS, "face_detections": schemas.FACE_DETECTIONS,
               "track_segments": schemas.TRACK_SEGMENTS, "face_tracks": schemas.FACE_TRACKS,
-              "action_windows": schemas.ACTION_WINDOWS, "action_segments": schemas.ACTION_SEGMENTS}[name]
+              "action_windows": schemas.ACTION_WINDOWS, "action_segments": schemas.ACTION_SEGMENTS,
+              "person_windows": schemas.PERSON_WINDOWS, "person_actions": schemas.PERSON_ACTIONS}[name]
     if name == "videos":
         rels = [m["tables"]["videos"]] if m.get("tables", {}).get("videos") else []
-    elif name in ("face_tracks", "action_segments"):
+    elif name in ("face_tracks", "action_segments", "person_actions"):
         rels = [v[name] for v in m["videos"].values() if v.get(name)]
     else:
-        key = {"face_detections": "detections", "track_segments": "segments", "action_windows": "windows"}[name]
+        key = {"face_detections": "detections", "track_segments": "segments", "action_windows": "windows",
+               "person_windows": "person_windows"}[name]
         rels = [c[key] for v in m["videos"].values() for c in v.get("chunks", {}).values() if c.get(key)]
     if not rels:
         return schema.empty_table()

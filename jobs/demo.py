@@ -111,3 +111,72 @@ def make_motion_clip(path: Path, direction: str | list[str], frames: int = 18, f
         for pkt in st.encode():
             c.mux(pkt)
     return path
+
+
+def make_people_clip(path: Path, faces: list[np.ndarray], motions: list[str], size: tuple[int, int] = (640, 360),
+                     seconds: float = 6.0, fps: int = 15, xs: list[float] | None = None, face_px: int = 48,
+                     tube: bool = False, seed: int = 0, boxes: list | None = None, amplitude: float = 0.6,
+                     period: float = 0.6, colour: tuple[int, int, int] | None = None) -> Path:
+    """Synthetic people: each a face (an RGB crop) on a coloured body, at ``xs`` (fractions of the
+    width), doing ``motions[i]``: "bounce" (up and down by ``amplitude`` face heights every ``period``
+    seconds) or "still"; bodies in ``colour`` (default: one of four per person).
+    ``tube``: one person drawn as vidx's person tube sees them (``workers.tubes``' body region,
+    3 x 7 face sizes, letterboxed in black in a square ``size``).  ``boxes``: a list that receives
+    each frame's (time, [face box per person]), the answer a detector should find."""
+    import av
+
+    from vidx.workers import tubes
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    colours = [(200, 60, 60), (60, 90, 200), (60, 170, 80), (190, 150, 40)]
+    xs = xs or [(i + 0.5) / len(faces) for i in range(len(faces))]
+    phase = rng.uniform(0, 2 * np.pi, len(faces))
+    fw = int(round(h / tubes.BODY_HEIGHT)) if tube else face_px  # in a tube the region fills the height
+    heads = [np.asarray(Image.fromarray(f).resize((fw, fw), Image.BILINEAR)) for f in faces]
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("mpeg4", rate=fps)
+        st.bit_rate = 3_000_000
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        for i in range(int(round(seconds * fps))):
+            t = i / fps
+            if tube:
+                frame = np.zeros((h, w, 3), np.uint8)
+                rw = int(round(fw * tubes.BODY_WIDTH))
+                frame[:, (w - rw) // 2 : (w - rw) // 2 + rw] = 110
+            else:
+                frame = np.full((h, w, 3), 110, np.uint8)
+            for k, (head, motion) in enumerate(zip(heads, motions)):
+                dy = int(amplitude * fw * np.sin(2 * np.pi * t / period + phase[k])) if motion == "bounce" else 0
+                cx = w // 2 if tube else int(xs[k] * w)
+                y = (int(tubes.BODY_ABOVE * fw) if tube else int(0.2 * h)) + dy
+                body_w, body_h = 2 * fw, int(4.5 * fw)
+                by = y + fw + fw // 10
+                frame[max(0, by) : max(0, min(h, by + body_h)), cx - body_w // 2 : cx + body_w // 2] = colour or colours[(k + seed) % 4]
+                y1, y2 = max(0, y), min(h, y + fw)
+                frame[y1:y2, cx - fw // 2 : cx - fw // 2 + fw] = head[y1 - y : y2 - y]
+                if boxes is not None:
+                    if k == 0:
+                        boxes.append((t, []))
+                    boxes[-1][1].append([cx - fw // 2, y, cx - fw // 2 + fw - 1, y + fw - 1])
+            for pkt in st.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(pkt)
+        for pkt in st.encode():
+            c.mux(pkt)
+    return path
+
+
+def write_clip(path: Path, frames: np.ndarray, fps: int = 15) -> Path:
+    """(T, H, W, 3) uint8 RGB frames as an MPEG-4 clip."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("mpeg4", rate=fps)
+        st.bit_rate = 3_000_000
+        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for f in frames:
+            for pkt in st.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                c.mux(pkt)
+        for pkt in st.encode():
+            c.mux(pkt)
+    return path

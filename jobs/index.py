@@ -239,6 +239,25 @@ def action_segments(video_id: str, windows: pa.Table, labels: list[str], cfg: Co
     }, schema=schemas.ACTION_SEGMENTS)
 
 
+def person_actions(video_id: str, windows: pa.Table, tracks: pa.Table, labels: list[str], cfg: Config) -> pa.Table:
+    """Each face track's windows (its chunk segments joined, in time order) merged into segments by
+    the rules of :func:`action_segments`."""
+    seg_track = {sg: t for t, sgs in zip(tracks["track_id"].to_pylist(), tracks["segments"].to_pylist()) for sg in sgs}
+    rows: dict[str, list] = {k: [] for k in schemas.PERSON_ACTIONS.names}
+    tid = np.array([seg_track.get(s, s) for s in windows["segment_id"].to_pylist()], dtype=object)
+    for track in sorted(set(tid.tolist())):
+        mine = windows.filter(pa.array(tid == track))
+        segs = action_segments(video_id, mine.drop_columns(["segment_id", "source"]), labels, cfg)
+        crop = {(a, b) for a, b, src in zip(mine["start_s"].to_pylist(), mine["end_s"].to_pylist(),
+                                            mine["source"].to_pylist()) if src == "crop"}
+        for r in segs.to_pylist():
+            rows["track_id"].append(track)
+            for k in ("video_id", "start_s", "end_s", "label", "label_id", "score", "model"):
+                rows[k].append(r[k])
+            rows["source"].append("crop" if any(r["start_s"] <= a < r["end_s"] for a, _ in crop) else "scene")
+    return pa.table(rows, schema=schemas.PERSON_ACTIONS)
+
+
 # ---------------------------------------------------------------------------- commit
 
 
@@ -425,7 +444,8 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
         except act.ActionWeightsError as e:
             raise SystemExit(f"vidx index: {e}") from None
         actions = {"model": name, "weights_path": str(wpath), "stride": cfg.actions.stride,
-                   "top_k": cfg.actions.top_k, "labels": act.categories(name, wpath)}
+                   "top_k": cfg.actions.top_k, "per_person": cfg.actions.per_person,
+                   "labels": act.categories(name, wpath)}
     manifest = store.read_manifest() or {"schema_version": schemas.SCHEMA_VERSION, "commit": 0, "videos": {},
                                          "tables": {}}
     emb = space(cfg.faces.embedder)
@@ -468,8 +488,10 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
         entry["chunk_seconds"] = cfg.chunk_seconds
         for row in chunk_rows(vp, cfg):
             done = entry["chunks"].get(str(row["chunk"]))
+            per_person = actions and actions["per_person"] != "off"
             if done and store.exists(done["detections"]) and store.exists(done["segments"]) and (
-                    not actions or (done.get("windows") and store.exists(done["windows"]))):
+                    not actions or (done.get("windows") and store.exists(done["windows"]))) and (
+                    not per_person or (done.get("person_windows") and store.exists(done["person_windows"]))):
                 summary.chunks_skipped += 1
                 continue
             todo.append(row)
@@ -534,6 +556,8 @@ def _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary,
                 "detections": Store.detections_rel(vid, c), "segments": Store.segments_rel(vid, c),
                 "detections_n": int(r["detections"]), "segments_n": int(r["segments"]),
                 **({"windows": Store.windows_rel(vid, c)} if actions else {}),
+                **({"person_windows": Store.person_windows_rel(vid, c)}
+                   if actions and actions["per_person"] != "off" else {}),
                 **({"damaged": r["damaged"]} if r.get("damaged") else {})}
             if r.get("damaged"):
                 log.warning("%s: undecodable %s (indexed around it)", plans[vid].uri, decode.describe_spans(
@@ -607,6 +631,15 @@ def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summa
                 store.write_table(seg_rel, action_segments(vid, wins, actions["labels"], cfg))
             if win_rels and store.exists(seg_rel):
                 entry["action_segments"] = seg_rel
+            pw_rels = [entry["chunks"][str(c)]["person_windows"] for c in range(n_chunks)
+                       if entry["chunks"].get(str(c), {}).get("person_windows")]
+            pa_rel = Store.person_actions_rel(vid)
+            if actions and pw_rels and (vid in ran_videos or not store.exists(pa_rel)):
+                pw = pa.concat_tables([store.read_table(r, schemas.PERSON_WINDOWS) for r in pw_rels])
+                store.write_table(pa_rel, person_actions(vid, pw, store.read_table(tr_rel, schemas.FACE_TRACKS),
+                                                         actions["labels"], cfg))
+            if pw_rels and store.exists(pa_rel):
+                entry["person_actions"] = pa_rel
         summary.tracks += tracks
         summary.detections += sum(c.get("detections_n", 0) for c in entry["chunks"].values())
         entry["status"], entry["error"] = status, error

@@ -271,9 +271,16 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
         e = state.engine
         rows = e.search(Query(video=video_id, limit=100_000))
         lanes: dict[str, dict[str, Any]] = {}
+        lane_of: dict[str, dict[str, Any]] = {}
         for r in rows:
-            lane = lanes.setdefault(r["person_id"], {"person_id": r["person_id"], "person": r["person"], "tracks": []})
+            lane = lanes.setdefault(r["person_id"], {"person_id": r["person_id"], "person": r["person"], "tracks": [],
+                                                      "actions": []})
             lane["tracks"].append({"track_id": r["track_id"], "start_s": r["start_s"], "end_s": r["end_s"]})
+            lane_of[r["track_id"]] = lane
+        own = e.person_actions.filter(pc.equal(e.person_actions["video_id"], video_id))
+        for a in own.select(["track_id", "start_s", "end_s", "label", "score", "source"]).sort_by("start_s").to_pylist():
+            if a["track_id"] in lane_of:  # what this person does (their own part of the frame, or alone in it)
+                lane_of[a["track_id"]]["actions"].append({k: a[k] for k in ("start_s", "end_s", "label", "score", "source")})
         segs = e.segments.filter(pc.equal(e.segments["video_id"], video_id))
         actions = segs.select(["start_s", "end_s", "label", "score"]).sort_by("start_s").to_pylist()
         return {"video_id": video_id, "name": Path(v["path"]).name, "duration_s": v["duration_s"],

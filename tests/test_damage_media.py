@@ -7,13 +7,16 @@ lines and bar: Ray's log lines go to the index folder's log file."""
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import os
 import pty
 import re
 import select
+import struct
 import subprocess
 import tarfile
+import termios
 import time
 from pathlib import Path
 
@@ -44,6 +47,7 @@ def _faststart(src: Path, dst: Path) -> Path:
 def _run_on_a_terminal(args: list[str], timeout: float = 900) -> tuple[int, str]:
     """Run a command with stdout and stderr on a pseudo-terminal; (exit status, what it printed)."""
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a terminal 120 columns wide
     p = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=ENV, close_fds=True)
     os.close(slave)
     out = bytearray()

@@ -248,7 +248,7 @@ def test_eval_counts_a_person_in_two_places_and_merged_people(tmp_path):
     ("video,person,start_s,end_s\nnope.mp4,ann,0,1\n", "truth.csv:2: no indexed video is 'nope.mp4'"),
     ("video,person,start_s,end_s\nv1.mp4,ann,5,2\n", "end_s 2 is not after start_s 5"),
     ("video,person,start_s,end_s\nv1.mp4,ann,soon,2\n", "start_s must be a number"),
-    ("video,person,action,start_s,end_s\nv1.mp4,ann,running,0,2\n", "one of them"),
+    ("video,person,action,start_s,end_s\nv1.mp4,,,0,2\n", "got neither"),
     ("# only a comment\n", "no header"),
     ("video,person,start_s,end_s,x_min,x_max\nv1.mp4,ann,0,2,0.8,0.2\n", "x_min < x_max"),
 ])

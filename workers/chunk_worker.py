@@ -94,6 +94,7 @@ class ChunkIndexer:
         self.track_params = TrackParams(link_distance=tracking["link_distance"], max_gap_s=tracking["max_gap_s"],
                                         overlap_distance=tracking["overlap_distance"], metric=self.engine.space.metric)
         self.actions = actions
+        self.per_person = (actions or {}).get("per_person", "off")  # auto | on | off
         self.action_model = None
         if actions:
             from vidx.workers.actions import ActionModel
@@ -116,11 +117,13 @@ class ChunkIndexer:
         t0 = time.perf_counter()
         try:
             with local_file(str(row["uri"])) as path:
-                dets, segs, windows, n_frames, spans = self._run(path, row, timing)
+                dets, segs, (windows, person), n_frames, spans = self._run(path, row, timing)
             self.store.write_table(Store.detections_rel(vid, chunk), dets)
             self.store.write_table(Store.segments_rel(vid, chunk), segs)
             if windows is not None:
                 self.store.write_table(Store.windows_rel(vid, chunk), windows)
+            if person is not None:
+                self.store.write_table(Store.person_windows_rel(vid, chunk), person)
             res.update(detections=dets.num_rows, segments=segs.num_rows, sampled_frames=n_frames,
                        damaged=";".join(f"{a:.2f}-{b:.2f}" for a, b in spans))
         except (decode.DecodeError, SourceError) as e:
@@ -158,57 +161,68 @@ class ChunkIndexer:
                                                  "q")}
         n_frames = 0
         lost: list[float] = []  # sampled times the decoder could not give (damage)
-        last_hist = None  # the previous sampled frame's colour histogram (shot changes)
+        hist_state: dict = {}  # the previous sampled frame's colour histogram (shot changes)
+        pwins: list = []
         for part, frames in _pieces(path, info, idx, times, int(self.faces["max_side"]),
                                     int(self.faces["batch_frames"]), timing, lost):
             t = time.perf_counter()
-            if act is not None:
+            if act is not None:  # the piece's action frames wait until its faces are tracked
                 a_sel = np.flatnonzero(np.isin(part, act_idx))
-                buf.extend(frames[a_sel])
-                buf_t.extend(times[np.searchsorted(idx, part[a_sel])].tolist())
-                if len(buf) >= act.clip_len:
-                    usable = (len(buf) - act.clip_len) // stride * stride + act.clip_len
-                    wins.append(act.classify_frames(np.stack(buf[:usable]), np.asarray(buf_t[:usable]), stride,
-                                                    int(self.actions["top_k"])))
-                    keep = usable - act.clip_len + stride
-                    buf, buf_t = buf[keep:], buf_t[keep:]
+                a_frames, a_times = frames[a_sel], times[np.searchsorted(idx, part[a_sel])]
                 f_sel = np.flatnonzero(np.isin(part, face_idx))
                 part, frames = part[f_sel], frames[f_sel]
-            if len(part) == 0:
-                timing["model_s"] += time.perf_counter() - t
-                continue
-            faces = self.engine(torch.from_numpy(np.ascontiguousarray(frames)))
-            boxes = faces.boxes * scale4  # video pixels
-            lms = faces.landmarks * np.array([sx, sy])
-            pts = faces.points * np.array([sx, sy])
-            q = face_quality(boxes, faces.scores, faces.sharpness, pts, lms, (info.width, info.height))
-            kept = faces.kept
-            hists = shots.colour_histograms(frames)
-            cut = shots.cut_scores(hists, last_hist) >= shots.CUT_DISTANCE
-            last_hist = hists[-1]
-            for j in range(len(part)):  # tracker: per sampled frame, vectorised inside
-                if cut[j]:
-                    tracker.cut()
-                on = faces.image_index == j
-                sel = np.flatnonzero(on & kept)  # rejected faces are recorded, not tracked
-                ts = float(times[np.searchsorted(idx, part[j])])
-                k = tracker.update(ts, frames[j], boxes[sel], faces.embeddings[sel], q[sel], (1 / sx, 1 / sy))
-                seg = np.full(int(on.sum()), -1, np.int64)
-                seg[kept[on]] = k
-                cols["frame"].append(np.full(len(seg), part[j]))
-                cols["t"].append(np.full(len(seg), ts))
-                cols["seg"].append(seg)
-            order = np.argsort(faces.image_index, kind="stable")  # per frame, as frame/t/seg above
-            cols["box"].append(boxes[order])
-            cols["score"].append(faces.scores[order])
-            cols["lm"].append(lms.reshape(-1, 10)[order])
-            cols["pts"].append(pts.reshape(-1, 10)[order])
-            cols["emb"].append(faces.embeddings[order])
-            cols["sharp"].append(faces.sharpness[order])  # the engine has gates here: both columns are set
-            cols["rej"].append(faces.rejected[order])
-            cols["q"].append(q[order])
-            n_frames += len(part)
+            if len(part):
+                self._faces(part, frames, idx, times, tracker, cols, scale4, sx, sy, info, hist_state)
+                n_frames += len(part)
+            if act is not None and len(a_frames):
+                buf.extend(a_frames)
+                buf_t.extend(a_times.tolist())
+                if len(buf) >= act.clip_len:
+                    usable = (len(buf) - act.clip_len) // stride * stride + act.clip_len
+                    clip, clip_t = np.stack(buf[:usable]), np.asarray(buf_t[:usable])
+                    wins.append(act.classify_frames(clip, clip_t, stride, int(self.actions["top_k"])))
+                    if self.per_person != "off":
+                        pwins.append(self._person_windows(clip, clip_t, stride, tracker, wins[-1], 1 / scale4))
+                    keep = usable - act.clip_len + stride
+                    buf, buf_t = buf[keep:], buf_t[keep:]
             timing["model_s"] += time.perf_counter() - t
+        return self._tables(vid, chunk, cols, tracker, wins if act is not None else None,
+                            pwins if act is not None else None, n_frames, lost, times)
+
+    def _faces(self, part, frames, idx, times, tracker, cols, scale4, sx, sy, info, hist_state) -> None:
+        """Detect, embed and track the faces of one piece of sampled frames."""
+        faces = self.engine(torch.from_numpy(np.ascontiguousarray(frames)))
+        boxes = faces.boxes * scale4  # video pixels
+        lms = faces.landmarks * np.array([sx, sy])
+        pts = faces.points * np.array([sx, sy])
+        q = face_quality(boxes, faces.scores, faces.sharpness, pts, lms, (info.width, info.height))
+        kept = faces.kept
+        hists = shots.colour_histograms(frames)
+        cut = shots.cut_scores(hists, hist_state.get("last")) >= shots.CUT_DISTANCE
+        hist_state["last"] = hists[-1]
+        for j in range(len(part)):  # tracker: per sampled frame, vectorised inside
+            if cut[j]:
+                tracker.cut()
+            on = faces.image_index == j
+            sel = np.flatnonzero(on & kept)  # rejected faces are recorded, not tracked
+            ts = float(times[np.searchsorted(idx, part[j])])
+            k = tracker.update(ts, frames[j], boxes[sel], faces.embeddings[sel], q[sel], (1 / sx, 1 / sy))
+            seg = np.full(int(on.sum()), -1, np.int64)
+            seg[kept[on]] = k
+            cols["frame"].append(np.full(len(seg), part[j]))
+            cols["t"].append(np.full(len(seg), ts))
+            cols["seg"].append(seg)
+        order = np.argsort(faces.image_index, kind="stable")  # per frame, as frame/t/seg above
+        cols["box"].append(boxes[order])
+        cols["score"].append(faces.scores[order])
+        cols["lm"].append(lms.reshape(-1, 10)[order])
+        cols["pts"].append(pts.reshape(-1, 10)[order])
+        cols["emb"].append(faces.embeddings[order])
+        cols["sharp"].append(faces.sharpness[order])  # the engine has gates here: both columns are set
+        cols["rej"].append(faces.rejected[order])
+        cols["q"].append(q[order])
+
+    def _tables(self, vid, chunk, cols, tracker, wins, pwins, n_frames, lost, times):
         cat = {k: np.concatenate(v) if v else None for k, v in cols.items()}
         n = 0 if cat["t"] is None else len(cat["t"])
         seg_id = lambda k: f"{vid}-{chunk:05d}-{int(k):04d}"  # noqa: E731
@@ -253,8 +267,9 @@ class ChunkIndexer:
             }, schema=schemas.TRACK_SEGMENTS)
         else:
             segs = schemas.TRACK_SEGMENTS.empty_table()
-        windows = None
-        if act is not None:
+        windows = person = None
+        act = self.action_model
+        if wins is not None:
             starts = np.concatenate([w.start for w in wins]) if wins else np.zeros(0)
             windows = pa.table({
                 "video_id": [vid] * len(starts), "chunk": np.full(len(starts), chunk, np.int32),
@@ -263,6 +278,51 @@ class ChunkIndexer:
                 "scores": [row.tolist() for w in wins for row in w.scores.astype(np.float32)],
                 "model": [act.name] * len(starts),
             }, schema=schemas.ACTION_WINDOWS)
+            if self.per_person != "off":
+                rows = [r for pw in (pwins or []) for r in pw]
+                person = pa.table({
+                    "segment_id": [seg_id(r[0]) for r in rows], "video_id": [vid] * len(rows),
+                    "chunk": np.full(len(rows), chunk, np.int32), "start_s": [r[1] for r in rows],
+                    "end_s": [r[2] for r in rows], "label_ids": [r[3] for r in rows], "scores": [r[4] for r in rows],
+                    "model": [act.name] * len(rows), "source": [r[5] for r in rows],
+                }, schema=schemas.PERSON_WINDOWS)
         if lost and not n_frames:
             raise decode.DecodeError("no sampled frame of this chunk could be decoded")
-        return dets, segs, windows, n_frames, decode.lost_spans(lost, times)
+        return dets, segs, (windows, person), n_frames, decode.lost_spans(lost, times)
+
+    def _person_windows(self, clip: np.ndarray, clip_t: np.ndarray, stride: int, tracker: Tracker, scene,
+                        to_decoded: np.ndarray) -> list[tuple]:
+        """(track number, start, end, top labels, top scores, source) per person per window of
+        ``clip``: the person's own tube classified (``per_person`` on, or auto with two or more
+        faces on screen), or the scene's window when the person is alone (auto)."""
+        from vidx.workers import tubes
+
+        act = self.action_model
+        L, k = act.clip_len, int(self.actions["top_k"])
+        gap = 1.0 / float(self.faces["sample_fps"])
+        starts = list(range(0, len(clip) - L + 1, stride))
+        h, w = clip.shape[1:3]
+        jobs, out = [], []  # (window, track, regions)
+        for wi, s0 in enumerate(starts):
+            t0, t1 = clip_t[s0], clip_t[s0 + L - 1]
+            here = [tr for tr in tracker.tracks if tr.hist_t and tr.hist_t[-1] >= t0 - gap and tr.hist_t[0] <= t1 + gap
+                    and any(t0 - gap <= x <= t1 + gap for x in tr.hist_t)]
+            crop = self.per_person == "on" or len(here) >= 2
+            for tr in here:
+                if not crop:  # alone on screen: what the frame does, the person does
+                    out.append((tr.k, float(scene.start[wi]), float(scene.end[wi]), scene.labels[wi].astype(int).tolist(),
+                                scene.scores[wi].astype(float).tolist(), "scene"))
+                    continue
+                face = tubes.boxes_at(clip_t[s0 : s0 + L], np.asarray(tr.hist_t), np.asarray(tr.hist_b)) * to_decoded
+                jobs.append((wi, tr.k, tubes.body_regions(face, w, h), s0))
+        if jobs:
+            side = int(max(act.transforms.resize_size))
+            fi = np.concatenate([np.arange(s0, s0 + L) for *_, s0 in jobs])
+            regions = np.concatenate([r for _, _, r, _ in jobs])
+            cuts = tubes.crops(clip, fi, regions, side).reshape(len(jobs), L, side, side, 3)
+            p = act.scores(cuts)
+            top = torch.topk(p, min(k, p.shape[1]), dim=1)
+            for (wi, tk, _, _), lab, sc in zip(jobs, top.indices.numpy(), top.values.numpy()):
+                out.append((tk, float(scene.start[wi]), float(scene.end[wi]), lab.astype(int).tolist(),
+                            sc.astype(float).tolist(), "crop"))
+        return out

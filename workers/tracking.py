@@ -147,6 +147,8 @@ class _Track:
     thumb_t: float = 0.0
     det_rows: list = field(default_factory=list)
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # box centre, pixels per second
+    hist_t: list = field(default_factory=list)  # every detection's time and box (person tubes)
+    hist_b: list = field(default_factory=list)
 
 
 class Tracker:
@@ -210,6 +212,8 @@ class Tracker:
                 tr.weight += w
                 tr.n += 1
             tr.qs.append(qj)
+            tr.hist_t.append(t)
+            tr.hist_b.append(b)
             if qj > tr.best_q:
                 tr.best_q, tr.thumb_t = qj, t
                 tr.thumb = thumbnail(frame, b * np.array([sx, sy, sx, sy]), self.p.thumb_size)

@@ -108,10 +108,15 @@ async function timeline(videoId) {
     class: "bar " + cls, title, style: `left:${(100 * s) / dur}%;width:${Math.max(0.5, (100 * (e - s)) / dur)}%`,
     onclick: () => { $("player").currentTime = s; $("player").play().catch(() => {}); },
   });
-  const lanes = t.people.map((p) => el("div", { class: "lane", "data-person": p.person },
+  const lanes = t.people.flatMap((p) => [el("div", { class: "lane", "data-person": p.person },
     el("div", { class: "label" }, p.person),
-    el("div", { class: "track" }, ...p.tracks.map((x) => bar(x.start_s, x.end_s, "", `${p.person} ${fmt(x.start_s)}–${fmt(x.end_s)}`)))));
-  lanes.push(el("div", { class: "lane" }, el("div", { class: "label" }, "actions"),
+    el("div", { class: "track" }, ...p.tracks.map((x) => bar(x.start_s, x.end_s, "", `${p.person} ${fmt(x.start_s)}–${fmt(x.end_s)}`)))),
+    // what this person does: their own actions (under their face's lane), when the index has them
+    ...(p.actions.length ? [el("div", { class: "lane person-actions", "data-person-actions": p.person },
+      el("div", { class: "label" }, `${p.person}: doing`),
+      el("div", { class: "track" }, ...p.actions.map((a) => bar(a.start_s, a.end_s, "action",
+        `${p.person}: ${a.label} (${a.score.toFixed(2)}, ${a.source === "crop" ? "their own part of the frame" : "alone on screen"})`))))] : [])]);
+  lanes.push(el("div", { class: "lane" }, el("div", { class: "label" }, "scene actions"),
     el("div", { class: "track" }, ...t.actions.map((a) => bar(a.start_s, a.end_s, "action", `${a.label} (${a.score.toFixed(2)})`)))));
   $("timeline").replaceChildren(el("div", { class: "muted" }, `timeline of ${t.name}: ${fmt(dur)}`), ...lanes);
 }
