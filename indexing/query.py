@@ -139,7 +139,8 @@ class QueryEngine:
 
     def _video_ids(self, video: str) -> list[str]:
         rows = self.db.cursor().execute(
-            "SELECT video_id FROM videos WHERE video_id = $1 OR path = $1 OR regexp_extract(path, '[^/]+$') = $1",
+            "SELECT video_id FROM videos WHERE video_id = $1 OR path = $1 OR regexp_extract(path, '[^/]+$') = $1 "
+            "OR len(list_filter(coalesce(paths, []), lambda x: x = $1 OR regexp_extract(x, '[^/]+$') = $1)) > 0",
             [video]).fetchall()
         if not rows:
             raise QueryError(f"no indexed video with id, path or file name {video!r}")
