@@ -1,7 +1,8 @@
 """Forget a person: every trace of them leaves the index.
 
 Removed: their face tracks (with thumbnails), the track segments and face detections those
-tracks were made of (embeddings, landmarks, thumbnails), their gallery photos' embeddings, the
+tracks were made of (embeddings, landmarks, thumbnails), what they were seen doing (their
+person actions and person windows), their gallery photos' embeddings, the
 corrections that name their tracks, their vectors (the FAISS index and the identities and people
 tables are rebuilt from what remains, and the old files deleted), and the videos table's track
 counts.  Each part file is rewritten atomically under its own name, the manifest last; if the
@@ -78,9 +79,13 @@ def forget(out: str, who: str) -> Forgotten:
                         .to_pylist(), pa.string())
         for c in entry["chunks"].values():
             res.segments += _drop(store, c["segments"], schemas.TRACK_SEGMENTS, "segment_id", segs)
+            if c.get("person_windows") and store.exists(c["person_windows"]):
+                _drop(store, c["person_windows"], schemas.PERSON_WINDOWS, "segment_id", segs)
             n = _drop(store, c["detections"], schemas.FACE_DETECTIONS, "segment_id", segs)
             c["detections_n"] = c.get("detections_n", 0) - n
             res.detections += n
+        if entry.get("person_actions") and store.exists(entry["person_actions"]):
+            _drop(store, entry["person_actions"], schemas.PERSON_ACTIONS, "track_id", track_ids)
         res.tracks += _drop(store, entry["face_tracks"], schemas.FACE_TRACKS, "track_id", track_ids)
         entry["tracks_n"] = store.read_table(entry["face_tracks"], schemas.FACE_TRACKS).num_rows
 

@@ -148,6 +148,15 @@ def test_shared_two_person_clip_end_to_end(tmp_path, data_dir, random_r3d):
     lanes = c.get(f"/api/videos/{vid}/timeline").json()["people"]
     assert lanes and all(lane["actions"] and lane["actions"][0]["source"] == "crop" for lane in lanes)
     _page_shows_person_lanes(out, len(lanes))
+    # forget one man: what he was seen doing goes with him
+    from vidx.indexing.forget import forget
+
+    gone = lanes[0]["person_id"]
+    his = {t["track_id"] for t in lanes[0]["tracks"]}
+    forget(str(out), gone)
+    assert not his & {r["track_id"] for r in table(out, "person_actions").to_pylist()}
+    left = {r["segment_id"] for r in table(out, "person_windows").to_pylist()}
+    assert left and not his & left  # the tracks here are single segments: their ids are the segments'
 
 
 def _page_shows_person_lanes(out: Path, n_people: int) -> None:
