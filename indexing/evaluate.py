@@ -253,10 +253,8 @@ def _person_actions(out: str, rows: list[TruthRow], report: Report) -> list[Acti
     scores = []
     for who in sorted({r.person for r in rows}):
         mine = [r for r in rows if r.person == who]
-        segs = pa.table({"video_id": [x["video_id"] for x in pa_rows if person_of.get(x["track_id"]) in matched.get(who, ())],
-                         "start_s": [x["start_s"] for x in pa_rows if person_of.get(x["track_id"]) in matched.get(who, ())],
-                         "end_s": [x["end_s"] for x in pa_rows if person_of.get(x["track_id"]) in matched.get(who, ())],
-                         "label": [x["label"] for x in pa_rows if person_of.get(x["track_id"]) in matched.get(who, ())]},
+        theirs = [x for x in pa_rows if person_of.get(x["track_id"]) in matched.get(who, ())]
+        segs = pa.table({k: [x[k] for x in theirs] for k in ("video_id", "start_s", "end_s", "label")},
                         schema=pa.schema([("video_id", pa.string()), ("start_s", pa.float64()), ("end_s", pa.float64()),
                                           ("label", pa.string())]))
         for a in _actions(segs, mine):

@@ -68,6 +68,7 @@ class QueryEngine:
         self.videos = read_index_table(out, "videos")
         self.segments = read_index_table(out, "action_segments")
         self.person_actions = read_index_table(out, "person_actions")
+        self.gallery = people.read_gallery(Store(out))  # enrolled photos: a query by name measures to them
         self._index: faces_index.FaceIndex | None = None
         self.db = duckdb.connect()
         tracks_lite = self.tracks.drop_columns(["embedding", "thumbnail", "segments"])
@@ -117,8 +118,7 @@ class QueryEngine:
     def name_distances(self, name: str, person_ids: list[str]) -> pa.Table | None:
         """(track_id, distance to the nearest photo enrolled under ``name``) for the tracks of
         ``person_ids``; None when the name has no photos (a manual name)."""
-        store = Store(self.out)
-        gallery = people.read_gallery(store)
+        gallery = self.gallery
         mine = gallery.filter(pc.equal(pc.utf8_lower(gallery["name"]), name.lower())) if gallery.num_rows else gallery
         if mine.num_rows == 0:
             return None

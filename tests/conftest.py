@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -54,3 +55,65 @@ def sface_engine():
     from vidx.workers.faces import FaceEngine
 
     return FaceEngine(device="cpu", detector="retinaface", embedder="sface")
+
+
+@pytest.fixture(scope="session")
+def random_r3d(tmp_path_factory) -> Path:
+    """A randomly initialised r3d_18 saved where staged weights go, under torchvision's file name
+    (no Kinetics weights can be fetched on the test machines)."""
+    import torch
+    from torchvision.models import get_model
+
+    from vidx.workers import actions
+
+    d = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    torch.save(get_model("r3d_18", weights=None, num_classes=400).state_dict(), d / actions.expected_file("r3d_18"))
+    return d
+
+
+@contextlib.contextmanager
+def served_page(out, env=None):
+    """`vidx serve OUT` on a free port and a headless Chromium page (Debian's chromium through
+    Playwright): yields (page, base url, page errors).  Without chromium: a failure in CI (.ci/run
+    installs it), a skip elsewhere."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        msg = "Debian's chromium is not installed (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + "; .ci/run installs it", pytrace=False)
+        pytest.skip(msg)
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        port = so.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "vidx.jobs.cli", "serve", str(out), "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail(server.stderr.read()[-3000:])
+                time.sleep(0.1)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            yield page, f"http://127.0.0.1:{port}", errors
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -69,14 +69,9 @@ def test_missing_weights_error_names_file_folder_and_fix(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def staged(tmp_path_factory):
-    """A randomly initialised r3d_18 saved where staged weights go, under torchvision's file name."""
-    from torchvision.models import get_model
-
-    d = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    torch.save(get_model("r3d_18", weights=None, num_classes=400).state_dict(), d / actions.expected_file("r3d_18"))
-    return d
+def staged(random_r3d):
+    """A randomly initialised r3d_18 saved where staged weights go (conftest's)."""
+    return random_r3d
 
 
 def test_loader_finds_staged_weights_and_classifies(staged, monkeypatch):

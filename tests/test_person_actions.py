@@ -19,26 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
+from conftest import served_page
 from test_index_media import ENV, VIDX, table
 
 pytestmark = pytest.mark.media
 FACES = {"fr_obama.jpg": (351, 129, 601, 379), "fr_biden2.jpg": (383, 213, 866, 696)}  # RetinaFace's boxes
 BODY = (200, 60, 60)
-
-
-@pytest.fixture(scope="module")
-def random_r3d(tmp_path_factory):
-    """A randomly initialised r3d_18 saved under torchvision's file name in a weights folder."""
-    from torchvision.models import get_model
-
-    from vidx.workers import actions
-
-    d = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    torch.save(get_model("r3d_18", weights=None, num_classes=400).state_dict(), d / actions.expected_file("r3d_18"))
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -162,49 +149,12 @@ def test_shared_two_person_clip_end_to_end(tmp_path, data_dir, random_r3d):
 def _page_shows_person_lanes(out: Path, n_people: int) -> None:
     """The page's timeline draws each person's own actions in a lane under their faces (headless
     Chromium, as tests/test_serve.py drives it)."""
-    import os
-    import shutil
-    import socket
-    import sys
-    import time
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        msg = "Debian's chromium is not installed (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(msg + "; .ci/run installs it", pytrace=False)
-        pytest.skip(msg)
-    from playwright.sync_api import sync_playwright
-
-    with socket.socket() as so:
-        so.bind(("127.0.0.1", 0))
-        port = so.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "vidx.jobs.cli", "serve", str(out), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if server.poll() is not None:
-                    pytest.fail(server.stderr.read()[-3000:])
-                time.sleep(0.1)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=[
-                "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"http://127.0.0.1:{port}/#search")
-            page.wait_for_selector("#video option:nth-child(2)", state="attached")
-            page.select_option("#video", index=1)
-            page.click("#search-btn")
-            page.wait_for_selector("#results .card", timeout=60_000).click()
-            page.wait_for_selector("#timeline .lane.person-actions .bar.action", timeout=60_000)
-            assert page.locator("#timeline .lane.person-actions").count() == n_people
-            browser.close()
-        assert not errors, errors
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with served_page(out, env=ENV) as (page, url, errors):
+        page.goto(f"{url}/#search")
+        page.wait_for_selector("#video option:nth-child(2)", state="attached")
+        page.select_option("#video", index=1)
+        page.click("#search-btn")
+        page.wait_for_selector("#results .card", timeout=60_000).click()
+        page.wait_for_selector("#timeline .lane.person-actions .bar.action", timeout=60_000)
+        assert page.locator("#timeline .lane.person-actions").count() == n_people
+    assert not errors, errors

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from conftest import served_page
 from test_index_media import index
 from test_query_media import vidx
 
@@ -150,74 +147,38 @@ def test_token_is_required_off_loopback(out):
     assert p.returncode != 0 and "needs a token" in p.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_page_in_headless_chromium(out, faces_dir, tmp_path):
     """The page opens on the people gallery; a person's view lists every appearance and moves one
     out to a new person; search by an uploaded photo, see the person's card, open the timeline."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        msg = "Debian's chromium is not installed (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(msg + "; .ci/run installs it", pytrace=False)
-        pytest.skip(msg)
-    from playwright.sync_api import sync_playwright
-
-    port = _free_port()
     copy = tmp_path / "index"  # the page corrects people: on a copy
     shutil.copytree(out, copy)
-    server = subprocess.Popen([sys.executable, "-m", "vidx.jobs.cli", "serve", str(copy), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if server.poll() is not None:
-                    pytest.fail(server.stderr.read()[-3000:])
-                time.sleep(0.1)
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"http://127.0.0.1:{port}/")  # the landing page: the people gallery
-            page.wait_for_selector("#stats:has-text('appearance')")
-            page.wait_for_selector("#view-people:not([hidden]) #people .card")
-            obama = page.locator("#people .card", has_text="Barack Obama")
-            assert obama.count() == 1 and "2 appearances" in obama.inner_text()
-            page.screenshot(path=str(SHOTS / "vidx-serve-people.png"), full_page=True)
-            obama.locator("img").click()  # the person view: both Obama clips, with video and times
-            page.wait_for_selector("#view-person:not([hidden]) #person-tracks .card")
-            assert page.locator("#person-tracks .card").count() == 2
-            text = page.inner_text("#person-tracks")
-            assert "hk_obama.mp4" in text and "shd_obama.mp4" in text and "quality" in text
-            page.screenshot(path=str(SHOTS / "vidx-serve-person.png"), full_page=True)
-            page.locator("#person-tracks .card", has_text="shd_obama.mp4").locator(".pick").check()
-            page.click("#split-btn")  # move that appearance out to a new person
-            page.wait_for_function("document.querySelectorAll('#person-tracks .card').length === 1")
-            assert "hk_obama.mp4" in page.inner_text("#person-tracks")
-            page.goto(f"http://127.0.0.1:{port}/#search")
-            page.wait_for_selector("#view-search:not([hidden])")
-            page.set_input_files("#photo", str(faces_dir / "fr_biden2.jpg"))
-            page.click("#search-btn")
-            card = page.wait_for_selector(".card[data-person='Joe Biden']", timeout=60_000)
-            assert page.locator("#results .card").count() == page.locator("#results .card[data-person='Joe Biden']").count()
-            card.click()
-            page.wait_for_selector("#timeline .lane[data-person='Joe Biden'] .bar")
-            page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=30_000)
-            page.screenshot(path=str(SHOTS / "vidx-serve-search.png"), full_page=True)
-            browser.close()
-        assert not errors, errors
-        assert (SHOTS / "vidx-serve-search.png").stat().st_size > 10_000
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with served_page(copy) as (page, url, errors):
+        page.goto(f"{url}/")  # the landing page: the people gallery
+        page.wait_for_selector("#stats:has-text('appearance')")
+        page.wait_for_selector("#view-people:not([hidden]) #people .card")
+        obama = page.locator("#people .card", has_text="Barack Obama")
+        assert obama.count() == 1 and "2 appearances" in obama.inner_text()
+        page.screenshot(path=str(SHOTS / "vidx-serve-people.png"), full_page=True)
+        obama.locator("img").click()  # the person view: both Obama clips, with video and times
+        page.wait_for_selector("#view-person:not([hidden]) #person-tracks .card")
+        assert page.locator("#person-tracks .card").count() == 2
+        text = page.inner_text("#person-tracks")
+        assert "hk_obama.mp4" in text and "shd_obama.mp4" in text and "quality" in text
+        page.screenshot(path=str(SHOTS / "vidx-serve-person.png"), full_page=True)
+        page.locator("#person-tracks .card", has_text="shd_obama.mp4").locator(".pick").check()
+        page.click("#split-btn")  # move that appearance out to a new person
+        page.wait_for_function("document.querySelectorAll('#person-tracks .card').length === 1")
+        assert "hk_obama.mp4" in page.inner_text("#person-tracks")
+        page.goto(f"{url}/#search")
+        page.wait_for_selector("#view-search:not([hidden])")
+        page.set_input_files("#photo", str(faces_dir / "fr_biden2.jpg"))
+        page.click("#search-btn")
+        card = page.wait_for_selector(".card[data-person='Joe Biden']", timeout=60_000)
+        assert page.locator("#results .card").count() == page.locator("#results .card[data-person='Joe Biden']").count()
+        card.click()
+        page.wait_for_selector("#timeline .lane[data-person='Joe Biden'] .bar")
+        page.wait_for_function("document.getElementById('player').readyState >= 1", timeout=30_000)
+        page.screenshot(path=str(SHOTS / "vidx-serve-search.png"), full_page=True)
+    assert not errors, errors
+    assert (SHOTS / "vidx-serve-search.png").stat().st_size > 10_000

@@ -43,7 +43,8 @@ def crops(frames: np.ndarray | torch.Tensor, frame_index: np.ndarray, regions: n
 
     One ``roi_align`` per distinct crop shape (regions of one window share a size), so every
     person and frame of a piece is cut in a few batched calls."""
-    x = torch.as_tensor(frames)
+    used, frame_index = np.unique(frame_index, return_inverse=True)  # only the frames cut from go to float
+    x = torch.as_tensor(np.asarray(frames)[used] if isinstance(frames, np.ndarray) else frames[torch.as_tensor(used)])
     x = x.permute(0, 3, 1, 2).float()  # (F, 3, H, W)
     n = len(regions)
     out = torch.zeros((n, 3, side, side), dtype=torch.float32, device=x.device)
