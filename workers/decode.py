@@ -70,6 +70,8 @@ class VideoInfo:
     timestamps: np.ndarray  # (frames,) float64 presentation time of each frame, seconds
     note: str = ""  # what is wrong but readable, e.g. "truncated: data ends at 4.47 s of 7.00 s declared"
     data_end: float = 0.0  # truncated files: where the data ends (seconds); 0 when whole
+    keyframes: np.ndarray | None = None  # times of the key (seekable) frames, when known (pyav backend)
+    pts_offset: float = 0.0  # pyav backend: the stream's own time of frame time 0 (its times start below 0)
 
 
 def _decord():
@@ -112,8 +114,21 @@ def _valid_times(ts: np.ndarray, n: int) -> bool:
         and bool(np.all(np.diff(ts) > 0)) and ts.max() < 1e7
 
 
-def _pyav_times(path: str) -> tuple[np.ndarray, str, float, int, int, float]:
-    """Packet times (no decoding), codec, rate, size, and the duration the header declares."""
+@dataclass
+class _Packets:
+    times: np.ndarray  # every frame's presentation time, sorted (shifted to start at 0 when negative)
+    keys: np.ndarray  # the key frames' times, sorted
+    codec: str
+    rate: float
+    width: int
+    height: int
+    declared: float  # the duration the header declares (0 when it does not)
+    shifted: bool  # the stream's times start below 0 and were moved
+    start: float  # the stream's own time of its first frame
+
+
+def _pyav_times(path: str) -> _Packets:
+    """Packet times (no decoding), key frames, codec, rate, size, and the declared duration."""
     av = _av()
     with av.open(path) as c:
         if not c.streams.video:
@@ -121,19 +136,34 @@ def _pyav_times(path: str) -> tuple[np.ndarray, str, float, int, int, float]:
         s = c.streams.video[0]
         tb = float(s.time_base) if s.time_base else 0.0
         declared = float(s.duration * s.time_base) if s.duration and s.time_base else 0.0
-        pts = [p.pts for p in c.demux(s) if p.pts is not None and p.size > 0]
+        pts, keys = [], []
+        for p in c.demux(s):
+            if p.pts is not None and p.size > 0:
+                pts.append(p.pts)
+                if p.is_keyframe:
+                    keys.append(p.pts)
         rate = float(s.average_rate or s.guessed_rate or 0.0)
         codec = s.codec_context.name
         w, h = s.codec_context.width, s.codec_context.height
     ts = np.sort(np.asarray(pts, np.float64)) * tb
-    if len(ts):
-        ts = ts - min(ts[0], 0.0) if ts[0] < 0 else ts
-    return ts, codec, rate, w, h, declared
+    ks = np.sort(np.asarray(keys, np.float64)) * tb
+    start = float(ts[0]) if len(ts) else 0.0
+    if start < 0:
+        ks, ts = ks - start, ts - start
+    return _Packets(ts, ks, codec, rate, w, h, declared, start < 0, start)
 
 
 def probe(path: str) -> VideoInfo:
-    """Stream facts and all frame times; raises DecodeError with a specific reason."""
+    """Stream facts and all frame times; raises DecodeError with a specific reason.
+
+    Backend ``pyav`` means the frames are found by presentation time and only the sampled ones
+    (and the frames they are predicted from) are decoded; it is chosen when PyAV's packet times
+    are exactly decord's frame times, so a frame's time names the same picture decord's index
+    does.  Backend ``decord`` (frames by index) is kept where the times disagree (some AVI
+    files) and the stream starts below time 0."""
     check_file(path)
+    keys = None
+    offset = 0.0
     try:
         decord = _decord()
         vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
@@ -141,35 +171,38 @@ def probe(path: str) -> VideoInfo:
         fps = float(vr.get_avg_fps())
         h, w = vr[0].shape[:2] if n else (0, 0)
         ts = vr.get_frame_timestamp(np.arange(n))[:, 0].astype(np.float64) if n else np.zeros(0)
-        codec = ""
-        backend = "decord"
-        declared = 0.0
-        if not _valid_times(ts, n) or not codec:
-            try:
-                pts, codec, _, _, _, declared = _pyav_times(path)
-            except Exception:  # noqa: BLE001 - codec name and pts are best effort here
-                pts = np.zeros(0)
-            if not _valid_times(ts, n):
-                if len(pts) == n and _valid_times(pts, n):
-                    ts = pts
-                else:
-                    log.debug("%s: no usable timestamps; using frame index / fps", path)
-                    ts = np.arange(n) / (fps or 25.0)
         del vr
+        backend = "decord"
+        try:
+            pk = _pyav_times(path)
+        except Exception:  # noqa: BLE001 - codec name and packet times are best effort here
+            pk = None
+        codec, declared = (pk.codec, pk.declared) if pk else ("", 0.0)
+        if not _valid_times(ts, n):
+            if pk is not None and len(pk.times) == n and _valid_times(pk.times, n):
+                ts = pk.times
+            else:
+                log.debug("%s: no usable timestamps; using frame index / fps", path)
+                ts = np.arange(n) / (fps or 25.0)
+        elif (pk is not None and not pk.shifted and len(pk.times) == n and (pk.width, pk.height) == (w, h)
+              and np.allclose(ts, pk.times, rtol=0.0, atol=1e-6)):
+            backend, keys = "pyav", pk.keys
     except Exception as e:  # decord cannot open it (e.g. AV1): try PyAV
         if isinstance(e, DecodeError):
             raise
         log.debug("decord cannot open %s (%s); trying PyAV", path, e)
         try:
-            ts, codec, fps, w, h, declared = _pyav_times(path)
+            pk = _pyav_times(path)
         except DecodeError:
             raise
         except Exception as e2:  # noqa: BLE001
             raise DecodeError(f"cannot decode: {_short(e2) or _short(e)} (corrupt or truncated?)") from None
+        ts, keys, codec, fps, w, h, declared = pk.times, pk.keys, pk.codec, pk.rate, pk.width, pk.height, pk.declared
         n = len(ts)
         backend = "pyav"
         if n == 0:
             raise DecodeError("no decodable video frames (corrupt or truncated?)")
+        offset = pk.start if pk.shifted else 0.0  # the stream's own times are these plus the offset
         fps = fps or (n - 1) / max(ts[-1] - ts[0], 1e-6)
     if n == 0:
         raise DecodeError("the video stream has no frames")
@@ -179,7 +212,7 @@ def probe(path: str) -> VideoInfo:
         note = f"truncated: data ends at {ts[-1] + step:.2f} s of {declared:.2f} s declared"
     return VideoInfo(duration=float(ts[-1] + step), fps=fps, frames=n, width=int(w), height=int(h),
                      codec=codec, backend=backend, timestamps=ts, note=note,
-                     data_end=float(ts[-1] + step) if note else 0.0)
+                     data_end=float(ts[-1] + step) if note else 0.0, keyframes=keys, pts_offset=offset)
 
 
 _INTERNAL = re.compile(r"\[\d{2}:\d{2}:\d{2}\]\s*\S+\.(?:cc|c|h|cpp):\d+:\s*")
@@ -215,14 +248,17 @@ def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int = 0, piece: int = 16,
-                times: np.ndarray | None = None, lost: list[float] | None = None
+                times: np.ndarray | None = None, lost: list[float] | None = None, threads: int = 1
                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (frame indices, frames (n, h, w, 3) uint8 RGB) for the given frames, `piece` at a time.
 
     ``times`` are those frames' presentation times (default: from ``info.timestamps``); only the
     PyAV path needs them, so a caller that knows them need not hold every frame's time.  With
     ``lost`` (a list), damage is read around: the times of sampled frames that cannot be decoded
-    are appended to it and the rest are yielded; without it, damage raises :class:`DecodeError`."""
+    are appended to it and the rest are yielded; without it, damage raises :class:`DecodeError`.
+    ``threads``: the decoder's threads (FFmpeg's frame and slice threads).
+
+    Either way the pixels are decord's: the same libavfilter ``scale`` (bilinear) to packed RGB."""
     w, h = scaled_size(info.width, info.height, max_side)
     if len(indices) == 0:
         return
@@ -233,7 +269,7 @@ def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int =
     if info.backend == "decord":
         decord = _decord()
         vr = decord.VideoReader(path, ctx=decord.cpu(0), width=w if w != info.width else -1,
-                                height=h if h != info.height else -1, num_threads=1)
+                                height=h if h != info.height else -1, num_threads=max(1, threads))
         for s in range(0, len(indices), piece):
             part = indices[s : s + piece]
             try:
@@ -244,67 +280,155 @@ def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int =
                 log.debug("%s: decord stopped near frame %d (%s); PyAV reads on around the damage", path,
                           part[0], _short(e))
                 del vr
-                yield from _pyav_safe(path, indices[s:], times[s:], w, h, piece, lost)
+                yield from _pyav_safe(path, indices[s:], times[s:], w, h, piece, lost, threads=threads)
                 return
             yield part, frames
         return
-    yield from _pyav_safe(path, indices, times, w, h, piece, lost)
+    yield from _pyav_safe(path, indices, times, w, h, piece, lost, info.keyframes, info.pts_offset, threads, skip=True)
 
 
-def _pyav_safe(path, indices, times, w, h, piece, lost):
+def _pyav_safe(path, indices, times, w, h, piece, lost, keys=None, offset=0.0, threads=1, skip=False):
     try:
-        yield from _pyav_frames(path, indices, times, w, h, piece, lost)
+        yield from _pyav_frames(path, indices, times, w, h, piece, lost, keys, offset, threads, skip)
     except DecodeError:
         raise
     except Exception as e:  # noqa: BLE001 - PyAV raises many error types for broken streams
         raise DecodeError(f"decoding failed: {_short(e)} (corrupt or truncated?)") from None
 
 
-def _pyav_frames(path, indices, times, w, h, piece, lost=None):
-    """Decode sequentially from a seek before the first wanted time; keep the first frame at
-    or after each wanted time.  Packets the decoder rejects are skipped when ``lost`` collects
-    the sampled times that went undecoded (else the first one raises)."""
+class _Rgb:
+    """decord's conversion, to the bit: libavfilter's ``scale=W:H`` (bilinear, as decord's FFmpeg
+    does by default) into packed RGB.  The graph is built for the first frame and again if a
+    frame's size or pixel format changes."""
+
+    def __init__(self, stream, w: int, h: int):
+        self.stream, self.w, self.h, self.key, self.graph = stream, w, h, None, None
+
+    def __call__(self, frame) -> np.ndarray:
+        key = (frame.width, frame.height, frame.format.name)
+        if key != self.key:
+            av = _av()
+            g = av.filter.Graph()
+            if (frame.width, frame.height, frame.format.name) == (
+                    self.stream.codec_context.width, self.stream.codec_context.height,
+                    self.stream.codec_context.format.name if self.stream.codec_context.format else None):
+                src = g.add_buffer(template=self.stream)
+            else:
+                src = g.add_buffer(width=frame.width, height=frame.height, format=frame.format,
+                                   time_base=self.stream.time_base)
+            scale = g.add("scale", f"{self.w}:{self.h}:flags=bilinear")
+            fmt = g.add("format", "rgb24")
+            sink = g.add("buffersink")
+            src.link_to(scale)
+            scale.link_to(fmt)
+            fmt.link_to(sink)
+            g.configure()
+            self.key, self.graph = key, g
+        self.graph.push(frame)
+        return self.graph.pull().to_ndarray()
+
+
+def _wanted_pts(raw: np.ndarray, tb: float) -> set[int]:
+    """The stream's own timestamps (time-base units) of the wanted frames."""
+    return set(np.round(raw / tb).astype(np.int64).tolist())
+
+
+def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset=0.0, threads=1, skip=False):
+    """Decode from the key frame before each wanted time; keep the first frame at or after each
+    wanted time.  Packets the decoder rejects are skipped when ``lost`` collects the sampled
+    times that went undecoded (else the first one raises).
+
+    With ``skip`` (the wanted times are frames' own presentation times), only what the wanted
+    frames need is decoded: a packet that is not wanted is decoded only if other frames are
+    predicted from it (FFmpeg's ``skip_frame`` = non-reference), and with ``keys`` (the key
+    frames' times) whole groups of pictures between wanted frames are jumped over by seeking.
+    Should a wanted frame not come out that way, the stretch is decoded again in full."""
     av = _av()
+    times = np.asarray(times, np.float64)
+    raw = times + offset  # the stream's own times
+    n = len(times)
+    keys_raw = None if keys is None or len(keys) == 0 else np.asarray(keys, np.float64) + offset
     buf_i, buf_f = [], []
     k = 0
-
-    def frames(c, s):
-        for packet in c.demux(s):
-            try:
-                yield from packet.decode()
-            except av.error.FFmpegError:
-                if lost is None:
-                    raise
-                log.debug("%s: skipped a packet the decoder rejected (pts %s)", path, packet.pts)
-
     with av.open(path) as c:
         s = c.streams.video[0]
         tb = float(s.time_base)
-        c.seek(max(0, int(times[0] / tb) - 1), stream=s, backward=True, any_frame=False)
-        for frame in frames(c, s):
-            if frame.pts is None:
-                continue
-            t = frame.pts * tb
-            if t < times[k] - 1e-4:
-                continue
-            while lost is not None and k < len(times) and times[k] < t - 1e-4:  # passed over: undecodable
-                lost.append(float(times[k]))
-                k += 1
-            buf_i.append(int(indices[k]))
-            buf_f.append(frame.to_ndarray(format="rgb24", width=w, height=h))
-            k += 1
-            while k < len(times) and times[k] <= t + 1e-4:  # frames the stream does not have
-                k += 1
-            if len(buf_i) == piece:
-                yield np.asarray(buf_i), np.stack(buf_f)
-                buf_i, buf_f = [], []
-            if k == len(times):
-                break
+        cc = s.codec_context
+        cc.thread_count = max(1, int(threads))
+        cc.thread_type = "AUTO" if threads > 1 else "SLICE"
+        want = _wanted_pts(raw, tb) if skip else set()
+        rgb = _Rgb(s, w, h)
+
+        def key_before(t: float) -> float | None:
+            if keys_raw is None:
+                return None
+            j = int(np.searchsorted(keys_raw, t + 1e-6)) - 1
+            return float(keys_raw[j]) if j >= 0 else None
+
+        seek_at: float | None = key_before(raw[0])
+        c.seek(int(round(seek_at / tb)) if seek_at is not None else int(raw[0] / tb) - 1, stream=s, backward=True,
+               any_frame=False)
+        ended = False
+        while k < n and not ended:
+            maxp = -math.inf  # the latest packet time given to the decoder since the last seek
+            jump = key_before(raw[k])
+            redo = False
+            for packet in c.demux(s):
+                if skip:
+                    cc.skip_frame = "NONREF" if packet.pts is not None and packet.pts not in want else "DEFAULT"
+                if packet.pts is not None:
+                    maxp = max(maxp, packet.pts * tb)
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    if lost is None:
+                        raise
+                    log.debug("%s: skipped a packet the decoder rejected (pts %s)", path, packet.pts)
+                    continue
+                for frame in frames:
+                    if frame.pts is None or k == n:
+                        continue
+                    t = frame.pts * tb
+                    if t < raw[k] - 1e-4:
+                        continue
+                    if skip and t > raw[k] + 1e-4:  # a wanted frame did not come out: decode in full
+                        redo = True
+                        break
+                    while lost is not None and k < n and raw[k] < t - 1e-4:  # passed over: undecodable
+                        lost.append(float(times[k]))
+                        k += 1
+                    if k == n:
+                        break
+                    buf_i.append(int(indices[k]))
+                    buf_f.append(rgb(frame))
+                    k += 1
+                    while k < n and raw[k] <= t + 1e-4:  # frames the stream does not have
+                        k += 1
+                    if len(buf_i) == piece:
+                        yield np.asarray(buf_i), np.stack(buf_f)
+                        buf_i, buf_f = [], []
+                    if k < n:
+                        jump = key_before(raw[k])
+                if k == n or redo:
+                    break
+                if jump is not None and seek_at is not None and jump > seek_at + 1e-6 and jump > maxp + 1e-6:
+                    break  # the next wanted frame is past a key frame not yet read: seek to it
+            else:
+                ended = True
+            if k < n and not ended:
+                if redo:
+                    log.debug("%s: the frame at %.3f s was skipped; decoding on in full", path, times[k])
+                    skip = False
+                    cc.skip_frame = "DEFAULT"
+                seek_at = key_before(raw[k])
+                if seek_at is None:
+                    seek_at = raw[k]
+                c.seek(int(round(seek_at / tb)), stream=s, backward=True, any_frame=False)
     if buf_i:
         yield np.asarray(buf_i), np.stack(buf_f)
-    if k < len(times):
+    if k < n:
         if lost is None:
-            raise DecodeError(f"{len(times) - k} sampled frames from {times[k]:.2f} s on could not be decoded "
+            raise DecodeError(f"{n - k} sampled frames from {times[k]:.2f} s on could not be decoded "
                               "(truncated?)")
         lost.extend(float(x) for x in times[k:])
 

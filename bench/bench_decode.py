@@ -1,0 +1,70 @@
+"""Decoding the sampled frames: decord by index (every frame decoded) beside PyAV by time (only
+the sampled frames and the frames they are predicted from; groups of pictures with no sampled
+frame jumped by seeking), per video, at the index job's size, one run.
+
+    python bench/bench_decode.py [--data ../shared/data] [--rates 2,0.5] [--threads 1]
+
+Prints each video's codec, size, B-frames, mean key-frame interval, ms per sampled frame for
+both and whether the pixels are byte-equal (they must be: the index's outputs may not change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    from vidx.workers import decode
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    ap.add_argument("--rates", default="2,0.5")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-side", type=int, default=1280)
+    args = ap.parse_args(argv)
+    import av
+
+    print(f"# decode benchmark: decord {__import__('decord').__version__} vs PyAV {av.__version__}, "
+          f"{args.threads} decoder thread(s), frames at max side {args.max_side}")
+    print("| video | codec | size | B-frames | key every s | rate fps | frames | decord ms/frame | "
+          "PyAV sparse ms/frame | speed-up | same pixels |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+    tot = {}
+    for p in sorted((args.data / "videos").iterdir()):
+        info = decode.probe(str(p))
+        with av.open(str(p)) as c:
+            bf = bool(c.streams.video[0].codec_context.has_b_frames)
+        gop = float(np.mean(np.diff(info.keyframes))) if info.keyframes is not None and len(info.keyframes) > 1 \
+            else info.duration
+        for rate in (float(r) for r in args.rates.split(",")):
+            idx = decode.sample_indices(info.timestamps, 0.0, info.duration, rate)
+            runs = {}
+            for name, inf in (("decord", dataclasses.replace(info, backend="decord")), ("pyav", info)):
+                t = time.perf_counter()
+                frames = np.concatenate([f for _, f in decode.read_frames(str(p), inf, idx, args.max_side, 16,
+                                                                        threads=args.threads)])
+                runs[name] = (time.perf_counter() - t, frames)
+                tot[(name, rate)] = tot.get((name, rate), 0.0) + runs[name][0]
+            if info.backend != "pyav":
+                print(f"| {p.name} | {info.codec} | {info.width}x{info.height} | {'yes' if bf else 'no'} | - | {rate:g} | "
+                      f"{len(idx)} | {1000 * runs['decord'][0] / len(idx):.1f} | (decord: packet times are not "
+                      f"the frames') | | |")
+                continue
+            same = np.array_equal(runs["decord"][1], runs["pyav"][1])
+            print(f"| {p.name} | {info.codec} | {info.width}x{info.height} | {'yes' if bf else 'no'} | {gop:.1f} | "
+                  f"{rate:g} | {len(idx)} | {1000 * runs['decord'][0] / len(idx):.1f} | "
+                  f"{1000 * runs['pyav'][0] / len(idx):.1f} | {runs['decord'][0] / runs['pyav'][0]:.2f}x | {same} |")
+    for rate in (float(r) for r in args.rates.split(",")):
+        print(f"\nall videos at {rate:g} fps: decord {tot[('decord', rate)]:.2f} s, as the index decodes now "
+              f"{tot[('pyav', rate)]:.2f} s ({tot[('decord', rate)] / tot[('pyav', rate)]:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
