@@ -177,7 +177,6 @@ def cluster(emb: np.ndarray, distance: float, neighbours: int = 30, index: faces
     kNN edges in larger ones.  ``cannot``: (P, 2) row pairs that must end in different clusters."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
-    from sklearn.cluster import AgglomerativeClustering
 
     n = len(emb)
     if n <= 1:
@@ -220,6 +219,8 @@ def cluster(emb: np.ndarray, distance: float, neighbours: int = 30, index: faces
         elif len(members) <= dense_limit:  # exact average linkage over every pair
             lab = constrained_linkage(pairwise(emb[members], emb[members], metric), local, distance)
         else:  # large part: average linkage over the kNN graph's edges (approximate, memory ~ n * k)
+            from sklearn.cluster import AgglomerativeClustering  # imported here: 1.8 s, only large archives need it
+
             sub = knn[members][:, members]
             lab = AgglomerativeClustering(n_clusters=None, distance_threshold=distance, linkage="average",
                                           metric=metric, connectivity=sub).fit_predict(emb[members])

