@@ -3,8 +3,11 @@
 1. Plan (driver): list the videos under the sources (local paths or pyarrow.fs URIs; folders
    recursively, videos recognised by content), give each a content-derived id, probe it,
    split it into chunks and leave out the chunks the manifest already names.
-2. Fan out: Ray Data ``map_batches`` over the chunks with an actor pool of
-   :class:`vidx.workers.chunk_worker.ChunkIndexer`; each actor writes its own parts.
+2. Fan out: a pool of Ray actors, each holding a
+   :class:`vidx.workers.chunk_worker.ChunkIndexer` (models loaded once) and two chunks at a time
+   (one decoding while the other runs the models); each actor writes its own parts.  Ray and
+   the actors start while the driver still plans.  (Ray Data's ``map_batches`` did this before;
+   its executor cost about 4 s of start-up on 2 cores before the first actor ran: bench_index.)
 3. Commit (driver): as chunks finish, the manifest is rewritten atomically (so a killed job
    resumes where it stopped); at the end, tracks cut by chunk boundaries are joined and the
    videos table and the manifest are written.  A rerun with nothing to do changes nothing.
@@ -21,6 +24,7 @@ import sys
 import tarfile
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from datetime import datetime, timezone
@@ -35,7 +39,7 @@ from vidx.configs.config import Config
 from vidx.configs.spaces import space
 from vidx.indexing import schemas
 from vidx.indexing.store import Store, resolve
-from vidx.workers import decode, sface, sources
+from vidx.workers import decode, face_weights, sources
 from vidx.workers.tracking import track_quality
 
 log = logging.getLogger(__name__)
@@ -200,22 +204,43 @@ def plan_video(inp: Input, chunk_s: float) -> VideoPlan:
     return vp
 
 
+def plan_all(inputs: list[Input], chunk_s: float) -> dict[str, VideoPlan]:
+    """Plans by content id; an input with the same content as an earlier one becomes its alias."""
+    log.info("planning %d input(s)", len(inputs))
+    plans: dict[str, VideoPlan] = {}
+    for inp in inputs:
+        vp = plan_video(inp, chunk_s)
+        if vp.video_id in plans:
+            log.info("%s is the same video as %s; indexing it once, both names kept", inp.uri,
+                     plans[vp.video_id].uri)
+            plans[vp.video_id].aliases.append(inp.uri)
+            continue
+        plans[vp.video_id] = vp
+    return plans
+
+
 def chunk_rows(vp: VideoPlan, cfg: Config) -> list[dict[str, Any]]:
     """One work item per chunk, carrying what the worker needs to decode without probing:
     the sampled frames' indices and presentation times (faces; actions at their clip rate),
     the frame size and the decoder."""
-    from vidx.workers.actions import CLIP_FPS
-
     info = vp.info
     rows = []
     for c, (s, e) in enumerate(vp.chunks):
         idx = decode.sample_indices(info.timestamps, s, e, cfg.faces.sample_fps)
         row = {"video_id": vp.video_id, "uri": vp.uri, "chunk": c, "start_s": s, "end_s": e,
                "frame_idx": idx.tolist(), "frame_t": info.timestamps[idx].tolist(),
-               "width": info.width, "height": info.height, "decoder": info.backend}
+               "width": info.width, "height": info.height, "decoder": info.backend, "pts_offset": info.pts_offset}
+        wanted = idx
         if cfg.actions.enabled:
+            from vidx.workers.actions import CLIP_FPS
+
             a = decode.sample_indices(info.timestamps, s, e, CLIP_FPS)
             row.update(action_idx=a.tolist(), action_t=info.timestamps[a].tolist())
+            wanted = np.union1d(idx, a)
+        if info.keyframes is not None and len(wanted):  # the key frames this chunk may seek to
+            t0, t1 = info.timestamps[wanted[0]], info.timestamps[wanted[-1]]
+            lo = max(0, int(np.searchsorted(info.keyframes, t0 + 1e-6)) - 1)
+            row["keys"] = info.keyframes[lo : int(np.searchsorted(info.keyframes, t1 + 1e-6))].tolist()
         rows.append(row)
     return rows
 
@@ -383,6 +408,8 @@ def ray_output_to_file(store: Store, quiet: bool):
     saved = os.dup(2)
     term = os.fdopen(os.dup(saved), "w", buffering=1)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(fd, f"# vidx index, pid {os.getpid()}, {datetime.now().isoformat(timespec='seconds')}: what Ray and the "
+                 "libraries wrote to stderr follows\n".encode())
     moved = [h for h in logging.getLogger().handlers
              if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stderr, sys.__stderr__)]
     for h in moved:
@@ -401,7 +428,7 @@ def ray_output_to_file(store: Store, quiet: bool):
         term.close()
 
 
-def _pool_size(cfg: Config, n_chunks: int) -> int:
+def _pool_size(cfg: Config) -> int:
     import ray
 
     res = ray.cluster_resources()
@@ -414,7 +441,75 @@ def _pool_size(cfg: Config, n_chunks: int) -> int:
     else:
         cap = max(1, int(res.get("CPU", 1) // cfg.ray.num_cpus))
     n = cfg.ray.actors or cap
-    return max(1, min(n, cap, n_chunks))
+    return max(1, min(n, cap))
+
+
+CALLS_PER_ACTOR = 2  # chunks an actor holds at once: one decodes while the other runs the models
+TASK_RETRIES = 2  # a chunk whose worker process dies is retried on the restarted actor this often
+
+
+class _Worker:
+    """A Ray actor holding one :class:`~vidx.workers.chunk_worker.ChunkIndexer` (the batch-inference
+    pattern: models loaded once in ``__init__``).  Imported inside the actor, so the driver never
+    loads torch or the models."""
+
+    def __init__(self, *args, **kwargs):
+        from vidx.workers.chunk_worker import ChunkIndexer
+
+        self.indexer = ChunkIndexer(*args, **kwargs)
+
+    def ready(self) -> bool:
+        return True
+
+    def index_chunk(self, row: dict[str, Any]) -> dict[str, Any]:
+        return self.indexer.index_chunk(row)
+
+
+class _Pool:
+    """The chunk workers: ``_Worker`` actors on the Ray cluster (a local Ray started on demand),
+    resources declared once from the config.  Entered while the driver still plans, so starting
+    Ray, the actors' imports and the model loads overlap the hashing and probing.  Fault
+    tolerance is Ray's: an actor whose process dies (kill -9, a lost node) is restarted and its
+    chunks retried (``TASK_RETRIES``); a chunk that keeps killing its worker fails alone."""
+
+    def __init__(self, cfg: Config, out: str, actions: dict | None, quiet: bool):
+        self.cfg, self.out, self.actions, self.quiet = cfg, out, actions, quiet
+        self.actors: list = []
+        self.started = False
+
+    def __enter__(self) -> "_Pool":
+        import ray
+
+        self.started = _ray_init(self.quiet)
+        cfg = self.cfg
+        n = _pool_size(cfg)
+        actor = ray.remote(_Worker).options(num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus,
+                                            max_concurrency=CALLS_PER_ACTOR, max_restarts=-1,
+                                            max_task_retries=TASK_RETRIES)
+        kw = {"out": self.out, "faces": cfg.to_dict()["faces"], "tracking": cfg.to_dict()["tracking"],
+              "num_cpus": cfg.ray.num_cpus,
+              "actions": {k: v for k, v in self.actions.items() if k != "labels"} if self.actions else None}
+        self.actors = [actor.remote(**kw) for _ in range(n)]
+        return self
+
+    def trim(self, n_chunks: int) -> None:
+        """Fewer chunks than actors: the idle ones go (they would only hold CPUs)."""
+        import ray
+
+        keep = max(1, min(len(self.actors), n_chunks))
+        for a in self.actors[keep:]:
+            ray.kill(a)
+        self.actors = self.actors[:keep]
+
+    def __exit__(self, *exc) -> None:
+        import ray
+
+        for a in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(a)
+        self.actors = []
+        if self.started and self.quiet:  # a local Ray we started; its shutdown chatter goes to the log too
+            ray.shutdown()
 
 
 def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = None, quiet: bool = True) -> Summary:
@@ -424,16 +519,14 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     cfg.resolve()  # thresholds left at 0 take the embedder's values
     store = Store(out)
     if cfg.faces.detector == "retinaface":  # before any work, as for the action weights below
-        from vidx.workers.retinaface import RetinaFaceWeightsError, onnx_bytes
-
         try:
-            onnx_bytes()
-        except RetinaFaceWeightsError as e:
+            face_weights.retinaface_onnx_bytes()
+        except face_weights.RetinaFaceWeightsError as e:
             raise SystemExit(f"vidx index: {e}") from None
     if cfg.faces.embedder == "sface":
         try:
-            sface.onnx_bytes()
-        except sface.SFaceWeightsError as e:
+            face_weights.sface_onnx_bytes()
+        except face_weights.SFaceWeightsError as e:
             raise SystemExit(f"vidx index: {e}") from None
     actions = None
     if cfg.actions.enabled:  # before any work: the weights must be there (or fetchable)
@@ -468,46 +561,47 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     if not inputs:
         raise SystemExit(f"vidx: no videos found in {' '.join(srcs)}"
                          + "".join(f"\n  skipped: {u}: {w}" for u, w in summary.skipped))
-    log.info("planning %d input(s)", len(inputs))
-    plans: dict[str, VideoPlan] = {}
-    for inp in inputs:
-        vp = plan_video(inp, cfg.chunk_seconds)
-        if vp.video_id in plans:
-            log.info("%s is the same video as %s; indexing it once, both names kept", inp.uri,
-                     plans[vp.video_id].uri)
-            plans[vp.video_id].aliases.append(inp.uri)
-            continue
-        plans[vp.video_id] = vp
-    todo = []
-    for vp in plans.values():
-        entry = manifest["videos"].setdefault(vp.video_id, {"chunks": {}})
-        entry["path"] = vp.uri
-        entry["paths"] = list(dict.fromkeys([vp.uri, *vp.aliases, *entry.get("paths", [])]))  # every name kept
-        if vp.error:
-            continue
-        entry["chunk_seconds"] = cfg.chunk_seconds
-        for row in chunk_rows(vp, cfg):
-            done = entry["chunks"].get(str(row["chunk"]))
-            per_person = actions and actions["per_person"] != "off"
-            if done and store.exists(done["detections"]) and store.exists(done["segments"]) and (
-                    not actions or (done.get("windows") and store.exists(done["windows"]))) and (
-                    not per_person or (done.get("person_windows") and store.exists(done["person_windows"]))):
-                summary.chunks_skipped += 1
-                continue
-            todo.append(row)
+    # New names are likely work: Ray and its actors start (and load the models) while this
+    # process hashes and probes the inputs in a thread; a rerun over known names plans first.
     chunk_errors: dict[str, str] = {}
     ran_videos: set[str] = set()
-    if todo:
-        with ray_output_to_file(store, quiet) as term:
-            started = _ray_init(quiet)
-            try:
-                _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress, actions,
-                         term)
-            finally:
-                if started and quiet:  # its shutdown chatter goes to the log too
-                    import ray
-
-                    ray.shutdown()
+    known = {p for v in manifest["videos"].values() for p in (v.get("paths") or [v.get("path")])}
+    early = any(i.uri not in known for i in inputs)
+    with contextlib.ExitStack() as stack:
+        pool = None
+        term = sys.stderr
+        if early:
+            term = stack.enter_context(ray_output_to_file(store, quiet))
+            with ThreadPoolExecutor(1, thread_name_prefix="vidx-plan") as ex:
+                planned = ex.submit(plan_all, inputs, cfg.chunk_seconds)
+                try:
+                    pool = stack.enter_context(_Pool(cfg, out, actions, quiet))
+                finally:
+                    plans = planned.result()
+        else:
+            plans = plan_all(inputs, cfg.chunk_seconds)
+        todo = []
+        for vp in plans.values():
+            entry = manifest["videos"].setdefault(vp.video_id, {"chunks": {}})
+            entry["path"] = vp.uri
+            entry["paths"] = list(dict.fromkeys([vp.uri, *vp.aliases, *entry.get("paths", [])]))  # every name kept
+            if vp.error:
+                continue
+            entry["chunk_seconds"] = cfg.chunk_seconds
+            for row in chunk_rows(vp, cfg):
+                done = entry["chunks"].get(str(row["chunk"]))
+                per_person = actions and actions["per_person"] != "off"
+                if done and store.exists(done["detections"]) and store.exists(done["segments"]) and (
+                        not actions or (done.get("windows") and store.exists(done["windows"]))) and (
+                        not per_person or (done.get("person_windows") and store.exists(done["person_windows"]))):
+                    summary.chunks_skipped += 1
+                    continue
+                todo.append(row)
+        if todo and pool is None:
+            term = stack.enter_context(ray_output_to_file(store, quiet))
+            pool = stack.enter_context(_Pool(cfg, out, actions, quiet))
+        if todo:
+            _fan_out(todo, pool, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress, term)
     _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions)
     if store.fs.type_name == "local":  # FAISS index + identities; a no-op when nothing changed
         from vidx.indexing import people
@@ -519,35 +613,46 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     return summary
 
 
-def _fan_out(todo, out, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress, actions,
-             term=None):
-    import ray.data
+def _fan_out(todo, pool, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress, term=None):
+    import ray
     from tqdm import tqdm
 
-    from vidx.workers.chunk_worker import ChunkIndexer
-
     term = term or sys.stderr
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    pool = _pool_size(cfg, len(todo))
+    actions = pool.actions
+    pool.trim(len(todo))
     log.info("indexing %d chunk(s) of %d video(s) with %d actor(s)", len(todo),
-             len({t["video_id"] for t in todo}), pool)
-    ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
-        ChunkIndexer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=pool), num_cpus=cfg.ray.num_cpus,
-        num_gpus=cfg.ray.num_gpus,
-        fn_constructor_kwargs={"out": out, "faces": cfg.to_dict()["faces"], "tracking": cfg.to_dict()["tracking"],
-                               "num_cpus": cfg.ray.num_cpus,
-                               "actions": {k: v for k, v in actions.items() if k != "labels"} if actions else None})
+             len({t["video_id"] for t in todo}), len(pool.actors))
     tty = term.isatty() if progress is None else progress
     total_s = sum(t["end_s"] - t["start_s"] for t in todo)
     bar = tqdm(total=round(total_s, 1), unit="video-s", disable=not tty, dynamic_ncols=True, file=term)
     last_write = last_log = t_run = time.time()
     done_s, faces, videos_done = 0.0, 0, set()
-    left = {}
+    left: dict[str, int] = {}
     for t in todo:
         left[t["video_id"]] = left.get(t["video_id"], 0) + 1
-    for r in ds.iter_rows():
+    queue = list(reversed(todo))  # pop() takes them in plan order
+    running: dict = {}  # ObjectRef -> (row, actor)
+
+    def submit(actor) -> None:
+        row = queue.pop()
+        running[actor.index_chunk.remote(row)] = (row, actor)
+
+    for _ in range(CALLS_PER_ACTOR):
+        for a in pool.actors:
+            if queue:
+                submit(a)
+    while running:
+        (ref,), _ = ray.wait(list(running), num_returns=1)
+        row, actor = running.pop(ref)
+        try:
+            r = ray.get(ref)
+        except ray.exceptions.RayError as e:  # the worker process died on this chunk, retries included
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            r = {"video_id": row["video_id"], "chunk": row["chunk"], "status": "failed", "detections": 0,
+                 "seconds": row["end_s"] - row["start_s"],
+                 "error": f"the worker process died on this chunk ({TASK_RETRIES + 1} tries): {first}"}
+        if queue:
+            submit(actor)
         vid, c = r["video_id"], int(r["chunk"])
         ran_videos.add(vid)
         summary.chunks_run += 1
@@ -680,7 +785,7 @@ def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summa
                      else "dlib_mmod (mmod_human_face_detector.dat)"),
         "alignment": ("the detector's 5 points onto the ArcFace 112x112 template" if emb.name == "sface"
                       else "dlib_sp5 (shape_predictor_5_face_landmarks.dat), dlib's 150x150 chips"),
-        "embedder": (f"{emb.model} ({sface.FILE} from {sface.PACKAGE} {sface.PACKAGE_VERSION})" if emb.name == "sface"
+        "embedder": (f"{emb.model} ({face_weights.SFACE_FILE} from {face_weights.SFACE_PACKAGE} {face_weights.SFACE_VERSION})" if emb.name == "sface"
                      else f"{emb.model} (dlib_face_recognition_resnet_model_v1.dat)"),
         "distance": emb.rule}
     if actions:

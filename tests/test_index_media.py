@@ -123,12 +123,73 @@ def _sorted(t, keys):
     return t.sort_by([(k, "ascending") for k in keys])
 
 
-def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, data_dir):
+def _kill_args(data_dir):
     v = data_dir / "videos"
     srcs = [v / "hk_obama.mp4", v / "shd_obama.mp4", v / "mma_tests_test.mp4", v / "decord_flipping_a_pancake.mkv"]
-    args = [*srcs, "--set", "chunk_seconds=1"]
-    full = tmp_path / "full"
-    assert index(*args, "--out", full).returncode == 0
+    return [*srcs, "--set", "chunk_seconds=1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir):
+    full = tmp_path_factory.mktemp("full") / "full"
+    assert index(*_kill_args(data_dir), "--out", full).returncode == 0
+    return full
+
+
+def _committed(out: Path) -> int:
+    m = out / "manifest.json"
+    try:
+        return sum(len(x.get("chunks", {})) for x in json.loads(m.read_text())["videos"].values())
+    except (OSError, ValueError):
+        return 0
+
+
+def _same_tables(full: Path, out: Path) -> None:
+    for name, keys in (("face_detections", ["video_id", "frame", "x1", "y1"]), ("face_tracks", ["track_id"]),
+                       ("videos", ["video_id"])):
+        a, b = _sorted(table(full, name), keys), _sorted(table(out, name), keys)
+        assert a.num_rows == b.num_rows
+        for col in a.column_names:
+            x, y = a[col].to_pylist(), b[col].to_pylist()
+            if col == "embedding":  # null for rejected detections
+                assert [v is None for v in x] == [v is None for v in y]
+                assert np.allclose(np.asarray([v for v in x if v is not None]),
+                                   np.asarray([v for v in y if v is not None]), atol=1e-5)
+            elif col != "thumbnail":
+                assert x == y, (name, col)
+    keys = list(zip(*(table(out, "face_detections")[k].to_pylist() for k in ("video_id", "frame", "x1", "y1"))))
+    assert len(keys) == len(set(keys))  # no duplicate rows
+
+
+def test_a_worker_killed_mid_job_is_restarted_and_its_chunks_retried(tmp_path, data_dir, uninterrupted):
+    """kill -9 of an actor's process while it holds chunks: Ray restarts it, the chunks are
+    retried, the job ends normally with the tables of an uninterrupted run."""
+    out = tmp_path / "worker-killed"
+    proc = subprocess.Popen([VIDX, "index", "--no-actions", *map(str, _kill_args(data_dir)), "--out", str(out)],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = None
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and killed is None and proc.poll() is None:
+            if _committed(out) >= 2:
+                pids = subprocess.run(["pgrep", "-f", "^ray::_Worker"], capture_output=True, text=True).stdout.split()
+                if pids:
+                    killed = int(pids[0])
+                    os.kill(killed, signal.SIGKILL)
+            time.sleep(0.1)
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed is not None, "no worker was killed: the job ended first; give it more work"
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "0 partial, 0 failed" in stdout, stdout
+    _same_tables(uninterrupted, out)
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, data_dir, uninterrupted):
+    args = _kill_args(data_dir)
+    full = uninterrupted
     out = tmp_path / "killed"
     proc = subprocess.Popen([VIDX, "index", "--no-actions", *map(str, args), "--out", str(out)], env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -157,20 +218,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, data_dir):
     p = index(*args, "--out", out)
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"{done_before} already done" in p.stdout  # resumed, not restarted
-    for name, keys in (("face_detections", ["video_id", "frame", "x1", "y1"]), ("face_tracks", ["track_id"]),
-                       ("videos", ["video_id"])):
-        a, b = _sorted(table(full, name), keys), _sorted(table(out, name), keys)
-        assert a.num_rows == b.num_rows
-        for col in a.column_names:
-            x, y = a[col].to_pylist(), b[col].to_pylist()
-            if col == "embedding":  # null for rejected detections
-                assert [v is None for v in x] == [v is None for v in y]
-                assert np.allclose(np.asarray([v for v in x if v is not None]),
-                                   np.asarray([v for v in y if v is not None]), atol=1e-5)
-            elif col != "thumbnail":
-                assert x == y, (name, col)
-    keys = list(zip(*(table(out, "face_detections")[k].to_pylist() for k in ("video_id", "frame", "x1", "y1"))))
-    assert len(keys) == len(set(keys))  # no duplicate rows
+    _same_tables(full, out)
     # a rerun of the finished job does no work and changes nothing
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     p = index(*args, "--out", out)

@@ -35,7 +35,7 @@ QUEUE_PIECES = 2  # decoded pieces waiting for the models (bounds an actor's fra
 
 
 def _pieces(path: str, info: decode.VideoInfo, indices: np.ndarray, times: np.ndarray, max_side: int, piece: int,
-            timing: dict, lost: list[float] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            timing: dict, lost: list[float] | None = None, threads: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Decode in a background thread, at most QUEUE_PIECES pieces ahead of the consumer; the
     times of sampled frames that cannot be decoded go to ``lost`` (damage is read around)."""
     q: queue.Queue = queue.Queue(maxsize=QUEUE_PIECES)
@@ -43,7 +43,7 @@ def _pieces(path: str, info: decode.VideoInfo, indices: np.ndarray, times: np.nd
 
     def produce():
         try:
-            it = decode.read_frames(path, info, indices, max_side, piece, times, lost)
+            it = decode.read_frames(path, info, indices, max_side, piece, times, lost, threads)
             while not stop.is_set():
                 t = time.perf_counter()
                 item = next(it, None)
@@ -81,6 +81,11 @@ class ChunkIndexer:
         from vidx.workers.faces import FaceEngine, Gates
 
         torch.set_num_threads(max(1, int(num_cpus)))
+        self.threads = max(1, int(num_cpus))  # the decoder's threads: the actor's share of the CPUs
+        # An actor runs two chunks at once (Ray's max_concurrency): one decodes while the other
+        # holds the models, so a short chunk's decoding no longer idles the models.  The models
+        # themselves run one chunk at a time (onnxruntime / OpenCV sessions are not shared safely).
+        self._models = threading.Lock()
         dev = faces.get("device", "auto")
         if dev == "auto":
             dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -151,8 +156,11 @@ class ChunkIndexer:
             buf_t: list[float] = []
             stride = int(self.actions["stride"]) or act.clip_len
             wins = []
+        keys = row.get("keys")
         info = decode.VideoInfo(duration=0.0, fps=0.0, frames=0, width=int(row["width"]), height=int(row["height"]),
-                                codec="", backend=str(row["decoder"]), timestamps=np.zeros(0))
+                                codec="", backend=str(row["decoder"]), timestamps=np.zeros(0),
+                                keyframes=None if keys is None else np.asarray(keys, np.float64),
+                                pts_offset=float(row.get("pts_offset") or 0.0))
         w, h = decode.scaled_size(info.width, info.height, int(self.faces["max_side"]))
         sx, sy = info.width / w, info.height / h
         scale4 = np.array([sx, sy, sx, sy])
@@ -164,28 +172,29 @@ class ChunkIndexer:
         hist_state: dict = {}  # the previous sampled frame's colour histogram (shot changes)
         pwins: list = []
         for part, frames in _pieces(path, info, idx, times, int(self.faces["max_side"]),
-                                    int(self.faces["batch_frames"]), timing, lost):
-            t = time.perf_counter()
-            if act is not None:  # the piece's action frames wait until its faces are tracked
-                a_sel = np.flatnonzero(np.isin(part, act_idx))
-                a_frames, a_times = frames[a_sel], times[np.searchsorted(idx, part[a_sel])]
-                f_sel = np.flatnonzero(np.isin(part, face_idx))
-                part, frames = part[f_sel], frames[f_sel]
-            if len(part):
-                self._faces(part, frames, idx, times, tracker, cols, scale4, sx, sy, info, hist_state)
-                n_frames += len(part)
-            if act is not None and len(a_frames):
-                buf.extend(a_frames)
-                buf_t.extend(a_times.tolist())
-                if len(buf) >= act.clip_len:
-                    usable = (len(buf) - act.clip_len) // stride * stride + act.clip_len
-                    clip, clip_t = np.stack(buf[:usable]), np.asarray(buf_t[:usable])
-                    wins.append(act.classify_frames(clip, clip_t, stride, int(self.actions["top_k"])))
-                    if self.per_person != "off":
-                        pwins.append(self._person_windows(clip, clip_t, stride, tracker, wins[-1], 1 / scale4))
-                    keep = usable - act.clip_len + stride
-                    buf, buf_t = buf[keep:], buf_t[keep:]
-            timing["model_s"] += time.perf_counter() - t
+                                    int(self.faces["batch_frames"]), timing, lost, self.threads):
+            with self._models:  # the other chunk of this actor decodes meanwhile
+                t = time.perf_counter()
+                if act is not None:  # the piece's action frames wait until its faces are tracked
+                    a_sel = np.flatnonzero(np.isin(part, act_idx))
+                    a_frames, a_times = frames[a_sel], times[np.searchsorted(idx, part[a_sel])]
+                    f_sel = np.flatnonzero(np.isin(part, face_idx))
+                    part, frames = part[f_sel], frames[f_sel]
+                if len(part):
+                    self._faces(part, frames, idx, times, tracker, cols, scale4, sx, sy, info, hist_state)
+                    n_frames += len(part)
+                if act is not None and len(a_frames):
+                    buf.extend(a_frames)
+                    buf_t.extend(a_times.tolist())
+                    if len(buf) >= act.clip_len:
+                        usable = (len(buf) - act.clip_len) // stride * stride + act.clip_len
+                        clip, clip_t = np.stack(buf[:usable]), np.asarray(buf_t[:usable])
+                        wins.append(act.classify_frames(clip, clip_t, stride, int(self.actions["top_k"])))
+                        if self.per_person != "off":
+                            pwins.append(self._person_windows(clip, clip_t, stride, tracker, wins[-1], 1 / scale4))
+                        keep = usable - act.clip_len + stride
+                        buf, buf_t = buf[keep:], buf_t[keep:]
+                timing["model_s"] += time.perf_counter() - t
         return self._tables(vid, chunk, cols, tracker, wins if act is not None else None,
                             pwins if act is not None else None, n_frames, lost, times)
 
