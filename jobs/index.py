@@ -385,8 +385,15 @@ def _ray_init(quiet: bool = True) -> bool:
         ray.init(log_to_driver=not quiet)
         return False
     log.info("starting a local Ray with %d CPUs", os.cpu_count() or 1)
-    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=not quiet,
-             logging_level=logging.WARNING)
+    try:
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=not quiet,
+                 logging_level=logging.WARNING)
+    except ValueError as e:  # a Ray started on this machine (`ray start --head`) is running: join it
+        if "existing cluster" not in str(e):
+            raise
+        log.info("joining the Ray already running on this machine")
+        ray.init(address="auto", log_to_driver=not quiet, logging_level=logging.WARNING)
+        return False
     return True
 
 
