@@ -27,6 +27,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from vidx.indexing.store import Store
+
 EMBEDDER = "dlib_resnet_v1"
 DISTANCE_RULE = "euclidean on raw 128-d descriptors < 0.6 = same person; index: cosine of unit vectors"
 INDEX_FILE = "faces.faiss"
@@ -143,27 +145,29 @@ class FaceIndex:
         self.meta.count -= int(n)
         return int(n)
 
-    def save(self, folder: str | Path) -> None:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, write in ((INDEX_FILE, lambda p: faiss.write_index(self.index, str(p))),
-                            (IDS_FILE, lambda p: p.write_text(json.dumps({str(k): v for k, v in self.ids.items()}))),
-                            (META_FILE, lambda p: p.write_text(json.dumps(asdict(self.meta), indent=1)))):
-            tmp = folder / f".{name}.tmp"
-            write(tmp)
-            tmp.replace(folder / name)  # meta last: a reader trusts the pair only when both are there
+    def save(self, where: Store | str | Path) -> None:
+        """Into an index folder on any filesystem pyarrow.fs reaches (the index as bytes)."""
+        store = _store(where)
+        for name, data in ((INDEX_FILE, faiss.serialize_index(self.index).tobytes()),
+                           (IDS_FILE, json.dumps({str(k): v for k, v in self.ids.items()}).encode()),
+                           (META_FILE, json.dumps(asdict(self.meta), indent=1).encode())):
+            store.write_bytes(name, data)  # meta last: a reader trusts the pair only when both are there
 
     @classmethod
-    def load(cls, folder: str | Path, embedder: str | None = None) -> "FaceIndex":
-        folder = Path(folder)
-        if not (folder / META_FILE).is_file():
-            raise FaceIndexError(f"{folder} has no face index ({META_FILE}); build it with 'vidx reindex'")
-        meta = Meta(**json.loads((folder / META_FILE).read_text()))
+    def load(cls, where: Store | str | Path, embedder: str | None = None) -> "FaceIndex":
+        store = _store(where)
+        if not store.exists(META_FILE):
+            raise FaceIndexError(f"{store.uri} has no face index ({META_FILE}); build it with 'vidx reindex'")
+        meta = Meta(**json.loads(store.read_bytes(META_FILE)))
         if embedder is not None and meta.embedder != embedder:
-            raise FaceIndexError(f"the face index in {folder} was built with embedder {meta.embedder!r}; "
+            raise FaceIndexError(f"the face index in {store.uri} was built with embedder {meta.embedder!r}; "
                                  f"queries use {embedder!r}: rebuild it with 'vidx reindex'")
-        index = faiss.read_index(str(folder / INDEX_FILE))
+        index = faiss.deserialize_index(np.frombuffer(store.read_bytes(INDEX_FILE), np.uint8))
         if meta.kind == "ivf":
             faiss.extract_index_ivf(index).nprobe = meta.nprobe
-        ids = {int(k): v for k, v in json.loads((folder / IDS_FILE).read_text()).items()}
+        ids = {int(k): v for k, v in json.loads(store.read_bytes(IDS_FILE)).items()}
         return cls(index, meta, ids)
+
+
+def _store(where: Store | str | Path) -> Store:
+    return where if isinstance(where, Store) else Store(str(where))

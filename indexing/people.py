@@ -458,8 +458,6 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
     """Rebuild the FAISS index, the identities and the people tables if anything they depend on
     changed (or ``force``); readers see the old set until the manifest names the new one."""
     store = Store(out)
-    if store.fs.type_name != "local":
-        raise PeopleError("the face index and people tables are written to local index folders only, for now")
     m = store.require_manifest()
     cfg = cfg or people_config(m)
     sp = index_space(m)
@@ -494,7 +492,7 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
 
     commit = m.get("commit", 0) + 1
     rels = {"identities": f"people/identities-{commit:06d}.parquet", "people": f"people/people-{commit:06d}.parquet"}
-    idx.save(store.root)
+    idx.save(store)
     store.write_table(rels["identities"], identities)
     store.write_table(rels["people"], people)
     m["faces_index"] = {"files": [faces_index.INDEX_FILE, faces_index.IDS_FILE, faces_index.META_FILE],

@@ -86,7 +86,7 @@ class QueryEngine:
     def index(self) -> faces_index.FaceIndex:
         if self._index is None:
             try:
-                self._index = faces_index.FaceIndex.load(Store(self.out).root)
+                self._index = faces_index.FaceIndex.load(Store(self.out))
             except faces_index.FaceIndexError as e:
                 raise QueryError(str(e)) from None
         return self._index

@@ -44,6 +44,37 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     return fs, path
 
 
+_STORE_ERRORS = [  # (what pyarrow's S3 / GCS message holds, what the user reads)
+    ("NETWORK_CONNECTION", "cannot reach the object store{endpoint}: {detail}"),
+    ("Could not resolve host", "cannot reach the object store{endpoint}: {detail}"),
+    ("NO_SUCH_BUCKET", "the bucket {bucket} does not exist (vidx never creates buckets: create it first)"),
+    ("not found. To create buckets", "the bucket {bucket} does not exist (vidx never creates buckets: create it first)"),
+    ("ACCESS_DENIED", "the object store refused access (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and "
+                      "the bucket's policy): {detail}"),
+    ("INVALID_ACCESS_KEY_ID", "the object store does not know this access key (AWS_ACCESS_KEY_ID): {detail}"),
+    ("SIGNATURE_DOES_NOT_MATCH", "the object store refused the secret key (AWS_SECRET_ACCESS_KEY): {detail}"),
+]
+
+
+def storage_error(e: OSError) -> str | None:
+    """One line for an object-store failure pyarrow raised (None: not one; let it through)."""
+    import os
+    import re
+
+    text = str(e)
+    if "AWS Error" not in text and "GCS" not in text and "bucket" not in text.lower():
+        return None
+    bucket = re.search(r"[Bb]ucket '([^']+)'", text)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+    detail = re.sub(r"\s*\(Request ID: [^)]*\)", "", text.split("Details:")[-1] if "Details:" in text
+                    else text.split(": ", 1)[-1]).strip()[:200]
+    for key, msg in _STORE_ERRORS:
+        if key in text:
+            return msg.format(bucket=repr(bucket.group(1)) if bucket else "", detail=detail,
+                              endpoint=f" at {endpoint}" if endpoint else "")
+    return f"object store error: {detail}"
+
+
 class Store:
     def __init__(self, out: str):
         self.uri = out
@@ -93,6 +124,17 @@ class Store:
             if self.fs.get_file_info(tmp).type != pafs.FileType.NotFound:
                 self.fs.delete_file(tmp)
 
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        def write(p):
+            with self.fs.open_output_stream(p) as f:
+                f.write(data)
+
+        self._atomic(rel, write)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read()
+
     def write_table(self, rel: str, table: pa.Table) -> None:
         self._atomic(rel, lambda p: pq.write_table(table, p, filesystem=self.fs, compression="zstd"))
 
@@ -120,6 +162,10 @@ class Store:
         """The manifest, or IndexError_ saying the folder is not an index."""
         m = self.read_manifest()
         if m is None:
+            if self.fs.type_name != "local":  # say so when the bucket itself is missing
+                bucket = self.root.split("/", 1)[0]
+                if self.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                    raise IndexError_(f"{self.uri}: the bucket {bucket!r} does not exist")
             raise IndexError_(f"{self.uri} has no {MANIFEST}: {hint}")
         return m
 

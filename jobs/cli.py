@@ -693,7 +693,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(message)s" if args.verbose else "%(message)s",
                         stream=sys.stderr)
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU-feature probing at INFO
-    return args.func(args)
+    from vidx.indexing.store import storage_error
+
+    try:
+        return args.func(args)
+    except OSError as e:  # an object store that cannot be reached or refuses: one line, not a trace
+        msg = storage_error(e)
+        if msg is None:
+            raise
+        raise SystemExit(f"vidx {argv[0]}: {msg}") from None
 
 
 if __name__ == "__main__":

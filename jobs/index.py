@@ -525,6 +525,11 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     t_start = time.time()
     cfg.resolve()  # thresholds left at 0 take the embedder's values
     store = Store(out)
+    if store.fs.type_name != "local":  # before any work: workers would each fail on a missing bucket
+        bucket = store.root.split("/", 1)[0]
+        if store.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise SystemExit(f"vidx index: the bucket {bucket!r} of {out} does not exist "
+                             "(vidx never creates buckets: create it first)")
     if cfg.faces.detector == "retinaface":  # before any work, as for the action weights below
         try:
             face_weights.retinaface_onnx_bytes()
@@ -610,12 +615,9 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
         if todo:
             _fan_out(todo, pool, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress, term)
     _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions)
-    if store.fs.type_name == "local":  # FAISS index + identities; a no-op when nothing changed
-        from vidx.indexing import people
+    from vidx.indexing import people  # FAISS index + identities; a no-op when nothing changed
 
-        summary.people = people.refresh(out, cfg.people).people
-    else:
-        log.warning("the face index and people tables are built on local index folders only; skipped for %s", out)
+    summary.people = people.refresh(out, cfg.people).people
     summary.wall_s = time.time() - t_start
     return summary
 

@@ -1,0 +1,133 @@
+"""An index on an S3 API (moto's standalone server, started here on a free port; nothing of vidx
+mocked): index, people, photo and name queries, forget leaving no embedding of the person in
+any object, and one clear line for a missing bucket or an unreachable endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs as pafs
+import pytest
+
+BIN = Path(sys.executable).parent
+VIDX = shutil.which("vidx", path=str(BIN)) or shutil.which("vidx")
+KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """(endpoint, env for the CLI, filesystem) of a fresh moto S3 server holding bucket 'archive'."""
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    endpoint = f"http://127.0.0.1:{port}"
+    fs = pafs.S3FileSystem(endpoint_override=endpoint, access_key="testing", secret_key="testing",
+                           region="us-east-1", allow_bucket_creation=True)
+    try:
+        for _ in range(100):
+            try:
+                fs.create_dir("archive")
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("moto_server did not start")
+        env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONWARNINGS="ignore", AWS_ENDPOINT_URL=endpoint, **KEYS)
+        yield endpoint, env, fs
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def vidx(env, *args, timeout=600):
+    return subprocess.run([VIDX, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def objects(fs) -> dict[str, bytes]:
+    sel = pafs.FileSelector("archive", recursive=True)
+    out = {}
+    for info in fs.get_file_info(sel):
+        if info.type == pafs.FileType.File:
+            with fs.open_input_stream(info.path) as f:
+                out[info.path] = f.read()
+    return out
+
+
+@pytest.mark.media
+def test_an_index_on_s3_answers_and_forgets(s3, data_dir, tmp_path):
+    endpoint, env, fs = s3
+    src = tmp_path / "videos"
+    src.mkdir()
+    for name in ("hk_obama.mp4", "shd_obama.mp4", "mma_tests_test.mp4"):
+        shutil.copyfile(data_dir / "videos" / name, src / name)
+    out = "s3://archive/idx"
+    p = vidx(env, "index", "--no-actions", src, "--out", out)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "3 ok" in p.stdout and "people:" in p.stdout
+    names = set(objects(fs))
+    assert {"archive/idx/manifest.json", "archive/idx/faces.faiss", "archive/idx/faces.faiss.json"} <= names
+    assert not [n for n in names if ".tmp-" in n]  # no half-written object left
+
+    photo = data_dir / "faces" / "fr_obama.jpg"
+    p = vidx(env, "query", out, "--face", photo, "--json")
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(x) for x in p.stdout.splitlines()]
+    assert {Path(r["path"]).name for r in rows} >= {"hk_obama.mp4", "shd_obama.mp4"}
+    p = vidx(env, "enroll", out, "--name", "Obama", photo)
+    assert p.returncode == 0, p.stderr
+    p = vidx(env, "query", out, "--person", "Obama", "--json")
+    rows = [json.loads(x) for x in p.stdout.splitlines()]
+    assert p.returncode == 0 and {Path(r["path"]).name for r in rows} == {"hk_obama.mp4", "shd_obama.mp4"}
+    tracks = {r["track_id"] for r in rows}
+    p = vidx(env, "people", "list", out)
+    assert p.returncode == 0 and "Obama" in p.stdout
+
+    # what an embedding of his looks like in the objects before forget (float32 bytes of each vector)
+    from vidx.indexing.store import read_index_table
+
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, **KEYS})
+    try:
+        ft = read_index_table(out, "face_tracks")
+        his = [np.asarray(e, np.float32).tobytes()[:64] for tid, e in zip(ft["track_id"].to_pylist(),
+                                                                            ft["embedding"].to_pylist())
+               if tid in tracks]
+    finally:
+        for k in ("AWS_ENDPOINT_URL", *KEYS):
+            os.environ.pop(k, None)
+    assert his and any(h in b for b in objects(fs).values() for h in his)  # the check can see them
+    p = vidx(env, "forget", out, "--person", "Obama")
+    assert p.returncode == 0, p.stderr
+    left = objects(fs)
+    assert not [n for n, b in left.items() for h in his if h in b]  # no object keeps his embeddings
+    p = vidx(env, "query", out, "--person", "Obama")
+    assert p.returncode != 0 and "Obama" in p.stderr
+
+
+def test_a_missing_bucket_or_an_unreachable_endpoint_is_one_line(s3, tmp_path):
+    endpoint, env, fs = s3
+    p = vidx(env, "people", "list", "s3://nobucket/idx")
+    assert p.returncode != 0 and p.stderr.strip() == (
+        "vidx people list: s3://nobucket/idx: the bucket 'nobucket' does not exist")
+    clip = tmp_path / "none.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypisom")
+    p = vidx(env, "index", "--no-actions", clip, "--out", "s3://nobucket/idx")
+    assert p.returncode != 0 and "the bucket 'nobucket'" in p.stderr and "Traceback" not in p.stderr
+    bad = dict(env, AWS_ENDPOINT_URL=f"http://127.0.0.1:{_free_port()}")
+    p = vidx(bad, "people", "list", "s3://archive/idx", timeout=120)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode != 0 and len(lines) == 1 and "cannot reach the object store at" in lines[0]
