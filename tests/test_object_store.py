@@ -131,3 +131,56 @@ def test_a_missing_bucket_or_an_unreachable_endpoint_is_one_line(s3, tmp_path):
     p = vidx(bad, "people", "list", "s3://archive/idx", timeout=120)
     lines = p.stderr.strip().splitlines()
     assert p.returncode != 0 and len(lines) == 1 and "cannot reach the object store at" in lines[0]
+
+
+@pytest.mark.media
+def test_sigkill_on_s3_then_rerun_equals_a_local_uninterrupted_run(s3, data_dir, tmp_path):
+    """The driver killed part-way while committing to the object store; the rerun resumes (does
+    not redo what was committed) and the tables equal those of an uninterrupted local run."""
+    import signal
+
+    endpoint, env, fs = s3
+    v = data_dir / "videos"
+    args = [v / "hk_obama.mp4", v / "shd_obama.mp4", v / "mma_tests_test.mp4", "--set", "chunk_seconds=1"]
+    local = tmp_path / "local"
+    p = vidx(env, "index", "--no-actions", *args, "--out", local)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = "s3://archive/killed"
+    proc = subprocess.Popen([VIDX, "index", "--no-actions", *map(str, args), "--out", out], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                with fs.open_input_stream("archive/killed/manifest.json") as f:
+                    m = json.loads(f.read())
+                if sum(len(x.get("chunks", {})) for x in m["videos"].values()) >= 3:
+                    break
+            except (OSError, ValueError):
+                pass
+            if proc.poll() is not None:
+                pytest.fail("the job finished before it could be killed; give it more work")
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env)
+    p = vidx(env, "index", "--no-actions", *args, "--out", out)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "already done" in p.stdout and " 0 already done" not in p.stdout  # resumed
+    from vidx.indexing.store import read_index_table
+
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, **KEYS})
+    try:
+        for name, keys in (("face_detections", ["video_id", "frame", "x1", "y1"]), ("face_tracks", ["track_id"])):
+            a = read_index_table(str(local), name).sort_by([(k, "ascending") for k in keys])
+            b = read_index_table(out, name).sort_by([(k, "ascending") for k in keys])
+            assert a.num_rows == b.num_rows > 0
+            for col in ("video_id", "frame", "x1", "y1", "segment_id") if name == "face_detections" else (
+                    "track_id", "start_s", "end_s", "detections"):
+                assert a[col].to_pylist() == b[col].to_pylist(), (name, col)
+    finally:
+        for k in ("AWS_ENDPOINT_URL", *KEYS):
+            os.environ.pop(k, None)
