@@ -28,13 +28,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _moto(log, **env) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log,
+                            env=dict(os.environ, **env))
+    return proc, f"http://127.0.0.1:{port}"
+
+
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """(endpoint, env for the CLI, filesystem) of a fresh moto S3 server holding bucket 'archive'."""
-    port = _free_port()
     log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")
-    proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    endpoint = f"http://127.0.0.1:{port}"
+    proc, endpoint = _moto(log)
     fs = pafs.S3FileSystem(endpoint_override=endpoint, access_key="testing", secret_key="testing",
                            region="us-east-1", allow_bucket_creation=True)
     try:
@@ -131,6 +136,26 @@ def test_a_missing_bucket_or_an_unreachable_endpoint_is_one_line(s3, tmp_path):
     p = vidx(bad, "people", "list", "s3://archive/idx", timeout=120)
     lines = p.stderr.strip().splitlines()
     assert p.returncode != 0 and len(lines) == 1 and "cannot reach the object store at" in lines[0]
+
+
+def test_credentials_the_store_refuses_are_one_line(tmp_path):
+    """A server that checks credentials (moto with its IAM auth on) and keys it does not know."""
+    with open(tmp_path / "moto.log", "w") as log:
+        proc, endpoint = _moto(log, INITIAL_NO_AUTH_ACTION_COUNT="0")
+        try:
+            env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONWARNINGS="ignore", AWS_ENDPOINT_URL=endpoint,
+                       AWS_ACCESS_KEY_ID="nobody", AWS_SECRET_ACCESS_KEY="wrong", AWS_DEFAULT_REGION="us-east-1")
+            for _ in range(100):  # until the server answers (refusing)
+                p = vidx(env, "people", "list", "s3://archive/idx", timeout=120)
+                if "cannot reach" not in p.stderr:
+                    break
+                time.sleep(0.1)
+            lines = p.stderr.strip().splitlines()
+            assert p.returncode != 0 and len(lines) == 1, p.stderr
+            assert lines[0].startswith("vidx people: the object store refused access (check AWS_ACCESS_KEY_ID")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 @pytest.mark.media
