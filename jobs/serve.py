@@ -7,8 +7,8 @@ Routes (JSON unless said): ``/api/health``, ``/api/people`` (list, paginated), `
 (with its appearances), ``/api/people/{id}/rename``, ``/api/people/merge``, ``DELETE
 /api/people/{id}`` (forget), ``/api/enroll`` (photo upload), ``/api/search`` (person, actions,
 video, time range; paginated), ``/api/search/face`` (photo upload, same filters),
-``/api/videos``, ``/api/videos/{id}/timeline``, ``/api/videos/{id}/stream`` (the video file,
-with HTTP range requests so a browser can seek), ``/api/thumbnails/{track_id}`` (JPEG), and
+``/api/videos``, ``/api/videos/{id}/timeline``, ``/api/videos/{id}/stream`` (the video, a local
+file or an object-store object, with HTTP range requests so a browser can seek), ``/api/thumbnails/{track_id}`` (JPEG), and
 the page itself at ``/``.
 
 Files are served only by id: a video id is looked up in the index's videos table and the path
@@ -109,6 +109,62 @@ async def _photo(upload: UploadFile, face: int | None, state: State) -> np.ndarr
             msg = str(e).replace(f.name, upload.filename or "the photo").replace("@N", " and choose a face")
             raise HTTPException(422, msg) from None
     return picked
+
+
+def _media_type(name: str) -> str | None:
+    return "video/mp4" if Path(name).suffix.lower() in (".mp4", ".m4v", ".mov") else None
+
+
+def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(first, last) byte of a single ``Range: bytes=...`` request, None for the whole file;
+    HTTPException 416 when it lies outside the file.  Several ranges are answered whole."""
+    if not header or not header.startswith("bytes=") or "," in header:
+        return None
+    a, _, b = header[6:].strip().partition("-")
+    try:
+        if a == "":  # the last b bytes
+            first, last = max(0, size - int(b)), size - 1
+        else:
+            first, last = int(a), min(int(b), size - 1) if b else size - 1
+    except ValueError:
+        return None
+    if first > last or first >= size:
+        raise HTTPException(416, headers={"Content-Range": f"bytes */{size}"})
+    return first, last
+
+
+def _remote_stream(uri: str, range_header: str | None) -> Response | None:
+    """A video on an object store, streamed through pyarrow.fs with range requests (so a browser
+    can seek); None when the object is not there."""
+    from fastapi.responses import StreamingResponse
+    import pyarrow.fs as pafs
+
+    from vidx.indexing.store import resolve
+
+    fs, path = resolve(uri)
+    info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        return None
+    size = info.size
+    rng = _byte_range(range_header, size)
+    first, last = rng if rng else (0, size - 1)
+
+    def body(piece: int = 1 << 20):
+        with fs.open_input_file(path) as f:
+            f.seek(first)
+            left = last - first + 1
+            while left > 0:
+                data = f.read(min(piece, left))
+                if not data:
+                    return
+                left -= len(data)
+                yield data
+
+    headers = {"Accept-Ranges": "bytes", "Content-Length": str(last - first + 1)}
+    if rng:
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+    return StreamingResponse(body(), status_code=206 if rng else 200, headers=headers,
+                             media_type=_media_type(path) or "application/octet-stream")
 
 
 def create_app(out: str, token: str | None = None, detector: str | None = None) -> FastAPI:
@@ -287,16 +343,20 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
                 "people": list(lanes.values()), "actions": actions}
 
     @app.get("/api/videos/{video_id}/stream")
-    def stream(video_id: str):
+    def stream(video_id: str, request: Request):
         v = _video(video_id)
         names = list(dict.fromkeys([v["path"], *(v.get("paths") or [])]))  # the latest name first, then the others
-        local = [Path(n) for n in names if "::" not in n and "://" not in n]
-        if not local:
-            raise HTTPException(409, "this video is inside an archive or on an object store; playback serves local files only")
-        path = next((p for p in local if p.is_file()), None)
-        if path is None:
-            raise HTTPException(410, f"the video file is no longer at {', '.join(map(str, local))}")
-        return FileResponse(path, media_type="video/mp4" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else None)
+        playable = [n for n in names if "::" not in n]
+        if not playable:
+            raise HTTPException(409, "this video is inside an archive; playback serves files and object-store videos")
+        for n in playable:
+            if "://" in n:
+                resp = _remote_stream(n, request.headers.get("range"))
+                if resp is not None:
+                    return resp
+            elif Path(n).is_file():
+                return FileResponse(n, media_type=_media_type(n))
+        raise HTTPException(410, f"the video is no longer at {', '.join(playable)}")
 
     @app.get("/api/thumbnails/{track_id}", responses={200: {"content": {"image/jpeg": {}}}})
     def thumbnail(track_id: str):

@@ -209,3 +209,41 @@ def test_sigkill_on_s3_then_rerun_equals_a_local_uninterrupted_run(s3, data_dir,
     finally:
         for k in ("AWS_ENDPOINT_URL", *KEYS):
             os.environ.pop(k, None)
+
+
+@pytest.mark.media
+def test_videos_on_the_store_are_indexed_and_served_with_range_requests(s3, data_dir):
+    """Sources on the object store (copied to a temporary file for decoding), the index there
+    too, and `vidx serve`'s stream answering byte ranges from the object itself."""
+    endpoint, env, fs = s3
+    clip = (data_dir / "videos" / "shd_obama.mp4").read_bytes()
+    with fs.open_output_stream("archive/videos/press/shd_obama.mp4") as f:
+        f.write(clip)
+    out = "s3://archive/served"
+    p = vidx(env, "index", "--no-actions", "s3://archive/videos", "--out", out)
+    assert p.returncode == 0 and "1 ok" in p.stdout, p.stderr[-3000:]
+    from fastapi.testclient import TestClient
+
+    from vidx.jobs.serve import create_app
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", *KEYS)}
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, **KEYS})
+    try:
+        c = TestClient(create_app(out))
+        (v,) = c.get("/api/videos").json()["items"]
+        assert v["path"] == "s3://archive/videos/press/shd_obama.mp4"
+        full = c.get(f"/api/videos/{v['video_id']}/stream")
+        assert full.status_code == 200 and full.content == clip and full.headers["accept-ranges"] == "bytes"
+        part = c.get(f"/api/videos/{v['video_id']}/stream", headers={"Range": "bytes=1000-1999"})
+        assert part.status_code == 206 and part.content == clip[1000:2000]
+        assert part.headers["content-range"] == f"bytes 1000-1999/{len(clip)}"
+        tail = c.get(f"/api/videos/{v['video_id']}/stream", headers={"Range": "bytes=-500"})
+        assert tail.status_code == 206 and tail.content == clip[-500:]
+        bad = c.get(f"/api/videos/{v['video_id']}/stream", headers={"Range": f"bytes={len(clip) + 10}-"})
+        assert bad.status_code == 416
+    finally:
+        for k, val in saved.items():
+            if val is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = val
