@@ -1,8 +1,9 @@
 """The per-chunk worker that runs inside Ray actors: decode -> faces -> tracks -> Parquet parts.
 
-Ray Data's batch-inference pattern: :class:`ChunkIndexer` loads the face engine once in
-``__init__``; ``__call__`` maps a batch of chunk descriptions to small result rows.  Decoded
-frames never leave the actor: a decoder thread fills a bounded queue of frame pieces while
+The batch-inference pattern: :class:`ChunkIndexer` loads the face engine once in ``__init__``;
+``index_chunk`` (or ``__call__`` over a batch, as Ray Data calls it) turns chunk descriptions
+into small result rows.  The index job holds one per Ray actor (``jobs/index._Worker``), two
+chunks at a time.  Decoded frames never leave the actor: a decoder thread fills a bounded queue of frame pieces while
 the models run on the previous piece, so memory is set by ``faces.batch_frames`` and the
 queue depth, not by the video's length.  Parts are written under deterministic names, so a
 retried chunk overwrites its own files.
