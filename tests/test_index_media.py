@@ -172,9 +172,12 @@ def test_a_worker_killed_mid_job_is_restarted_and_its_chunks_retried(tmp_path, d
         deadline = time.time() + 300
         while time.time() < deadline and killed is None and proc.poll() is None:
             if _committed(out) >= 2:
-                pids = subprocess.run(["pgrep", "-f", "^ray::_Worker"], capture_output=True, text=True).stdout.split()
+                import psutil
+
+                pids = [p.pid for p in psutil.process_iter(["cmdline"])
+                        if (p.info["cmdline"] or [""])[0].startswith("ray::_Worker")]
                 if pids:
-                    killed = int(pids[0])
+                    killed = pids[0]
                     os.kill(killed, signal.SIGKILL)
             time.sleep(0.1)
         stdout, stderr = proc.communicate(timeout=600)
