@@ -113,10 +113,11 @@ class Delta:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="manifest vs Delta log: the driver's commit path alone")
-    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--sizes", default="1000,10000,100000", type=lambda v: sorted(int(x) for x in v.split(",")),
+                    help="comma-separated archive sizes, chunks")
     ap.add_argument("--per-commit", type=int, default=100)
     args = ap.parse_args(argv)
-    sizes = [int(x) for x in args.sizes.split(",")]
+    sizes = args.sizes
     k = args.per_commit
     rows = []
     with tempfile.TemporaryDirectory(prefix="vidx-commit-") as tmp:
@@ -165,7 +166,7 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"| {r['chunks']:,} | {r['log']} | {r['commit_ms_per_chunk']:.3f} | {r['reader_open_s']:.3f} | "
               f"{r['log_bytes']:,} |")
-    print(f"\nfilling (add + commit, both logs, writing the parts for Delta): "
+    print("\nfilling (add + commit, both logs, writing the parts for Delta): "
           + ", ".join(f"{n} {s:.1f} s" for n, s in fill_s.items()))
     print(f"Delta optimize.compact(): {before:,} files -> {after:,} in {compact_s:.1f} s")
     return 0

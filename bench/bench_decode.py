@@ -24,10 +24,13 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
-    ap.add_argument("--rates", default="2,0.5")
+    ap.add_argument("--rates", default="2,0.5", type=lambda v: [float(x) for x in v.split(",")],
+                    help="comma-separated sampling rates, fps")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-side", type=int, default=1280)
     args = ap.parse_args(argv)
+    if not (args.data / "videos").is_dir():
+        ap.error(f"no videos folder under {args.data} (give the shared data folder with --data)")
     import av
 
     print(f"# decode benchmark: decord {__import__('decord').__version__} vs PyAV {av.__version__}, "
@@ -42,7 +45,7 @@ def main(argv=None) -> int:
             bf = bool(c.streams.video[0].codec_context.has_b_frames)
         gop = float(np.mean(np.diff(info.keyframes))) if info.keyframes is not None and len(info.keyframes) > 1 \
             else info.duration
-        for rate in (float(r) for r in args.rates.split(",")):
+        for rate in args.rates:
             idx = decode.sample_indices(info.timestamps, 0.0, info.duration, rate)
             runs = {}
             for name, inf in (("decord", dataclasses.replace(info, backend="decord")), ("pyav", info)):
@@ -60,7 +63,7 @@ def main(argv=None) -> int:
             print(f"| {p.name} | {info.codec} | {info.width}x{info.height} | {'yes' if bf else 'no'} | {gop:.1f} | "
                   f"{rate:g} | {len(idx)} | {1000 * runs['decord'][0] / len(idx):.1f} | "
                   f"{1000 * runs['pyav'][0] / len(idx):.1f} | {runs['decord'][0] / runs['pyav'][0]:.2f}x | {same} |")
-    for rate in (float(r) for r in args.rates.split(",")):
+    for rate in args.rates:
         print(f"\nall videos at {rate:g} fps: decord {tot[('decord', rate)]:.2f} s, as the index decodes now "
               f"{tot[('pyav', rate)]:.2f} s ({tot[('decord', rate)] / tot[('pyav', rate)]:.2f}x)")
     return 0

@@ -188,6 +188,8 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--no-profile", action="store_true")
     args = ap.parse_args(argv)
+    if not (args.data / "videos").is_dir():
+        ap.error(f"no videos folder under {args.data} (give the shared data folder with --data)")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     videos = args.data / "videos"
     with tempfile.TemporaryDirectory(prefix="vidx-bench-") as tmp:

@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1].parent / "shared" / "data")
     ap.add_argument("--chunk-seconds", type=float, default=60)
     args = ap.parse_args(argv)
+    if not (args.data / "videos").is_dir():
+        ap.error(f"no videos folder under {args.data} (give the shared data folder with --data)")
     import pyarrow.fs as pafs
 
     vidx = shutil.which("vidx", path=str(BIN)) or "vidx"

@@ -16,7 +16,9 @@ readers and overwritten by the retry.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import re
 import uuid
 from typing import Any
 
@@ -38,29 +40,23 @@ def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, ValueError):
-        import os
-
         fs, path = pafs.LocalFileSystem(), os.path.abspath(uri)
     return fs, path
 
 
+_BUCKET_MISSING = "the bucket {bucket} does not exist (vidx never creates buckets: create it first)"
 _STORE_ERRORS = [  # (what pyarrow's S3 / GCS message holds, what the user reads)
-    ("NETWORK_CONNECTION", "cannot reach the object store{endpoint}: {detail}"),
-    ("Could not resolve host", "cannot reach the object store{endpoint}: {detail}"),
-    ("NO_SUCH_BUCKET", "the bucket {bucket} does not exist (vidx never creates buckets: create it first)"),
-    ("not found. To create buckets", "the bucket {bucket} does not exist (vidx never creates buckets: create it first)"),
-    ("ACCESS_DENIED", "the object store refused access (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and "
-                      "the bucket's policy): {detail}"),
-    ("INVALID_ACCESS_KEY_ID", "the object store does not know this access key (AWS_ACCESS_KEY_ID): {detail}"),
-    ("SIGNATURE_DOES_NOT_MATCH", "the object store refused the secret key (AWS_SECRET_ACCESS_KEY): {detail}"),
+    (("NETWORK_CONNECTION", "Could not resolve host"), "cannot reach the object store{endpoint}: {detail}"),
+    (("NO_SUCH_BUCKET", "not found. To create buckets"), _BUCKET_MISSING),
+    (("ACCESS_DENIED",), "the object store refused access (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and "
+                         "the bucket's policy): {detail}"),
+    (("INVALID_ACCESS_KEY_ID",), "the object store does not know this access key (AWS_ACCESS_KEY_ID): {detail}"),
+    (("SIGNATURE_DOES_NOT_MATCH",), "the object store refused the secret key (AWS_SECRET_ACCESS_KEY): {detail}"),
 ]
 
 
 def storage_error(e: OSError) -> str | None:
     """One line for an object-store failure pyarrow raised (None: not one; let it through)."""
-    import os
-    import re
-
     text = str(e)
     if "AWS Error" not in text and "GCS" not in text and "bucket" not in text.lower():
         return None
@@ -68,8 +64,8 @@ def storage_error(e: OSError) -> str | None:
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
     detail = re.sub(r"\s*\(Request ID: [^)]*\)", "", text.split("Details:")[-1] if "Details:" in text
                     else text.split(": ", 1)[-1]).strip()[:200]
-    for key, msg in _STORE_ERRORS:
-        if key in text:
+    for keys, msg in _STORE_ERRORS:
+        if any(k in text for k in keys):
             return msg.format(bucket=repr(bucket.group(1)) if bucket else "", detail=detail,
                               endpoint=f" at {endpoint}" if endpoint else "")
     return f"object store error: {detail}"
@@ -127,6 +123,13 @@ class Store:
             if self.fs.get_file_info(tmp).type != pafs.FileType.NotFound:
                 self.fs.delete_file(tmp)
 
+    def missing_bucket(self) -> str | None:
+        """On an object store whose bucket does not exist: that bucket's name (else None)."""
+        if self.fs.type_name == "local":
+            return None
+        bucket = self.root.split("/", 1)[0]
+        return bucket if self.fs.get_file_info(bucket).type == pafs.FileType.NotFound else None
+
     def write_bytes(self, rel: str, data: bytes) -> None:
         def write(p):
             with self.fs.open_output_stream(p) as f:
@@ -151,8 +154,7 @@ class Store:
         if not self.exists(MANIFEST):
             return None
         try:
-            with self.fs.open_input_stream(self.path(MANIFEST)) as f:
-                m = json.loads(f.read())
+            m = json.loads(self.read_bytes(MANIFEST))
         except (OSError, ValueError) as e:
             raise IndexError_(f"{self.path(MANIFEST)} is unreadable ({e}); move it away to re-index") from None
         if m.get("schema_version") != schemas.SCHEMA_VERSION:
@@ -165,21 +167,14 @@ class Store:
         """The manifest, or IndexError_ saying the folder is not an index."""
         m = self.read_manifest()
         if m is None:
-            if self.fs.type_name != "local":  # say so when the bucket itself is missing
-                bucket = self.root.split("/", 1)[0]
-                if self.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
-                    raise IndexError_(f"{self.uri}: the bucket {bucket!r} does not exist")
+            bucket = self.missing_bucket()  # say so when the bucket itself is missing
+            if bucket:
+                raise IndexError_(f"{self.uri}: the bucket {bucket!r} does not exist")
             raise IndexError_(f"{self.uri} has no {MANIFEST}: {hint}")
         return m
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
-
-        def write(p):
-            with self.fs.open_output_stream(p) as f:
-                f.write(data)
-
-        self._atomic(MANIFEST, write)
+        self.write_bytes(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 
 def read_index_table(out: str, name: str) -> pa.Table:

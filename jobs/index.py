@@ -525,11 +525,10 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     t_start = time.time()
     cfg.resolve()  # thresholds left at 0 take the embedder's values
     store = Store(out)
-    if store.fs.type_name != "local":  # before any work: workers would each fail on a missing bucket
-        bucket = store.root.split("/", 1)[0]
-        if store.fs.get_file_info(bucket).type == pafs.FileType.NotFound:
-            raise SystemExit(f"vidx index: the bucket {bucket!r} of {out} does not exist "
-                             "(vidx never creates buckets: create it first)")
+    bucket = store.missing_bucket()  # before any work: workers would each fail on it
+    if bucket:
+        raise SystemExit(f"vidx index: the bucket {bucket!r} of {out} does not exist "
+                         "(vidx never creates buckets: create it first)")
     if cfg.faces.detector == "retinaface":  # before any work, as for the action weights below
         try:
             face_weights.retinaface_onnx_bytes()
@@ -579,15 +578,20 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     ran_videos: set[str] = set()
     known = {p for v in manifest["videos"].values() for p in (v.get("paths") or [v.get("path")])}
     early = any(i.uri not in known for i in inputs)
+    per_person = actions and actions["per_person"] != "off"
     with contextlib.ExitStack() as stack:
-        pool = None
-        term = sys.stderr
-        if early:
+        pool, term = None, sys.stderr
+
+        def start_pool() -> _Pool:  # Ray's own output to its log file from here on
+            nonlocal term
             term = stack.enter_context(ray_output_to_file(store, quiet))
+            return stack.enter_context(_Pool(cfg, out, actions, quiet))
+
+        if early:
             with ThreadPoolExecutor(1, thread_name_prefix="vidx-plan") as ex:
                 planned = ex.submit(plan_all, inputs, cfg.chunk_seconds)
                 try:
-                    pool = stack.enter_context(_Pool(cfg, out, actions, quiet))
+                    pool = start_pool()
                 finally:
                     plans = planned.result()
         else:
@@ -602,18 +606,15 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
             entry["chunk_seconds"] = cfg.chunk_seconds
             for row in chunk_rows(vp, cfg):
                 done = entry["chunks"].get(str(row["chunk"]))
-                per_person = actions and actions["per_person"] != "off"
                 if done and store.exists(done["detections"]) and store.exists(done["segments"]) and (
                         not actions or (done.get("windows") and store.exists(done["windows"]))) and (
                         not per_person or (done.get("person_windows") and store.exists(done["person_windows"]))):
                     summary.chunks_skipped += 1
                     continue
                 todo.append(row)
-        if todo and pool is None:
-            term = stack.enter_context(ray_output_to_file(store, quiet))
-            pool = stack.enter_context(_Pool(cfg, out, actions, quiet))
         if todo:
-            _fan_out(todo, pool, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress, term)
+            pool = pool or start_pool()
+            _fan_out(todo, pool, manifest, store, chunk_errors, ran_videos, summary, plans, progress, term)
     _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions)
     from vidx.indexing import people  # FAISS index + identities; a no-op when nothing changed
 
@@ -622,7 +623,7 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     return summary
 
 
-def _fan_out(todo, pool, cfg, manifest, store, chunk_errors, ran_videos, summary, plans, progress, term=None):
+def _fan_out(todo, pool, manifest, store, chunk_errors, ran_videos, summary, plans, progress, term=None):
     import ray
     from tqdm import tqdm
 

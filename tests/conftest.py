@@ -117,3 +117,37 @@ def served_page(out, env=None):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def manifest_chunks(manifest: dict) -> int:
+    """Chunks a manifest names as committed."""
+    return sum(len(v.get("chunks", {})) for v in manifest["videos"].values())
+
+
+def sigkill_when_committed(cmd: list[str], env: dict, read_manifest, at_least: int = 3, timeout: float = 300) -> None:
+    """Run ``cmd`` (a ``vidx index``), SIGKILL it once ``read_manifest()`` names ``at_least``
+    committed chunks (it may raise OSError / ValueError while there is none, or half of one),
+    then stop the Ray it leaves behind so the next run starts clean."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if manifest_chunks(read_manifest()) >= at_least:
+                    break
+            except (OSError, ValueError):
+                pass
+            if proc.poll() is not None:
+                pytest.fail("the job finished before it could be killed; give it more work")
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, env=env)

@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
+from conftest import manifest_chunks, sigkill_when_committed
+
 pytestmark = pytest.mark.media
 VIDX = shutil.which("vidx", path=str(Path(sys.executable).parent)) or shutil.which("vidx")
 ENV = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONWARNINGS="ignore")
@@ -137,9 +139,8 @@ def uninterrupted(tmp_path_factory, data_dir):
 
 
 def _committed(out: Path) -> int:
-    m = out / "manifest.json"
     try:
-        return sum(len(x.get("chunks", {})) for x in json.loads(m.read_text())["videos"].values())
+        return manifest_chunks(json.loads((out / "manifest.json").read_text()))
     except (OSError, ValueError):
         return 0
 
@@ -194,30 +195,9 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, data_dir, unint
     args = _kill_args(data_dir)
     full = uninterrupted
     out = tmp_path / "killed"
-    proc = subprocess.Popen([VIDX, "index", "--no-actions", *map(str, args), "--out", str(out)], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            m = out / "manifest.json"
-            if m.exists():
-                try:
-                    n = sum(len(x.get("chunks", {})) for x in json.loads(m.read_text())["videos"].values())
-                except ValueError:
-                    n = 0
-                if n >= 3:
-                    break
-            if proc.poll() is not None:
-                pytest.fail("the job finished before it could be killed; give it more work")
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        # a SIGKILLed driver leaves Ray's agents behind; clear them so the next run starts clean
-        subprocess.run([str(Path(VIDX).parent / "ray"), "stop", "--force"], capture_output=True, env=ENV)
-    done_before = sum(len(x.get("chunks", {})) for x in json.loads((out / "manifest.json").read_text())["videos"].values())
+    sigkill_when_committed([VIDX, "index", "--no-actions", *map(str, args), "--out", str(out)], ENV,
+                           lambda: json.loads((out / "manifest.json").read_text()))
+    done_before = manifest_chunks(json.loads((out / "manifest.json").read_text()))
     p = index(*args, "--out", out)
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"{done_before} already done" in p.stdout  # resumed, not restarted

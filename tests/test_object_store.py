@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
+from conftest import sigkill_when_committed
+
 BIN = Path(sys.executable).parent
 VIDX = shutil.which("vidx", path=str(BIN)) or shutil.which("vidx")
 KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -162,8 +164,6 @@ def test_credentials_the_store_refuses_are_one_line(tmp_path):
 def test_sigkill_on_s3_then_rerun_equals_a_local_uninterrupted_run(s3, data_dir, tmp_path):
     """The driver killed part-way while committing to the object store; the rerun resumes (does
     not redo what was committed) and the tables equal those of an uninterrupted local run."""
-    import signal
-
     endpoint, env, fs = s3
     v = data_dir / "videos"
     args = [v / "hk_obama.mp4", v / "shd_obama.mp4", v / "mma_tests_test.mp4", "--set", "chunk_seconds=1"]
@@ -171,27 +171,12 @@ def test_sigkill_on_s3_then_rerun_equals_a_local_uninterrupted_run(s3, data_dir,
     p = vidx(env, "index", "--no-actions", *args, "--out", local)
     assert p.returncode == 0, p.stderr[-3000:]
     out = "s3://archive/killed"
-    proc = subprocess.Popen([VIDX, "index", "--no-actions", *map(str, args), "--out", out], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                with fs.open_input_stream("archive/killed/manifest.json") as f:
-                    m = json.loads(f.read())
-                if sum(len(x.get("chunks", {})) for x in m["videos"].values()) >= 3:
-                    break
-            except (OSError, ValueError):
-                pass
-            if proc.poll() is not None:
-                pytest.fail("the job finished before it could be killed; give it more work")
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env)
+
+    def manifest():
+        with fs.open_input_stream("archive/killed/manifest.json") as f:
+            return json.loads(f.read())
+
+    sigkill_when_committed([VIDX, "index", "--no-actions", *map(str, args), "--out", out], env, manifest)
     p = vidx(env, "index", "--no-actions", *args, "--out", out)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "already done" in p.stdout and " 0 already done" not in p.stdout  # resumed

@@ -123,8 +123,7 @@ class _Packets:
     width: int
     height: int
     declared: float  # the duration the header declares (0 when it does not)
-    shifted: bool  # the stream's times start below 0 and were moved
-    start: float  # the stream's own time of its first frame
+    start: float  # the stream's own time of its first frame (below 0: ``times`` were moved to start at 0)
 
 
 def _pyav_times(path: str) -> _Packets:
@@ -150,7 +149,7 @@ def _pyav_times(path: str) -> _Packets:
     start = float(ts[0]) if len(ts) else 0.0
     if start < 0:
         ks, ts = ks - start, ts - start
-    return _Packets(ts, ks, codec, rate, w, h, declared, start < 0, start)
+    return _Packets(ts, ks, codec, rate, w, h, declared, start)
 
 
 def probe(path: str) -> VideoInfo:
@@ -184,7 +183,7 @@ def probe(path: str) -> VideoInfo:
             else:
                 log.debug("%s: no usable timestamps; using frame index / fps", path)
                 ts = np.arange(n) / (fps or 25.0)
-        elif (pk is not None and not pk.shifted and len(pk.times) == n and (pk.width, pk.height) == (w, h)
+        elif (pk is not None and pk.start >= 0 and len(pk.times) == n and (pk.width, pk.height) == (w, h)
               and np.allclose(ts, pk.times, rtol=0.0, atol=1e-6)):
             backend, keys = "pyav", pk.keys
     except Exception as e:  # decord cannot open it (e.g. AV1): try PyAV
@@ -202,7 +201,7 @@ def probe(path: str) -> VideoInfo:
         backend = "pyav"
         if n == 0:
             raise DecodeError("no decodable video frames (corrupt or truncated?)")
-        offset = pk.start if pk.shifted else 0.0  # the stream's own times are these plus the offset
+        offset = min(pk.start, 0.0)  # the stream's own times are these plus the offset
         fps = fps or (n - 1) / max(ts[-1] - ts[0], 1e-6)
     if n == 0:
         raise DecodeError("the video stream has no frames")
@@ -307,11 +306,9 @@ class _Rgb:
     def __call__(self, frame) -> np.ndarray:
         key = (frame.width, frame.height, frame.format.name)
         if key != self.key:
-            av = _av()
-            g = av.filter.Graph()
-            if (frame.width, frame.height, frame.format.name) == (
-                    self.stream.codec_context.width, self.stream.codec_context.height,
-                    self.stream.codec_context.format.name if self.stream.codec_context.format else None):
+            g = _av().filter.Graph()
+            cc = self.stream.codec_context
+            if key == (cc.width, cc.height, cc.format.name if cc.format else None):  # as decord sets it up
                 src = g.add_buffer(template=self.stream)
             else:
                 src = g.add_buffer(width=frame.width, height=frame.height, format=frame.format,
@@ -365,9 +362,14 @@ def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset
             j = int(np.searchsorted(keys_raw, t + 1e-6)) - 1
             return float(keys_raw[j]) if j >= 0 else None
 
-        seek_at: float | None = key_before(raw[0])
-        c.seek(int(round(seek_at / tb)) if seek_at is not None else int(raw[0] / tb) - 1, stream=s, backward=True,
-               any_frame=False)
+        def seek(t: float) -> float:
+            """To the key frame at or before the stream time t; returns where it aimed."""
+            at = key_before(t)
+            c.seek(int(round(at / tb)) if at is not None else int(t / tb) - 1, stream=s, backward=True,
+                   any_frame=False)
+            return t if at is None else at
+
+        seek_at = seek(raw[0])
         ended = False
         while k < n and not ended:
             maxp = -math.inf  # the latest packet time given to the decoder since the last seek
@@ -411,7 +413,7 @@ def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset
                         jump = key_before(raw[k])
                 if k == n or redo:
                     break
-                if jump is not None and seek_at is not None and jump > seek_at + 1e-6 and jump > maxp + 1e-6:
+                if jump is not None and jump > seek_at + 1e-6 and jump > maxp + 1e-6:
                     break  # the next wanted frame is past a key frame not yet read: seek to it
             else:
                 ended = True
@@ -420,10 +422,7 @@ def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset
                     log.debug("%s: the frame at %.3f s was skipped; decoding on in full", path, times[k])
                     skip = False
                     cc.skip_frame = "DEFAULT"
-                seek_at = key_before(raw[k])
-                if seek_at is None:
-                    seek_at = raw[k]
-                c.seek(int(round(seek_at / tb)), stream=s, backward=True, any_frame=False)
+                seek_at = seek(raw[k])
     if buf_i:
         yield np.asarray(buf_i), np.stack(buf_f)
     if k < n:
