@@ -674,13 +674,16 @@ def _fan_out(todo, pool, manifest, store, chunk_errors, ran_videos, summary, pla
                 **({"person_windows": Store.person_windows_rel(vid, c)}
                    if actions and actions["per_person"] != "off" else {}),
                 **({"damaged": r["damaged"]} if r.get("damaged") else {})}
-            if r.get("damaged"):
-                log.warning("%s: undecodable %s (indexed around it)", plans[vid].uri, decode.describe_spans(
-                    [tuple(map(float, sp.split("-"))) for sp in r["damaged"].split(";")]))
+            spans = _damage(r.get("damaged", ""), plans[vid].info)
+            if spans:
+                with tqdm.external_write_mode(file=term):  # the bar steps aside for the line
+                    log.warning("%s: undecodable %s (indexed around it)", plans[vid].uri,
+                                decode.describe_spans(spans))
             faces += int(r["detections"])
         else:
             chunk_errors[f"{vid}/{c}"] = r["error"]
-            log.warning("%s chunk %d failed: %s", plans[vid].uri, c, r["error"])
+            with tqdm.external_write_mode(file=term):
+                log.warning("%s chunk %d failed: %s", plans[vid].uri, c, r["error"])
         left[vid] -= 1
         if left[vid] == 0:
             videos_done.add(vid)
@@ -699,6 +702,15 @@ def _fan_out(todo, pool, manifest, store, chunk_errors, ran_videos, summary, pla
     bar.close()
 
 
+def _damage(damaged: str, info: decode.VideoInfo | None) -> list[tuple[float, float]]:
+    """Undecodable spans from chunk results ("4.00-4.50;6.10-6.10"), without the last frames of a
+    file cut short: those belong to the cut (the video's note says so), not to damage."""
+    spans = [tuple(map(float, sp.split("-"))) for sp in damaged.split(";") if sp]
+    if info and info.data_end:
+        spans = [sp for sp in spans if sp[0] < info.data_end - 2.0 / max(info.fps, 1.0)]
+    return spans
+
+
 def _comparable(m: dict) -> dict:
     return {k: v for k, v in m.items() if k not in ("commit", "updated")}
 
@@ -714,10 +726,7 @@ def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summa
         if vp.error:
             status, error = "failed", vp.error
         elif done == n_chunks:
-            spans = [tuple(map(float, sp.split("-"))) for c in range(n_chunks)
-                     for sp in entry["chunks"][str(c)].get("damaged", "").split(";") if sp]
-            if info and info.data_end:  # the last frames of a file cut short belong to the cut, not to damage
-                spans = [sp for sp in spans if sp[0] < info.data_end - 2.0 / max(info.fps, 1.0)]
+            spans = _damage(";".join(entry["chunks"][str(c)].get("damaged", "") for c in range(n_chunks)), info)
             notes = ([info.note] if info and info.note else []) + (
                 [f"undecodable {decode.describe_spans(spans)} (indexed around it)"] if spans else [])
             status, error = ("partial", "; ".join(notes)) if notes else ("ok", "")
