@@ -124,7 +124,7 @@ def manifest_chunks(manifest: dict) -> int:
     return sum(len(v.get("chunks", {})) for v in manifest["videos"].values())
 
 
-def sigkill_when_committed(cmd: list[str], env: dict, read_manifest, at_least: int = 3, timeout: float = 300) -> None:
+def sigkill_when_committed(cmd: list[str], env: dict, read_manifest, at_least: int = 1, timeout: float = 300) -> None:
     """Run ``cmd`` (a ``vidx index``), SIGKILL it once ``read_manifest()`` names ``at_least``
     committed chunks (it may raise OSError / ValueError while there is none, or half of one),
     then stop the Ray it leaves behind so the next run starts clean."""
