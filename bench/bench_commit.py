@@ -1,5 +1,5 @@
-"""The index job's driver-side commit path alone (no decoding): today's manifest beside a Delta
-Lake log, at growing archive sizes, one run.  Groundwork for the open-tables issue (#13).
+"""The index job's driver-side commit path alone (no decoding): today's manifest beside two ways
+of committing to a Delta Lake log, at growing archive sizes, one run (open-tables issue, #13).
 
     pip install deltalake        # (the bench extra: pip install -e ".[bench]")
     python bench/bench_commit.py [--sizes 1000,10000,100000] [--per-commit 100]
@@ -13,6 +13,9 @@ chunks a second).
 * Delta: the workers' part files are added to a Delta table by the driver in one transaction
   (``create_write_transaction`` with ``AddAction`` s: metadata only, the driver never reads the
   rows); delta-rs writes a checkpoint every 100 commits.
+* Delta, vidx writer: the same parts committed by :class:`vidx.indexing.delta_log.DeltaLog`,
+  which writes each commit file itself (its own add lines only); delta-rs reads the table and
+  writes one checkpoint at the end of a job (timed apart: once per job, not per chunk).
 
 At each size: ms per chunk of one more commit (median of 5), what a reader pays to learn the
 committed parts (parse the manifest / open the Delta table), the log's size, and for Delta the
@@ -111,6 +114,39 @@ class Delta:
         return sum(p.stat().st_size for p in (self.root / "_delta_log").iterdir())
 
 
+class DeltaVidx(Delta):
+    def __init__(self, root: Path):
+        import pyarrow.fs as pafs
+
+        from vidx.indexing.delta_log import DeltaLog
+
+        self.root = root
+        self.schema = part_table("v0", 0).schema
+        self.log = DeltaLog.create(pafs.LocalFileSystem(), str(root), self.schema)
+        self.pending: list = []
+
+    def add(self, i: int) -> None:
+        from vidx.indexing.delta_log import FilePart, file_stats
+
+        vid, c = ids(i)
+        rel = f"part-{vid}-{c:05d}.parquet"
+        t = part_table(vid, c)
+        pq.write_table(t, self.root / rel)  # what the worker does, and it reports the part's metadata
+        self.pending.append(FilePart(rel, os.path.getsize(self.root / rel), t.num_rows,
+                                     file_stats(t, ["video_id", "chunk"])))
+
+    def commit(self) -> None:
+        self.log.commit(self.pending)
+        self.pending = []
+
+    def checkpoint(self) -> float:
+        from deltalake import DeltaTable
+
+        t = time.perf_counter()
+        DeltaTable(str(self.root)).create_checkpoint()
+        return time.perf_counter() - t
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="manifest vs Delta log: the driver's commit path alone")
     ap.add_argument("--sizes", default="1000,10000,100000", type=lambda v: sorted(int(x) for x in v.split(",")),
@@ -124,7 +160,9 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         (tmp / "manifest").mkdir()
         (tmp / "delta").mkdir()
-        logs = {"manifest": Manifest(tmp / "manifest"), "delta": Delta(tmp / "delta")}
+        logs = {"manifest": Manifest(tmp / "manifest"), "Delta (delta-rs commit)": Delta(tmp / "delta"),
+                "Delta (vidx writer)": DeltaVidx(tmp / "delta-vidx")}
+        checkpoints = []
         done = 0
         fill_s = {name: 0.0 for name in logs}
         for n in sizes:
@@ -145,6 +183,8 @@ def main(argv=None) -> int:
                     t = time.perf_counter()
                     lg.commit()
                     times.append(time.perf_counter() - t)
+                if isinstance(lg, DeltaVidx):  # the job's end: one checkpoint, then readers open it
+                    checkpoints.append((n, lg.checkpoint()))
                 t = time.perf_counter()
                 seen = lg.read()
                 read_s = time.perf_counter() - t
@@ -166,8 +206,10 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"| {r['chunks']:,} | {r['log']} | {r['commit_ms_per_chunk']:.3f} | {r['reader_open_s']:.3f} | "
               f"{r['log_bytes']:,} |")
-    print("\nfilling (add + commit, both logs, writing the parts for Delta): "
+    print("\nfilling (add + commit, every log; the Delta logs write the part files too): "
           + ", ".join(f"{n} {s:.1f} s" for n, s in fill_s.items()))
+    print("Delta (vidx writer), one checkpoint at the job's end: "
+          + ", ".join(f"{n:,} chunks {s:.2f} s" for n, s in checkpoints))
     print(f"Delta optimize.compact(): {before:,} files -> {after:,} in {compact_s:.1f} s")
     return 0
 
