@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from vidx.indexing import people as people_mod
 from vidx.indexing import schemas
+from vidx.indexing.lease import writes_index
 from vidx.indexing.store import Store
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def _drop(store: Store, rel: str, schema: pa.Schema, column: str, values: pa.Arr
     return n
 
 
+@writes_index("forget")
 def forget(out: str, who: str) -> Forgotten:
     """Remove the person (id or name; a name covers every person carrying it) from ``out``."""
     store = Store(out)

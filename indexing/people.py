@@ -52,6 +52,7 @@ import pyarrow.compute as pc
 from vidx.configs.config import PeopleConfig, fill_distances
 from vidx.configs.spaces import Space, from_similarity, pairwise, space
 from vidx.indexing import faces_index, schemas
+from vidx.indexing.lease import writes_index
 from vidx.indexing.store import IndexError_, Store, read_index_table
 
 log = logging.getLogger(__name__)
@@ -454,6 +455,7 @@ class RefreshResult:
     warnings: list[str] = field(default_factory=list)  # enrolment: doubtful photos
 
 
+@writes_index("reindex")
 def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> RefreshResult:
     """Rebuild the FAISS index, the identities and the people tables if anything they depend on
     changed (or ``force``); readers see the old set until the manifest names the new one."""
@@ -688,6 +690,7 @@ def _refuse_together(out: str, a: list[str], b: list[str], what: str) -> None:
                           "frame). Check the tracks ('vidx people show'); --force to insist")
 
 
+@writes_index("people")
 def correct(out: str, op: str, people_args: list[str], name: str | None = None, video: str | None = None,
             tracks: list[str] | None = None, force: bool = False) -> RefreshResult:
     """Record a correction (merge A B..., split P [--video V | --tracks T...], move P --tracks T...
@@ -796,6 +799,7 @@ def photo_warnings(name: str, faces: list[PhotoFace], gallery: pa.Table, sp: Spa
     return out
 
 
+@writes_index("enroll")
 def enroll(out: str, name: str, faces: list[PhotoFace]) -> RefreshResult:
     """Add photos' faces to the gallery under ``name`` (a photo enrolled again is replaced) and
     refresh, which labels the matching people."""

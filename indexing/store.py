@@ -174,6 +174,11 @@ class Store:
         return m
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
+        from vidx.indexing.lease import held  # the commit point: a writer whose lease was taken over stops
+
+        lease = held(self)
+        if lease:
+            lease.check()
         self.write_bytes(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 

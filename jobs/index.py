@@ -38,6 +38,7 @@ import pyarrow.fs as pafs
 from vidx.configs.config import Config
 from vidx.configs.spaces import space
 from vidx.indexing import schemas
+from vidx.indexing.lease import writes_index
 from vidx.indexing.store import Store, resolve
 from vidx.workers import decode, face_weights, sources
 from vidx.workers.tracking import track_quality
@@ -519,6 +520,7 @@ class _Pool:
             ray.shutdown()
 
 
+@writes_index("index")
 def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = None, quiet: bool = True) -> Summary:
     """Index ``srcs`` into ``out``.  ``quiet``: Ray's own output goes to OUT/logs/ (vidx's lines
     and the progress bar stay on the terminal); False shows everything (``vidx --verbose``)."""

@@ -38,6 +38,7 @@ from pydantic import BaseModel
 from vidx.indexing import people as people_mod
 from vidx.indexing.faces_index import FaceIndexError
 from vidx.indexing.query import Query, QueryEngine, QueryError
+from vidx.indexing.lease import LeaseLost, WriterBusy
 from vidx.indexing.store import IndexError_
 from vidx.jobs.engines import pick_faces
 
@@ -188,6 +189,11 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
         if request.query_params.get("token"):
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         return response
+
+    @app.exception_handler(WriterBusy)
+    @app.exception_handler(LeaseLost)
+    async def busy(request: Request, exc: Exception):  # another command (a vidx index...) writes the index
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(QueryError)
     @app.exception_handler(people_mod.PeopleError)

@@ -232,3 +232,17 @@ def test_videos_on_the_store_are_indexed_and_served_with_range_requests(s3, data
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = val
+
+
+def test_a_second_writer_on_s3_is_refused(s3, tmp_path):
+    """pyarrow's S3 has no create-if-absent: the lease is put, read back after a pause, and a live
+    one (renewed within its TTL, here from another machine) stops a second writer."""
+    endpoint, env, fs = s3
+    with fs.open_output_stream("archive/busy/_writer.json") as f:
+        f.write(json.dumps({"owner": "x", "command": "index", "host": "elsewhere", "pid": 1,
+                            "since": time.time(), "renewed": time.time()}).encode())
+    clip = tmp_path / "none.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypisom")
+    p = vidx(env, "index", "--no-actions", clip, "--out", "s3://archive/busy")
+    assert p.returncode == 2 and "is being written by another vidx command (index, pid 1 on elsewhere" in p.stderr
+    assert [i.path for i in fs.get_file_info(pafs.FileSelector("archive/busy"))] == ["archive/busy/_writer.json"]
