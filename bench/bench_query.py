@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from vidx.indexing import schemas
 from vidx.indexing.store import Store
+from vidx.indexing.tables import create_all, write_part
 
 LABELS = ["talking", "dancing ballet", "clapping", "waving hand", "playing guitar"]
 
@@ -35,7 +36,9 @@ def make_index(out: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
     rng.shuffle(who)
     emb = (people[who] + 0.25 / np.sqrt(128) * rng.normal(size=(n, 128))).astype(np.float32)
     store = Store(out)
-    man = {"schema_version": schemas.SCHEMA_VERSION, "commit": 1, "tables": {}, "videos": {}}
+    man = {"schema_version": schemas.SCHEMA_VERSION, "commit": 1, "videos": {}}
+    tables = create_all(store)
+    adds = {"face_tracks": [], "action_segments": []}
     per = 100
     vids = []
     for v in range(0, n, per):
@@ -55,15 +58,15 @@ def make_index(out: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
                          "label": [LABELS[i % 5] for i in range(10)], "label_id": pa.array(np.arange(10) % 5, pa.int32()),
                          "score": pa.array(rng.uniform(0.3, 1, 10), pa.float32()), "model": ["s3d"] * 10},
                         schema=schemas.ACTION_SEGMENTS)
-        store.write_table(Store.tracks_rel(vid), tracks)
-        store.write_table(Store.action_segments_rel(vid), acts)
-        man["videos"][vid] = {"path": f"/archive/{vid}.mp4", "chunks": {}, "face_tracks": Store.tracks_rel(vid),
-                              "action_segments": Store.action_segments_rel(vid)}
+        adds["face_tracks"].append(write_part(store, "face_tracks", tracks, vid))
+        adds["action_segments"].append(write_part(store, "action_segments", acts, vid))
+        man["videos"][vid] = {"path": f"/archive/{vid}.mp4"}
     videos = pa.table({"video_id": vids, "path": [f"/archive/{v}.mp4" for v in vids], "status": ["ok"] * len(vids)})
     videos = pa.table({f.name: videos[f.name] if f.name in videos.column_names else pa.nulls(len(vids), f.type)
                        for f in schemas.VIDEOS}, schema=schemas.VIDEOS)
-    store.write_table("videos/videos-000001.parquet", videos)
-    man["tables"]["videos"] = "videos/videos-000001.parquet"
+    for name, parts in adds.items():
+        tables[name].commit(parts)
+    tables["videos"].commit([write_part(store, "videos", videos)])
     store.write_manifest(man)
     return people, who
 

@@ -19,6 +19,7 @@ taken, which detects a second writer that is not racing within milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -30,6 +31,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 LOG = "_delta_log"
 
@@ -46,10 +48,17 @@ class FilePart:
     size: int  # bytes: readers use it to find the Parquet footer
     rows: int
     stats: dict[str, Any] = field(default_factory=dict)  # minValues / maxValues / nullCount by column
+    tags: dict[str, str] = field(default_factory=dict)  # what the file holds, for vidx (video, chunks)
 
     def add(self, now_ms: int) -> dict[str, Any]:
         return {"add": {"path": self.path, "partitionValues": {}, "size": self.size, "modificationTime": now_ms,
-                        "dataChange": True, "stats": json.dumps({"numRecords": self.rows, **self.stats})}}
+                        "dataChange": True, "stats": json.dumps({"numRecords": self.rows, **self.stats}),
+                        **({"tags": self.tags} if self.tags else {})}}
+
+    @classmethod
+    def from_add(cls, add: dict[str, Any]) -> "FilePart":
+        stats = json.loads(add.get("stats") or "{}")
+        return cls(add["path"], int(add["size"]), int(stats.pop("numRecords", 0)), stats, dict(add.get("tags") or {}))
 
     def remove(self, now_ms: int) -> dict[str, Any]:
         return {"remove": {"path": self.path, "deletionTimestamp": now_ms, "dataChange": True,
@@ -95,6 +104,35 @@ def _name(version: int) -> str:
     return f"{version:020d}.json"
 
 
+@dataclass
+class Snapshot:
+    """A table at one version: its live files (path -> FilePart), protocol and metadata."""
+
+    version: int
+    files: dict[str, FilePart]
+    protocol: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+# A checkpoint as the protocol lays it out: one row an action, one struct column per kind.
+_STR_MAP = pa.map_(pa.string(), pa.string())
+CHECKPOINT_SCHEMA = pa.schema([
+    ("protocol", pa.struct([("minReaderVersion", pa.int32()), ("minWriterVersion", pa.int32())])),
+    ("metaData", pa.struct([("id", pa.string()), ("name", pa.string()), ("description", pa.string()),
+                            ("format", pa.struct([("provider", pa.string()), ("options", _STR_MAP)])),
+                            ("schemaString", pa.string()), ("partitionColumns", pa.list_(pa.string())),
+                            ("configuration", _STR_MAP), ("createdTime", pa.int64())])),
+    ("add", pa.struct([("path", pa.string()), ("partitionValues", _STR_MAP), ("size", pa.int64()),
+                       ("modificationTime", pa.int64()), ("dataChange", pa.bool_()), ("stats", pa.string()),
+                       ("tags", _STR_MAP)])),
+    ("remove", pa.struct([("path", pa.string()), ("deletionTimestamp", pa.int64()), ("dataChange", pa.bool_())])),
+])
+
+
+def _map(d: dict | None) -> list[tuple[str, str]] | None:
+    return None if d is None else list(d.items())
+
+
 class DeltaLog:
     """The log of one Delta table at ``root`` on ``fs``: :meth:`create` it, then :meth:`commit`
     files that are already written into the table folder.  The writer remembers its version, so
@@ -124,13 +162,105 @@ class DeltaLog:
         log.version = 0
         return log
 
+    def _versions(self) -> tuple[list[int], int]:
+        """(commit versions present, newest checkpoint version or -1), from one listing."""
+        sel = pafs.FileSelector(self.log_dir, allow_not_found=True)
+        commits, checkpoints = [], []
+        for info in self.fs.get_file_info(sel):
+            base = posixpath.basename(info.path)
+            head = base.split(".", 1)[0]
+            if not head.isdigit():
+                continue
+            if base.endswith(".checkpoint.parquet"):
+                checkpoints.append(int(head))
+            elif base.endswith(".json"):
+                commits.append(int(head))
+        return sorted(commits), max(checkpoints, default=-1)
+
+    def snapshot(self) -> Snapshot:
+        """The table's live files at its newest version: the newest checkpoint, then the commits
+        after it, replayed in order.  Reads the log once (a job's start, a reader's open)."""
+        commits, cp = self._versions()
+        files: dict[str, FilePart] = {}
+        protocol: dict[str, Any] = {}
+        metadata: dict[str, Any] = {}
+        if cp >= 0:
+            with self.fs.open_input_file(posixpath.join(self.log_dir, f"{cp:020d}.checkpoint.parquet")) as f:
+                t = pq.read_table(f, columns=["protocol", "metaData", "add"])
+            for row in t.to_pylist():
+                if row["add"]:
+                    a = row["add"]
+                    a["tags"] = dict(a.get("tags") or [])
+                    files[a["path"]] = FilePart.from_add(a)
+                if row["protocol"]:
+                    protocol = row["protocol"]
+                if row["metaData"]:
+                    metadata = row["metaData"]
+        version = cp
+        for v in (v for v in commits if v > cp):
+            with self.fs.open_input_stream(posixpath.join(self.log_dir, _name(v))) as f:
+                for line in f.read().decode().splitlines():
+                    if not line.strip():
+                        continue
+                    action = json.loads(line)
+                    if "add" in action:
+                        files[action["add"]["path"]] = FilePart.from_add(action["add"])
+                    elif "remove" in action:
+                        files.pop(action["remove"]["path"], None)
+                    elif "protocol" in action:
+                        protocol = action["protocol"]
+                    elif "metaData" in action:
+                        metadata = action["metaData"]
+            version = v
+        self.version = max(self.version, version)
+        return Snapshot(version, files, protocol, metadata)
+
+    def checkpoint(self, snap: Snapshot | None = None) -> int:
+        """Write a checkpoint of the newest version (``snap``, or the log read now), so that a
+        reader opens the table from one Parquet file instead of replaying every commit; then
+        delete the commits and checkpoints older than the previous checkpoint (readers need
+        the newest checkpoint and what follows it; one job's history is kept)."""
+        commits, previous = self._versions()
+        snap = snap or self.snapshot()
+        if snap.version <= previous:
+            return previous
+        md = snap.metadata
+        rows = [{"protocol": {"minReaderVersion": int(snap.protocol.get("minReaderVersion", 1)),
+                              "minWriterVersion": int(snap.protocol.get("minWriterVersion", 2))}},
+                {"metaData": {"id": md["id"], "name": md.get("name"), "description": md.get("description"),
+                              "format": {"provider": (md.get("format") or {}).get("provider", "parquet"),
+                                         "options": _map((md.get("format") or {}).get("options") or {})},
+                              "schemaString": md["schemaString"], "partitionColumns": list(md.get("partitionColumns") or []),
+                              "configuration": _map(dict(md.get("configuration") or {})),
+                              "createdTime": md.get("createdTime")}}]
+        now = int(time.time() * 1000)
+        for part in snap.files.values():
+            a = part.add(now)["add"]
+            rows.append({"add": {**a, "partitionValues": [], "tags": _map(a.get("tags"))}})
+        table = pa.Table.from_pylist(rows, schema=CHECKPOINT_SCHEMA)
+        name = posixpath.join(self.log_dir, f"{snap.version:020d}.checkpoint.parquet")
+        with self.fs.open_output_stream(name) as f:
+            pq.write_table(table, f)
+        with self.fs.open_output_stream(posixpath.join(self.log_dir, "_last_checkpoint")) as f:
+            f.write(json.dumps({"version": snap.version, "size": len(rows)}).encode())
+        if previous >= 0:  # what came before the previous checkpoint is not needed by anyone
+            old = [_name(v) for v in commits if v < previous]
+            old += [f"{v:020d}.checkpoint.parquet" for v in self._checkpoints() if v < previous]
+            for base in old:
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    self.fs.delete_file(posixpath.join(self.log_dir, base))
+        return snap.version
+
+    def _checkpoints(self) -> list[int]:
+        sel = pafs.FileSelector(self.log_dir, allow_not_found=True)
+        return [int(posixpath.basename(i.path).split(".", 1)[0]) for i in self.fs.get_file_info(sel)
+                if i.path.endswith(".checkpoint.parquet")]
+
     def _latest(self) -> int:
         """The newest committed version (-1: no table), from one listing of the log folder when the
         writer opens (a checkpoint never removes the newest commit file)."""
-        sel = pafs.FileSelector(self.log_dir, allow_not_found=True)
-        versions = [int(posixpath.basename(i.path)[:-5]) for i in self.fs.get_file_info(sel)
-                    if i.path.endswith(".json") and posixpath.basename(i.path)[:-5].isdigit()]
-        return max(versions, default=-1)
+        commits, cp = self._versions()
+        return max(commits[-1] if commits else -1, cp)
 
     def commit(self, adds: Iterable[FilePart] = (), removes: Iterable[FilePart] = (),
                operation: str = "WRITE") -> int:
@@ -141,7 +271,7 @@ class DeltaLog:
         now = int(time.time() * 1000)
         adds, removes = list(adds), list(removes)
         lines = [{"commitInfo": {"timestamp": now, "operation": operation, "clientVersion": "vidx",
-                                 "operationParameters": {"mode": "Append"}, "readVersion": self.version,
+                                 "operationParameters": {"mode": "Append"} if operation == "WRITE" else {}, "readVersion": self.version,
                                  "isBlindAppend": not removes}}]
         lines += [r.remove(now) for r in removes] + [a.add(now) for a in adds]
         self._put(self.version + 1, lines)

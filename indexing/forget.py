@@ -5,9 +5,11 @@ tracks were made of (embeddings, landmarks, thumbnails), what they were seen doi
 person actions and person windows), their gallery photos' embeddings, the
 corrections that name their tracks, their vectors (the FAISS index and the identities and people
 tables are rebuilt from what remains, and the old files deleted), and the videos table's track
-counts.  Each part file is rewritten atomically under its own name, the manifest last; if the
-process dies part-way, running ``forget`` again finishes the job (the person is still known by
-id and name until the people tables are rebuilt, which is the last step).
+counts.  Each part holding their rows is rewritten under a new name and swapped in by one Delta
+commit a table, and the old file deleted at once (no row of theirs stays in any file; the
+tables' logs hold file names and statistics of times and ids only).  If the process dies
+part-way, running ``forget`` again finishes the job (the person is still known by id and name
+until the people tables are rebuilt, which is the last step).
 
 Re-indexing the same videos does not bring the person back (the chunks stay committed); indexing
 new videos in which they appear finds them again, as it would anyone.
@@ -22,9 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vidx.indexing import people as people_mod
-from vidx.indexing import schemas
+from vidx.indexing.delta_log import FilePart
 from vidx.indexing.lease import writes_index
 from vidx.indexing.store import Store
+from vidx.indexing.tables import SCHEMAS, IndexTable, write_part
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +43,30 @@ class Forgotten:
     videos: list[str] = field(default_factory=list)
 
 
-def _drop(store: Store, rel: str, schema: pa.Schema, column: str, values: pa.Array) -> int:
-    t = store.read_table(rel, schema)
-    hit = pc.is_in(t[column], value_set=values)
-    n = pc.sum(hit).as_py() or 0
-    if n:
-        store.write_table(rel, t.filter(pc.invert(hit)))
-    return n
+def _drop(table: IndexTable, parts: list[FilePart], column: str, values: pa.Array) -> int:
+    """Rewrite the parts holding rows whose ``column`` is in ``values`` without them; one commit
+    removes the old files (then deleted) and adds the new.  Returns the rows dropped."""
+    adds, removes, dropped = [], [], 0
+    for p in parts:
+        t = table.read([p])
+        hit = pc.is_in(t[column], value_set=values)
+        n = pc.sum(hit).as_py() or 0
+        if n:
+            tags = dict(p.tags)
+            vid, chunks = tags.pop("video_id", None), tags.pop("chunks", None)
+            span = tuple(int(x) for x in chunks.split("-")) if chunks else None
+            adds.append(write_part(table.store, table.name, t.filter(pc.invert(hit)), vid, span, **tags))
+            removes.append(p)
+            dropped += n
+    table.commit(adds, removes, operation="DELETE")
+    return dropped
 
 
 @writes_index("forget")
 def forget(out: str, who: str) -> Forgotten:
     """Remove the person (id or name; a name covers every person carrying it) from ``out``."""
     store = Store(out)
-    m = store.require_manifest()
+    store.require_manifest()
     gallery = people_mod.read_gallery(store)
     in_gallery = pc.equal(pc.utf8_lower(gallery["name"]), who.casefold())
     try:
@@ -74,38 +87,31 @@ def forget(out: str, who: str) -> Forgotten:
     res = Forgotten(pids, names, videos=sorted(set(mine["video_id"].to_pylist())))
     track_ids = pa.array(mine["track_id"].to_pylist(), pa.string())
 
-    for vid in res.videos:
-        entry = m["videos"][vid]
-        tr = store.read_table(entry["face_tracks"], schemas.FACE_TRACKS)
+    if res.videos:
+        tables = {n: IndexTable(store, n) for n in SCHEMAS}
+        vids = set(res.videos)
+
+        def parts_of(name: str) -> list[FilePart]:
+            return [p for p in tables[name].snapshot().files.values() if p.tags.get("video_id") in vids]
+
+        tr_parts = parts_of("face_tracks")
+        tr = tables["face_tracks"].read(tr_parts)
         segs = pa.array(pc.list_flatten(tr.filter(pc.is_in(tr["track_id"], value_set=track_ids))["segments"])
                         .to_pylist(), pa.string())
-        for c in entry["chunks"].values():
-            res.segments += _drop(store, c["segments"], schemas.TRACK_SEGMENTS, "segment_id", segs)
-            if c.get("person_windows") and store.exists(c["person_windows"]):
-                _drop(store, c["person_windows"], schemas.PERSON_WINDOWS, "segment_id", segs)
-            n = _drop(store, c["detections"], schemas.FACE_DETECTIONS, "segment_id", segs)
-            c["detections_n"] = c.get("detections_n", 0) - n
-            res.detections += n
-        if entry.get("person_actions") and store.exists(entry["person_actions"]):
-            _drop(store, entry["person_actions"], schemas.PERSON_ACTIONS, "track_id", track_ids)
-        res.tracks += _drop(store, entry["face_tracks"], schemas.FACE_TRACKS, "track_id", track_ids)
-        entry["tracks_n"] = store.read_table(entry["face_tracks"], schemas.FACE_TRACKS).num_rows
-
-    if res.videos and m.get("tables", {}).get("videos"):  # track counts in the videos table
-        old_rel = m["tables"]["videos"]
-        v = store.read_table(old_rel, schemas.VIDEOS)
-        counts = {vid: m["videos"][vid].get("tracks_n", 0) for vid in res.videos}
-        tracks = [counts.get(vid, n) for vid, n in zip(v["video_id"].to_pylist(), v["tracks"].to_pylist())]
-        v = v.set_column(v.schema.get_field_index("tracks"), "tracks", pa.array(tracks, pa.int32()))
-        m["commit"] = m.get("commit", 0) + 1
-        rel = f"videos/videos-{m['commit']:06d}.parquet"
-        store.write_table(rel, v)
-        m["tables"]["videos"] = rel
-        store.write_manifest(m)
-        if old_rel != rel:
-            store.fs.delete_file(store.path(old_rel))
-    else:
-        store.write_manifest(m)
+        res.segments = _drop(tables["track_segments"], parts_of("track_segments"), "segment_id", segs)
+        _drop(tables["person_windows"], parts_of("person_windows"), "segment_id", segs)
+        res.detections = _drop(tables["face_detections"], parts_of("face_detections"), "segment_id", segs)
+        _drop(tables["person_actions"], parts_of("person_actions"), "track_id", track_ids)
+        res.tracks = _drop(tables["face_tracks"], tr_parts, "track_id", track_ids)
+        counts = pc.value_counts(tables["face_tracks"].read(parts_of("face_tracks"), columns=["video_id"])["video_id"])
+        counts = {c["values"].as_py(): c["counts"].as_py() for c in counts}
+        old_parts = list(tables["videos"].snapshot().files.values())
+        if old_parts:  # track counts in the videos table
+            v = tables["videos"].read(old_parts)
+            n = [counts.get(vid, 0) if vid in vids else k for vid, k in zip(v["video_id"].to_pylist(),
+                                                                           v["tracks"].to_pylist())]
+            v = v.set_column(v.schema.get_field_index("tracks"), "tracks", pa.array(n, pa.int32()))
+            tables["videos"].commit([write_part(store, "videos", v)], old_parts, operation="UPDATE")
 
     if pc.any(in_gallery).as_py() or names:
         keep = pc.invert(pc.is_in(pc.utf8_lower(gallery["name"]), value_set=pa.array([n.casefold() for n in names])))

@@ -12,8 +12,9 @@ from __future__ import annotations
 import pyarrow as pa
 
 EMBED_DIM = 128
-SCHEMA_VERSION = 4  # 2: quality gates (sharpness, rejected); 3: the detector's 5 points, the embedder recorded;
-# 4: face and track quality, tracks end at shot changes, every path of a video
+SCHEMA_VERSION = 5  # 2: quality gates (sharpness, rejected); 3: the detector's 5 points, the embedder recorded;
+# 4: face and track quality, tracks end at shot changes, every path of a video; 5: the tables are Delta tables
+# (the manifest no longer names parts)
 
 VIDEOS = pa.schema([
     pa.field("video_id", pa.string(), nullable=False),  # content-derived, stable across renames

@@ -1,16 +1,12 @@
-"""The index on disk (or an object store): part files with deterministic names and a manifest.
+"""The index on disk (or an object store): files through one ``pyarrow.fs`` filesystem.
 
-    OUT/manifest.json                                  what a reader may trust (atomic)
-    OUT/videos/videos-<commit>.parquet                 one row per input video
-    OUT/face_detections/<video_id>/<chunk>.parquet     per-chunk parts (retries overwrite)
-    OUT/track_segments/<video_id>/<chunk>.parquet      per-chunk tracks
-    OUT/face_tracks/<video_id>.parquet                 tracks joined across chunks
-    OUT/action_windows/<video_id>/<chunk>.parquet      per-chunk top-k labels of each window
-    OUT/action_segments/<video_id>.parquet             action segments of the whole video
+    OUT/manifest.json      the index's settings (models, config, embedder), its videos' names and
+                           states, the people tables and FAISS index it serves (atomic)
+    OUT/<table>/           the data tables, as Delta Lake tables (indexing/tables.py)
+    OUT/people/, faces.*   people, identities, gallery, corrections; the FAISS index
 
-Every file is written to a temporary name and moved into place; the manifest is written the
-same way, last.  A part that no manifest names (a crash between the two) is ignored by
-readers and overwritten by the retry.
+Every file is written to a temporary name and moved into place (on object stores an upload is
+atomic by itself).
 """
 
 from __future__ import annotations
@@ -80,34 +76,6 @@ class Store:
     def path(self, rel: str) -> str:
         return posixpath.join(self.root, rel)
 
-    @staticmethod
-    def detections_rel(video_id: str, chunk: int) -> str:
-        return f"face_detections/{video_id}/{chunk:05d}.parquet"
-
-    @staticmethod
-    def segments_rel(video_id: str, chunk: int) -> str:
-        return f"track_segments/{video_id}/{chunk:05d}.parquet"
-
-    @staticmethod
-    def tracks_rel(video_id: str) -> str:
-        return f"face_tracks/{video_id}.parquet"
-
-    @staticmethod
-    def windows_rel(video_id: str, chunk: int) -> str:
-        return f"action_windows/{video_id}/{chunk:05d}.parquet"
-
-    @staticmethod
-    def person_windows_rel(video_id: str, chunk: int) -> str:
-        return f"person_windows/{video_id}/{chunk:05d}.parquet"
-
-    @staticmethod
-    def person_actions_rel(video_id: str) -> str:
-        return f"person_actions/{video_id}.parquet"
-
-    @staticmethod
-    def action_segments_rel(video_id: str) -> str:
-        return f"action_segments/{video_id}.parquet"
-
     # ------------------------------------------------------------------ io
     def _atomic(self, rel: str, write) -> None:
         final = self.path(rel)
@@ -141,8 +109,11 @@ class Store:
         with self.fs.open_input_stream(self.path(rel)) as f:
             return f.read()
 
-    def write_table(self, rel: str, table: pa.Table) -> None:
-        self._atomic(rel, lambda p: pq.write_table(table, p, filesystem=self.fs, compression="zstd"))
+    def write_table(self, rel: str, table: pa.Table, arrow_schema: bool = True) -> None:
+        """``arrow_schema=False``: Parquet's own types only (fixed-size lists read back as lists), as
+        the parts of Delta tables must be for engines that check them against the Delta schema."""
+        self._atomic(rel, lambda p: pq.write_table(table, p, filesystem=self.fs, compression="zstd",
+                                                   store_schema=arrow_schema))
 
     def read_table(self, rel: str, schema: pa.Schema | None = None) -> pa.Table:
         return pq.read_table(self.path(rel), filesystem=self.fs, schema=schema)
@@ -182,23 +153,11 @@ class Store:
         self.write_bytes(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 
-def read_index_table(out: str, name: str) -> pa.Table:
+def read_index_table(out: str, name: str, columns: list[str] | None = None) -> pa.Table:
     """One of videos, face_detections, track_segments, face_tracks, action_windows,
-    action_segments: every part the manifest names."""
+    action_segments, person_windows, person_actions: every row its Delta log commits."""
+    from vidx.indexing.tables import read_table
+
     store = Store(out)
-    m = store.require_manifest()
-    schema = {"videos": schemas.VIDEOS, "face_detections": schemas.FACE_DETECTIONS,
-              "track_segments": schemas.TRACK_SEGMENTS, "face_tracks": schemas.FACE_TRACKS,
-              "action_windows": schemas.ACTION_WINDOWS, "action_segments": schemas.ACTION_SEGMENTS,
-              "person_windows": schemas.PERSON_WINDOWS, "person_actions": schemas.PERSON_ACTIONS}[name]
-    if name == "videos":
-        rels = [m["tables"]["videos"]] if m.get("tables", {}).get("videos") else []
-    elif name in ("face_tracks", "action_segments", "person_actions"):
-        rels = [v[name] for v in m["videos"].values() if v.get(name)]
-    else:
-        key = {"face_detections": "detections", "track_segments": "segments", "action_windows": "windows",
-               "person_windows": "person_windows"}[name]
-        rels = [c[key] for v in m["videos"].values() for c in v.get("chunks", {}).values() if c.get(key)]
-    if not rels:
-        return schema.empty_table()
-    return pa.concat_tables([store.read_table(r, schema) for r in sorted(rels)])
+    store.require_manifest()
+    return read_table(store, name, columns)

@@ -2,15 +2,17 @@
 
 1. Plan (driver): list the videos under the sources (local paths or pyarrow.fs URIs; folders
    recursively, videos recognised by content), give each a content-derived id, probe it,
-   split it into chunks and leave out the chunks the manifest already names.
+   split it into chunks and leave out the chunks the tables' Delta logs already commit.
 2. Fan out: a pool of Ray actors, each holding a
    :class:`vidx.workers.chunk_worker.ChunkIndexer` (models loaded once) and two chunks at a time
    (one decoding while the other runs the models); each actor writes its own parts.  Ray and
    the actors start while the driver still plans.  (Ray Data's ``map_batches`` did this before;
    its executor cost about 4 s of start-up on 2 cores before the first actor ran: bench_index.)
-3. Commit (driver): as chunks finish, the manifest is rewritten atomically (so a killed job
-   resumes where it stopped); at the end, tracks cut by chunk boundaries are joined and the
-   videos table and the manifest are written.  A rerun with nothing to do changes nothing.
+3. Commit (driver): every few seconds the parts of the chunks finished since are committed to
+   the per-chunk Delta tables (one commit each, costing what it adds: a killed job resumes where
+   it stopped); at the end, tracks cut by chunk boundaries are joined, a finished video's chunk
+   parts are compacted into one file a table, and the videos table and the manifest are
+   written.  A rerun with nothing to do changes nothing.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ import pyarrow.fs as pafs
 from vidx.configs.config import Config
 from vidx.configs.spaces import space
 from vidx.indexing import schemas
+from vidx.indexing.delta_log import FilePart
 from vidx.indexing.lease import writes_index
 from vidx.indexing.store import Store, resolve
+from vidx.indexing.tables import CHUNK_TABLES, VIDEO_TABLES, chunk_keys, create_all, write_part
 from vidx.workers import decode, face_weights, sources
 from vidx.workers.tracking import track_quality
 
@@ -552,8 +556,7 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
         actions = {"model": name, "weights_path": str(wpath), "stride": cfg.actions.stride,
                    "top_k": cfg.actions.top_k, "per_person": cfg.actions.per_person,
                    "labels": act.categories(name, wpath)}
-    manifest = store.read_manifest() or {"schema_version": schemas.SCHEMA_VERSION, "commit": 0, "videos": {},
-                                         "tables": {}}
+    manifest = store.read_manifest() or {"schema_version": schemas.SCHEMA_VERSION, "commit": 0, "videos": {}}
     emb = space(cfg.faces.embedder)
     built = manifest.get("embedder")
     if built and built != emb.model:
@@ -581,6 +584,8 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     known = {p for v in manifest["videos"].values() for p in (v.get("paths") or [v.get("path")])}
     early = any(i.uri not in known for i in inputs)
     per_person = actions and actions["per_person"] != "off"
+    tables = create_all(store)
+    parts = _ChunkParts(tables)
     with contextlib.ExitStack() as stack:
         pool, term = None, sys.stderr
 
@@ -599,25 +604,24 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
         else:
             plans = plan_all(inputs, cfg.chunk_seconds)
         todo = []
+        needed = ["face_detections", "track_segments"] + (["action_windows"] if actions else []) + (
+            ["person_windows"] if per_person else [])
         for vp in plans.values():
-            entry = manifest["videos"].setdefault(vp.video_id, {"chunks": {}})
+            entry = manifest["videos"].setdefault(vp.video_id, {})
             entry["path"] = vp.uri
             entry["paths"] = list(dict.fromkeys([vp.uri, *vp.aliases, *entry.get("paths", [])]))  # every name kept
             if vp.error:
                 continue
             entry["chunk_seconds"] = cfg.chunk_seconds
             for row in chunk_rows(vp, cfg):
-                done = entry["chunks"].get(str(row["chunk"]))
-                if done and store.exists(done["detections"]) and store.exists(done["segments"]) and (
-                        not actions or (done.get("windows") and store.exists(done["windows"]))) and (
-                        not per_person or (done.get("person_windows") and store.exists(done["person_windows"]))):
+                if parts.done((vp.video_id, int(row["chunk"])), needed):
                     summary.chunks_skipped += 1
                     continue
                 todo.append(row)
         if todo:
             pool = pool or start_pool()
-            _fan_out(todo, pool, manifest, store, chunk_errors, ran_videos, summary, plans, progress, term)
-    _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions)
+            _fan_out(todo, pool, parts, chunk_errors, ran_videos, summary, plans, progress, term)
+    _commit(store, tables, parts, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions)
     from vidx.indexing import people  # FAISS index + identities; a no-op when nothing changed
 
     summary.people = people.refresh(out, cfg.people).people
@@ -625,12 +629,69 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     return summary
 
 
-def _fan_out(todo, pool, manifest, store, chunk_errors, ran_videos, summary, plans, progress, term=None):
+class _ChunkParts:
+    """The per-chunk tables' parts: those their Delta logs hold (read once, when the job starts)
+    and those finished since the last commit.  A chunk is done when its detections are
+    committed: they are committed last, after its segments and windows."""
+
+    ORDER = ("person_windows", "action_windows", "track_segments", "face_detections")
+
+    def __init__(self, tables: dict):
+        self.tables = tables
+        self.live: dict[str, dict[tuple[str, int], FilePart]] = {n: {} for n in CHUNK_TABLES}
+        for n in CHUNK_TABLES:
+            for p in tables[n].snapshot().files.values():
+                for k in chunk_keys(p):
+                    self.live[n][k] = p
+        self.pending: dict[str, list[FilePart]] = {n: [] for n in CHUNK_TABLES}
+
+    def done(self, key: tuple[str, int], needed: list[str]) -> bool:
+        return all(key in self.live[n] for n in needed)
+
+    def of_video(self, name: str, vid: str, n_chunks: int) -> list[FilePart]:
+        """The distinct live parts holding chunks of ``vid``, in chunk order."""
+        seen: dict[str, FilePart] = {}
+        for c in range(n_chunks):
+            p = self.live[name].get((vid, c))
+            if p is not None:
+                seen.setdefault(p.path, p)
+        return list(seen.values())
+
+    def add(self, parts: dict[str, dict]) -> None:
+        for n, d in parts.items():
+            self.pending[n].append(FilePart(**d))
+
+    def replace(self, name: str, adds: list[FilePart], operation: str = "WRITE") -> None:
+        """Commit ``adds`` to table ``name``, removing the parts they supersede (a chunk redone:
+        its old part; a compacted video: every part of its chunks)."""
+        live = self.live[name]
+        removes: dict[str, FilePart] = {}
+        for p in adds:
+            for k in chunk_keys(p):
+                old = live.get(k)
+                if old is not None and old.path != p.path:
+                    removes[old.path] = old
+        for old in removes.values():
+            for k in chunk_keys(old):
+                if live.get(k) is old:
+                    del live[k]
+        for p in adds:
+            for k in chunk_keys(p):
+                live[k] = p
+        self.tables[name].commit(adds, removes.values(), operation)
+
+    def commit(self) -> None:
+        for n in self.ORDER:
+            if self.pending[n]:
+                adds, self.pending[n] = self.pending[n], []
+                self.replace(n, adds)
+
+
+def _fan_out(todo, pool, parts, chunk_errors, ran_videos, summary, plans, progress, term=None):
     import ray
     from tqdm import tqdm
 
     term = term or sys.stderr
-    actions = pool.actions
     pool.trim(len(todo))
     log.info("indexing %d chunk(s) of %d video(s) with %d actor(s)", len(todo),
              len({t["video_id"] for t in todo}), len(pool.actors))
@@ -669,13 +730,7 @@ def _fan_out(todo, pool, manifest, store, chunk_errors, ran_videos, summary, pla
         ran_videos.add(vid)
         summary.chunks_run += 1
         if r["status"] == "ok":
-            manifest["videos"][vid]["chunks"][str(c)] = {
-                "detections": Store.detections_rel(vid, c), "segments": Store.segments_rel(vid, c),
-                "detections_n": int(r["detections"]), "segments_n": int(r["segments"]),
-                **({"windows": Store.windows_rel(vid, c)} if actions else {}),
-                **({"person_windows": Store.person_windows_rel(vid, c)}
-                   if actions and actions["per_person"] != "off" else {}),
-                **({"damaged": r["damaged"]} if r.get("damaged") else {})}
+            parts.add(r["parts"])
             spans = _damage(r.get("damaged", ""), plans[vid].info)
             if spans:
                 with tqdm.external_write_mode(file=term):  # the bar steps aside for the line
@@ -694,13 +749,13 @@ def _fan_out(todo, pool, manifest, store, chunk_errors, ran_videos, summary, pla
         bar.set_postfix_str(f"videos {len(videos_done)}/{len(left)} chunks {summary.chunks_run}/{len(todo)} faces {faces}")
         now = time.time()
         if now - last_write > 2.0:  # resumable: what finished is committed every few seconds
-            manifest["commit"] += 1
-            store.write_manifest(manifest)
+            parts.commit()
             last_write = now
         if not tty and now - last_log > 10.0:
             log.info("%d/%d chunks, %.0f/%.0f video-s, %d faces, %.1f video-s/s", summary.chunks_run, len(todo),
                      done_s, total_s, faces, done_s / max(now - t_run, 1e-9))
             last_log = now
+    parts.commit()
     bar.close()
 
 
@@ -717,18 +772,29 @@ def _comparable(m: dict) -> dict:
     return {k: v for k, v in m.items() if k not in ("commit", "updated")}
 
 
-def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions=None):
+def _commit(store, tables, parts, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions=None):
     rows = {k: [] for k in schemas.VIDEOS.names}
+    per_video = {n: {p.tags.get("video_id"): p for p in tables[n].snapshot().files.values()} for n in VIDEO_TABLES}
+    new_parts: dict[str, list[FilePart]] = {n: [] for n in VIDEO_TABLES}
+
+    def put(name: str, vid: str, table: pa.Table) -> FilePart:
+        p = write_part(store, name, table, vid)
+        new_parts[name].append(p)
+        return p
+
     for vid, vp in plans.items():
         entry = manifest["videos"][vid]
+        for stale in ("chunks", "face_tracks", "tracks_n", "action_segments", "person_actions"):
+            entry.pop(stale, None)  # what the Delta tables now say
         info = vp.info
         n_chunks = len(vp.chunks)
-        done = sum(1 for c in range(n_chunks) if str(c) in entry["chunks"])
+        done = sum(1 for c in range(n_chunks) if (vid, c) in parts.live["face_detections"])
         errs = [f"chunk {k.split('/')[1]}: {e}" for k, e in chunk_errors.items() if k.split("/")[0] == vid]
         if vp.error:
             status, error = "failed", vp.error
         elif done == n_chunks:
-            spans = _damage(";".join(entry["chunks"][str(c)].get("damaged", "") for c in range(n_chunks)), info)
+            spans = _damage(";".join(p.tags.get("damaged", "") for p in parts.of_video("face_detections", vid, n_chunks)),
+                            info)
             notes = ([info.note] if info and info.note else []) + (
                 [f"undecodable {decode.describe_spans(spans)} (indexed around it)"] if spans else [])
             status, error = ("partial", "; ".join(notes)) if notes else ("ok", "")
@@ -740,34 +806,26 @@ def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summa
             summary.partials.append((vp.uri, error))
         tracks = 0
         if done:
-            tr_rel = Store.tracks_rel(vid)
-            if vid in ran_videos or not store.exists(tr_rel):
-                segs = pa.concat_tables([store.read_table(entry["chunks"][str(c)]["segments"], schemas.TRACK_SEGMENTS)
-                                         for c in range(n_chunks) if str(c) in entry["chunks"]])
+            redo = vid in ran_videos
+            tr_part = per_video["face_tracks"].get(vid)
+            tracks_tbl = None
+            if redo or tr_part is None:
+                segs = tables["track_segments"].read(parts.of_video("track_segments", vid, n_chunks))
                 tracks_tbl = join_tracks(vid, segs, vp.chunks, cfg)
-                store.write_table(tr_rel, tracks_tbl)
-                entry["tracks_n"] = tracks_tbl.num_rows
-            entry["face_tracks"] = tr_rel
-            tracks = entry.get("tracks_n", 0)
-            win_rels = [entry["chunks"][str(c)]["windows"] for c in range(n_chunks)
-                        if entry["chunks"].get(str(c), {}).get("windows")]
-            seg_rel = Store.action_segments_rel(vid)
-            if actions and win_rels and (vid in ran_videos or not store.exists(seg_rel)):
-                wins = pa.concat_tables([store.read_table(r, schemas.ACTION_WINDOWS) for r in win_rels])
-                store.write_table(seg_rel, action_segments(vid, wins, actions["labels"], cfg))
-            if win_rels and store.exists(seg_rel):
-                entry["action_segments"] = seg_rel
-            pw_rels = [entry["chunks"][str(c)]["person_windows"] for c in range(n_chunks)
-                       if entry["chunks"].get(str(c), {}).get("person_windows")]
-            pa_rel = Store.person_actions_rel(vid)
-            if actions and pw_rels and (vid in ran_videos or not store.exists(pa_rel)):
-                pw = pa.concat_tables([store.read_table(r, schemas.PERSON_WINDOWS) for r in pw_rels])
-                store.write_table(pa_rel, person_actions(vid, pw, store.read_table(tr_rel, schemas.FACE_TRACKS),
-                                                         actions["labels"], cfg))
-            if pw_rels and store.exists(pa_rel):
-                entry["person_actions"] = pa_rel
+                tr_part = put("face_tracks", vid, tracks_tbl)
+            tracks = tr_part.rows
+            wins = parts.of_video("action_windows", vid, n_chunks)
+            if actions and wins and (redo or vid not in per_video["action_segments"]):
+                put("action_segments", vid,
+                    action_segments(vid, tables["action_windows"].read(wins), actions["labels"], cfg))
+            pws = parts.of_video("person_windows", vid, n_chunks)
+            if actions and pws and (redo or vid not in per_video["person_actions"]):
+                if tracks_tbl is None:
+                    tracks_tbl = tables["face_tracks"].read([tr_part])
+                put("person_actions", vid, person_actions(vid, tables["person_windows"].read(pws), tracks_tbl,
+                                                          actions["labels"], cfg))
         summary.tracks += tracks
-        summary.detections += sum(c.get("detections_n", 0) for c in entry["chunks"].values())
+        summary.detections += sum(p.rows for p in parts.of_video("face_detections", vid, n_chunks))
         entry["status"], entry["error"] = status, error
         if status == "ok":
             summary.videos_ok += 1
@@ -792,11 +850,14 @@ def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summa
         rows["chunks"].append(n_chunks)
         rows["chunks_done"].append(done)
         rows["tracks"].append(tracks)
+    for name, adds in new_parts.items():  # one commit a table: each video's new part replaces its old one
+        tables[name].commit(adds, [per_video[name].get(p.tags["video_id"]) for p in adds])
+    _compact(tables, parts, plans, ran_videos)
     # videos indexed by earlier runs but not named this time stay in the table
-    old_rel = manifest.get("tables", {}).get("videos")
+    old_parts = list(tables["videos"].snapshot().files.values())
     videos = pa.table(rows, schema=schemas.VIDEOS)
-    if old_rel and store.exists(old_rel):
-        old = store.read_table(old_rel, schemas.VIDEOS)
+    old = tables["videos"].read(old_parts) if old_parts else None
+    if old is not None:
         keep = pc.invert(pc.is_in(old["video_id"], value_set=videos["video_id"]))
         videos = pa.concat_tables([old.filter(keep), videos])
     videos = videos.sort_by("path")
@@ -812,17 +873,36 @@ def _commit(store, manifest, plans, chunk_errors, ran_videos, cfg, before, summa
     if actions:
         manifest["models"]["actions"] = f"{actions['model']} ({Path(actions['weights_path']).name})"
     manifest["config"] = cfg.to_dict()
-    unchanged = (not ran_videos and old_rel and store.exists(old_rel)
-                 and store.read_table(old_rel, schemas.VIDEOS).sort_by("path").equals(videos)
-                 and _comparable(manifest) == {**before, "tables": before.get("tables", {})})
+    manifest.pop("tables", None)
+    unchanged = (not ran_videos and old is not None and not any(new_parts.values())
+                 and old.sort_by("path").equals(videos) and _comparable(manifest) == before)
     if unchanged:
         log.info("nothing new to index; %s is up to date", store.uri)
         return
+    tables["videos"].commit([write_part(store, "videos", videos)], old_parts)
     manifest["commit"] += 1
-    rel = f"videos/videos-{manifest['commit']:06d}.parquet"
-    store.write_table(rel, videos)
-    manifest["tables"] = {"videos": rel}
     manifest["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     store.write_manifest(manifest)
-    if old_rel and old_rel != rel and store.exists(old_rel):
-        store.fs.delete_file(store.path(old_rel))
+    for t in tables.values():  # readers open from one file instead of replaying many commits
+        t.checkpoint_if_due()
+
+
+def _compact(tables, parts, plans, ran_videos) -> None:
+    """A video indexed in this job: its chunk parts in each per-chunk table become one file
+    (fewer, larger files for every reader; the chunk parts are deleted)."""
+    for name in CHUNK_TABLES:
+        adds = []
+        for vid in sorted(ran_videos):
+            n_chunks = len(plans[vid].chunks)
+            chunk_parts = parts.of_video(name, vid, n_chunks)
+            if len(chunk_parts) < 2:
+                continue
+            keys = [k for p in chunk_parts for k in chunk_keys(p)]
+            damaged = ";".join(p.tags["damaged"] for p in chunk_parts if p.tags.get("damaged"))
+            first, last = min(c for _, c in keys), max(c for _, c in keys)
+            if len(set(keys)) != last - first + 1:  # a gap (a failed chunk): keep them apart
+                continue
+            adds.append(write_part(tables[name].store, name, tables[name].read(chunk_parts), vid, (first, last),
+                                   **({"damaged": damaged} if damaged else {})))
+        if adds:
+            parts.replace(name, adds, operation="OPTIMIZE")

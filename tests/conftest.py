@@ -119,15 +119,19 @@ def served_page(out, env=None):
         server.wait(timeout=30)
 
 
-def manifest_chunks(manifest: dict) -> int:
-    """Chunks a manifest names as committed."""
-    return sum(len(v.get("chunks", {})) for v in manifest["videos"].values())
+def committed_chunks(fs, root: str) -> int:
+    """Chunks whose detections the index at ``root`` on ``fs`` commits (its Delta log)."""
+    from vidx.indexing.delta_log import DeltaLog
+    from vidx.indexing.tables import chunk_keys
+
+    snap = DeltaLog(fs, f"{root}/face_detections").snapshot()
+    return len({k for p in snap.files.values() for k in chunk_keys(p)})
 
 
-def sigkill_when_committed(cmd: list[str], env: dict, read_manifest, at_least: int = 1, timeout: float = 300) -> None:
-    """Run ``cmd`` (a ``vidx index``), SIGKILL it once ``read_manifest()`` names ``at_least``
-    committed chunks (it may raise OSError / ValueError while there is none, or half of one),
-    then stop the Ray it leaves behind so the next run starts clean."""
+def sigkill_when_committed(cmd: list[str], env: dict, count, at_least: int = 1, timeout: float = 300) -> None:
+    """Run ``cmd`` (a ``vidx index``), SIGKILL it once ``count()`` says ``at_least`` chunks are
+    committed (it may raise OSError / ValueError while there is none, or half of one), then stop
+    the Ray it leaves behind so the next run starts clean."""
     import signal
     import subprocess
     import sys
@@ -138,7 +142,7 @@ def sigkill_when_committed(cmd: list[str], env: dict, read_manifest, at_least: i
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                if manifest_chunks(read_manifest()) >= at_least:
+                if count() >= at_least:
                     break
             except (OSError, ValueError):
                 pass

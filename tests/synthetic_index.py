@@ -8,6 +8,7 @@ import pyarrow as pa
 
 from vidx.indexing import schemas
 from vidx.indexing.store import Store
+from vidx.indexing.tables import create_all, write_part
 
 DIM = schemas.EMBED_DIM
 
@@ -40,7 +41,9 @@ def write_index(out, videos: dict[str, list[tuple]],
     x_centre: where its face is across the 640 px frame, default 5).  actions: video_id -> [(start, end,
     label, score)].  embedder: the model the index records (default: none, read as dlib's)."""
     store = Store(str(out))
-    man = store.read_manifest() or {"schema_version": schemas.SCHEMA_VERSION, "commit": 1, "tables": {}, "videos": {}}
+    man = store.read_manifest() or {"schema_version": schemas.SCHEMA_VERSION, "commit": 1, "videos": {}}
+    tables = create_all(store)
+    adds: dict[str, list] = {n: [] for n in tables}
     if embedder:
         man["embedder"] = embedder
     vrows = {k: [] for k in schemas.VIDEOS.names}
@@ -77,12 +80,10 @@ def write_index(out, videos: dict[str, list[tuple]],
             "detections": pa.array([max(1, int(e - s)) for s, e in zip(start, end)], pa.int32()),
             "embedding": _fsl(emb, DIM), "thumbnail": [f"jpeg:{t}".encode() for t in tid], "thumbnail_t": start,
             "segments": [[t] for t in tid], "quality": pa.array(qual, pa.float32())}, schema=schemas.FACE_TRACKS)
-        store.write_table(Store.segments_rel(vid, 0), segs)
-        store.write_table(Store.detections_rel(vid, 0), dets)
-        store.write_table(Store.tracks_rel(vid), ft)
-        entry = {"path": f"/videos/{vid}.mp4", "status": "ok", "tracks_n": n, "face_tracks": Store.tracks_rel(vid),
-                 "chunks": {"0": {"detections": Store.detections_rel(vid, 0), "segments": Store.segments_rel(vid, 0),
-                                  "detections_n": len(det), "segments_n": n}}}
+        adds["track_segments"].append(write_part(store, "track_segments", segs, vid, (0, 0)))
+        adds["face_detections"].append(write_part(store, "face_detections", dets, vid, (0, 0)))
+        adds["face_tracks"].append(write_part(store, "face_tracks", ft, vid))
+        entry = {"path": f"/videos/{vid}.mp4", "status": "ok"}
         acts = (actions or {}).get(vid)
         if acts is not None:
             a = pa.table({"video_id": [vid] * len(acts), "start_s": [float(x[0]) for x in acts],
@@ -90,8 +91,7 @@ def write_index(out, videos: dict[str, list[tuple]],
                           "label_id": pa.array(range(len(acts)), pa.int32()),
                           "score": pa.array([x[3] for x in acts], pa.float32()), "model": ["test"] * len(acts)},
                          schema=schemas.ACTION_SEGMENTS)
-            store.write_table(Store.action_segments_rel(vid), a)
-            entry["action_segments"] = Store.action_segments_rel(vid)
+            adds["action_segments"].append(write_part(store, "action_segments", a, vid))
         man["videos"][vid] = entry
         for k, v in {"video_id": vid, "path": entry["path"], "paths": [entry["path"]], "size_bytes": 1, "status": "ok",
                      "error": None,
@@ -99,14 +99,13 @@ def write_index(out, videos: dict[str, list[tuple]],
                      "decoder": "decord", "chunks": 1, "chunks_done": 1, "tracks": n}.items():
             vrows[k].append(v)
     table = pa.table(vrows, schema=schemas.VIDEOS)
-    old = man["tables"].get("videos")
+    old = list(tables["videos"].snapshot().files.values())
     if old:  # another "index run": the videos table grows
-        table = pa.concat_tables([store.read_table(old, schemas.VIDEOS), table])
+        table = pa.concat_tables([tables["videos"].read(old), table])
+    for name, parts in adds.items():  # a video written again replaces its parts
+        tables[name].commit(parts, [p for p in tables[name].snapshot().files.values()
+                                    if p.tags.get("video_id") in videos] if parts else [])
+    tables["videos"].commit([write_part(store, "videos", table)], old)
     man["commit"] += 1
-    rel = f"videos/videos-{man['commit']:06d}.parquet"
-    store.write_table(rel, table)
-    man["tables"]["videos"] = rel
     store.write_manifest(man)
-    if old:
-        store.fs.delete_file(store.path(old))
     return store

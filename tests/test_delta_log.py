@@ -156,3 +156,33 @@ def test_commit_to_a_folder_that_is_no_table_says_so(tmp_path):
     log = DeltaLog(pafs.LocalFileSystem(), str(tmp_path / "nothing"))
     with pytest.raises(FileNotFoundError, match="not a Delta table"):
         log.commit([])
+
+
+def test_vidx_checkpoints_are_read_by_delta_rs_and_by_the_writer(tmp_path):
+    root = str(tmp_path / "t")
+    fs = pafs.LocalFileSystem()
+    log = DeltaLog.create(fs, root, SCHEMA)
+    tables, parts = {}, {}
+    for c in range(6):
+        p, t = part(root, "v1", c)
+        p = FilePart(p.path, p.size, p.rows, p.stats, {"video_id": "v1", "chunks": f"{c}-{c}"})
+        log.commit([p])
+        tables[c], parts[c] = t, p
+    p3, t3 = part(root, "v1", 3, rows=2, tag="redo")
+    log.commit([p3], removes=[parts[3]])
+    tables[3], parts[3] = t3, p3
+    assert log.checkpoint() == 7
+    p7, t7 = part(root, "v2", 0)
+    log.commit([p7])
+    tables[7], parts[7] = t7, p7
+    assert log.checkpoint() == 8  # the second checkpoint drops what precedes the first
+    names = sorted(os.listdir(os.path.join(root, LOG)))
+    assert f"{0:020d}.json" not in names and f"{7:020d}.checkpoint.parquet" in names
+    dt = deltalake.DeltaTable(root)
+    assert dt.version() == 8 and rows(dt) == key_rows(tables.values())
+    snap = DeltaLog(fs, root).snapshot()
+    assert snap.version == 8 and snap.files == {p.path: p for p in parts.values()}  # tags and stats kept
+    # and the log goes on after a checkpoint
+    p9, t9 = part(root, "v3", 0)
+    DeltaLog(fs, root).commit([p9])
+    assert rows(deltalake.DeltaTable(root)) == key_rows([*tables.values(), t9])

@@ -56,6 +56,7 @@ def test_refresh_builds_from_face_tracks_and_names_it_in_the_manifest(tmp_path):
     from vidx.indexing import schemas
     from vidx.indexing.people import refresh
     from vidx.indexing.store import Store
+    from vidx.indexing.tables import IndexTable, write_part
 
     x, ids, centres = clustered(n_people=3, per=2)
     tracks = pa.table({
@@ -68,9 +69,8 @@ def test_refresh_builds_from_face_tracks_and_names_it_in_the_manifest(tmp_path):
         "quality": [1.0] * len(ids),
     }, schema=schemas.FACE_TRACKS)
     store = Store(str(tmp_path))
-    store.write_table(Store.tracks_rel("v"), tracks)
-    store.write_manifest({"schema_version": schemas.SCHEMA_VERSION, "commit": 1, "tables": {},
-                          "videos": {"v": {"chunks": {}, "face_tracks": Store.tracks_rel("v")}}})
+    IndexTable(store, "face_tracks").create().commit([write_part(store, "face_tracks", tracks, "v")])
+    store.write_manifest({"schema_version": schemas.SCHEMA_VERSION, "commit": 1, "videos": {"v": {}}})
     res = refresh(str(tmp_path))
     assert res.tracks == 6 and res.people == 3 and store.read_manifest()["faces_index"]["kind"] == "exact"
     _, found = FaceIndex.load(tmp_path).search(centres[1:2], k=2)

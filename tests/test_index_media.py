@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.fs as pafs
 import pyarrow.compute as pc
 import pytest
 
-from conftest import manifest_chunks, sigkill_when_committed
+from conftest import committed_chunks, sigkill_when_committed
 
 pytestmark = pytest.mark.media
 VIDX = shutil.which("vidx", path=str(Path(sys.executable).parent)) or shutil.which("vidx")
@@ -189,9 +190,10 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, data_dir, unint
     args = _kill_args(data_dir)
     full = uninterrupted
     out = tmp_path / "killed"
+    local = pafs.LocalFileSystem()
     sigkill_when_committed([VIDX, "index", "--no-actions", *map(str, args), "--out", str(out)], ENV,
-                           lambda: json.loads((out / "manifest.json").read_text()))
-    done_before = manifest_chunks(json.loads((out / "manifest.json").read_text()))
+                           lambda: committed_chunks(local, str(out)))
+    done_before = committed_chunks(local, str(out))
     p = index(*args, "--out", out)
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"{done_before} already done" in p.stdout  # resumed, not restarted

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.fs as pafs
 import pytest
 
-from conftest import sigkill_when_committed
+from conftest import committed_chunks, sigkill_when_committed
 
 BIN = Path(sys.executable).parent
 VIDX = shutil.which("vidx", path=str(BIN)) or shutil.which("vidx")
@@ -172,11 +172,8 @@ def test_sigkill_on_s3_then_rerun_equals_a_local_uninterrupted_run(s3, data_dir,
     assert p.returncode == 0, p.stderr[-3000:]
     out = "s3://archive/killed"
 
-    def manifest():
-        with fs.open_input_stream("archive/killed/manifest.json") as f:
-            return json.loads(f.read())
-
-    sigkill_when_committed([VIDX, "index", "--no-actions", *map(str, args), "--out", out], env, manifest)
+    sigkill_when_committed([VIDX, "index", "--no-actions", *map(str, args), "--out", out], env,
+                           lambda: committed_chunks(fs, "archive/killed"))
     p = vidx(env, "index", "--no-actions", *args, "--out", out)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "already done" in p.stdout and " 0 already done" not in p.stdout  # resumed

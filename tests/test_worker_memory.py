@@ -30,7 +30,7 @@ PROBE = textwrap.dedent("""
     th.start()
     r = w.index_chunk({**row, "video_id": "v"})
     stop.set(); th.join()
-    print(json.dumps({"rss": rss, **{k: r[k] for k in ("status", "error", "detections", "segments", "sampled_frames")}}))
+    print(json.dumps({"rss": rss, **{k: r[k] for k in ("status", "error", "detections", "segments", "sampled_frames", "parts")}}))
 """)
 
 
@@ -74,7 +74,8 @@ def test_one_chunk_on_cuda_matches_cpu(clips, tmp_path):
     c = run_chunk(short, tmp_path / "cpu", "cpu")
     g = run_chunk(short, tmp_path / "gpu", "cuda")
     assert g["status"] == "ok" and g["detections"] == c["detections"] and g["segments"] == c["segments"]
-    rel = Store.detections_rel("v", 0)
-    dc = Store(str(tmp_path / "cpu")).read_table(rel, FACE_DETECTIONS)
-    dg = Store(str(tmp_path / "gpu")).read_table(rel, FACE_DETECTIONS)
+    dc = Store(str(tmp_path / "cpu")).read_table("face_detections/" + c["parts"]["face_detections"]["path"],
+                                                  FACE_DETECTIONS)
+    dg = Store(str(tmp_path / "gpu")).read_table("face_detections/" + g["parts"]["face_detections"]["path"],
+                                                  FACE_DETECTIONS)
     assert np.allclose(np.asarray(dc["embedding"].to_pylist()), np.asarray(dg["embedding"].to_pylist()), atol=1e-3)

@@ -25,6 +25,7 @@ import torch
 
 from vidx.indexing import schemas
 from vidx.indexing.store import Store
+from vidx.indexing.tables import part_dict, write_part
 from vidx.workers import decode
 from vidx.workers.sources import SourceError, local_file
 from vidx.workers import shots
@@ -124,14 +125,17 @@ class ChunkIndexer:
         try:
             with local_file(str(row["uri"])) as path:
                 dets, segs, (windows, person), n_frames, spans = self._run(path, row, timing)
-            self.store.write_table(Store.detections_rel(vid, chunk), dets)
-            self.store.write_table(Store.segments_rel(vid, chunk), segs)
+            damaged = ";".join(f"{a:.2f}-{b:.2f}" for a, b in spans)
+            # new parts under names of their own; the driver commits them (a retry writes others)
+            parts = {"face_detections": write_part(self.store, "face_detections", dets, vid, (chunk, chunk),
+                                                   **({"damaged": damaged} if damaged else {})),
+                     "track_segments": write_part(self.store, "track_segments", segs, vid, (chunk, chunk))}
             if windows is not None:
-                self.store.write_table(Store.windows_rel(vid, chunk), windows)
+                parts["action_windows"] = write_part(self.store, "action_windows", windows, vid, (chunk, chunk))
             if person is not None:
-                self.store.write_table(Store.person_windows_rel(vid, chunk), person)
-            res.update(detections=dets.num_rows, segments=segs.num_rows, sampled_frames=n_frames,
-                       damaged=";".join(f"{a:.2f}-{b:.2f}" for a, b in spans))
+                parts["person_windows"] = write_part(self.store, "person_windows", person, vid, (chunk, chunk))
+            res.update(detections=dets.num_rows, segments=segs.num_rows, sampled_frames=n_frames, damaged=damaged,
+                       parts={k: part_dict(v) for k, v in parts.items()})
         except (decode.DecodeError, SourceError) as e:
             res.update(status="failed", error=str(e))
         except Exception as e:  # noqa: BLE001 - one bad chunk must not stop the job

@@ -1,0 +1,130 @@
+"""The index's tables: Delta Lake tables, one folder each, on any pyarrow filesystem.
+
+    OUT/<table>/_delta_log/                     the table's commits (what a reader may trust)
+    OUT/<table>/<video_id>/<chunk>-<id>.parquet per-chunk parts (face_detections, track_segments,
+                                                action_windows, person_windows); a finished
+                                                video's parts are compacted into one file
+    OUT/<table>/<video_id>-<id>.parquet         per-video parts (face_tracks, action_segments,
+                                                person_actions)
+    OUT/videos/videos-<id>.parquet              the videos table (one file)
+
+Every part has a name of its own (never overwritten): a worker writes it, the driver commits
+it (:class:`~vidx.indexing.delta_log.DeltaLog`: a commit costs what it adds, not what the table
+holds), and a part that replaces another (a chunk redone, a video compacted or re-indexed, a
+person forgotten) removes the old one in the same commit; the old file is then deleted, so no
+row outlives its removal in any file.  Each part carries tags saying which video and chunks it
+holds; readers other than vidx (DuckDB, Polars, Spark, delta-rs) read the tables as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import asdict
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from vidx.indexing import schemas
+from vidx.indexing.delta_log import DeltaLog, FilePart, Snapshot, file_stats
+from vidx.indexing.store import IndexError_, Store
+
+CHUNK_TABLES = {"face_detections": schemas.FACE_DETECTIONS, "track_segments": schemas.TRACK_SEGMENTS,
+                "action_windows": schemas.ACTION_WINDOWS, "person_windows": schemas.PERSON_WINDOWS}
+VIDEO_TABLES = {"face_tracks": schemas.FACE_TRACKS, "action_segments": schemas.ACTION_SEGMENTS,
+                "person_actions": schemas.PERSON_ACTIONS}
+SCHEMAS = {"videos": schemas.VIDEOS, **CHUNK_TABLES, **VIDEO_TABLES}
+CHECKPOINT_EVERY = 10  # commits since the last checkpoint before a job's end writes one
+
+
+def _stats_columns(schema: pa.Schema) -> list[str]:
+    return [c for c in ("video_id", "chunk", "t", "start_s", "end_s") if c in schema.names]
+
+
+def write_part(store: Store, name: str, table: pa.Table, video_id: str | None = None,
+               chunks: tuple[int, int] | None = None, **tags: str) -> FilePart:
+    """Write ``table`` as a new part of table ``name`` (not yet committed) and describe it."""
+    token = uuid.uuid4().hex[:12]
+    if chunks is not None:
+        rel = f"{video_id}/{chunks[0]:05d}-{token}.parquet"
+    elif video_id is not None:
+        rel = f"{video_id}-{token}.parquet"
+    else:
+        rel = f"{name}-{token}.parquet"
+    store.write_table(f"{name}/{rel}", table, arrow_schema=False)  # Delta has no fixed-size arrays
+    size = store.fs.get_file_info(store.path(f"{name}/{rel}")).size
+    tags = {**({"video_id": video_id} if video_id else {}),
+            **({"chunks": f"{chunks[0]}-{chunks[1]}"} if chunks is not None else {}), **tags}
+    return FilePart(rel, int(size), table.num_rows, file_stats(table, _stats_columns(table.schema)), tags)
+
+
+def part_dict(part: FilePart) -> dict:
+    return asdict(part)
+
+
+def chunk_keys(part: FilePart) -> list[tuple[str, int]]:
+    """(video_id, chunk) of every chunk the part holds: from its tags, or (a part another engine
+    wrote, e.g. by compacting one video's files) from its statistics when they name one video."""
+    if "chunks" in part.tags:
+        a, b = (int(x) for x in part.tags["chunks"].split("-"))
+        return [(part.tags["video_id"], c) for c in range(a, b + 1)]
+    lo, hi = part.stats.get("minValues", {}), part.stats.get("maxValues", {})
+    if lo.get("video_id") is not None and lo.get("video_id") == hi.get("video_id") and "chunk" in lo:
+        return [(lo["video_id"], c) for c in range(int(lo["chunk"]), int(hi["chunk"]) + 1)]
+    raise IndexError_(f"the part {part.path} holds rows of several videos (the table was rewritten by another "
+                      "tool); vidx cannot tell which chunks are done. Index into a new folder")
+
+
+class IndexTable:
+    """One Delta table of the index."""
+
+    def __init__(self, store: Store, name: str):
+        self.store, self.name, self.schema = store, name, SCHEMAS[name]
+        self.log = DeltaLog(store.fs, store.path(name))
+
+    def create(self) -> "IndexTable":
+        if self.log.version < 0:
+            self.log = DeltaLog.create(self.store.fs, self.store.path(self.name), self.schema, name=self.name)
+        return self
+
+    def snapshot(self) -> Snapshot:
+        if self.log.version < 0:
+            return Snapshot(-1, {}, {}, {})
+        return self.log.snapshot()
+
+    def read(self, parts: Iterable[FilePart] | None = None, columns: list[str] | None = None) -> pa.Table:
+        """The rows of ``parts`` (default: every live part), in path order."""
+        if parts is None:
+            parts = self.snapshot().files.values()
+        paths = sorted(self.store.path(f"{self.name}/{p.path}") for p in parts)
+        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+        if not paths:
+            return schema.empty_table()
+        return pads.dataset(paths, schema=self.schema, format="parquet", filesystem=self.store.fs).to_table(
+            columns=columns)
+
+    def commit(self, adds: Iterable[FilePart] = (), removes: Iterable[FilePart] = (),
+               operation: str = "WRITE") -> None:
+        """Commit, then delete the files the commit removed (readers of the new version never
+        open them; none of their rows is left anywhere)."""
+        adds, removes = list(adds), [r for r in removes if r is not None]
+        if not adds and not removes:
+            return
+        self.log.commit(adds, removes, operation)
+        for r in removes:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                self.store.fs.delete_file(self.store.path(f"{self.name}/{r.path}"))
+
+    def checkpoint_if_due(self) -> None:
+        commits, cp = self.log._versions()
+        if commits and commits[-1] - max(cp, 0) >= CHECKPOINT_EVERY:
+            self.log.checkpoint()
+
+
+def create_all(store: Store) -> dict[str, IndexTable]:
+    return {name: IndexTable(store, name).create() for name in SCHEMAS}
+
+
+def read_table(store: Store, name: str, columns: list[str] | None = None) -> pa.Table:
+    return IndexTable(store, name).read(columns=columns)
