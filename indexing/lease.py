@@ -126,6 +126,7 @@ class Lease:
         self._thread.start()
 
     def _acquire_local(self) -> None:
+        self._made_root = not os.path.exists(self.store.root)  # a new index: gone again if it stays empty
         os.makedirs(self.store.root, exist_ok=True)
         for _ in range(3):
             try:
@@ -172,6 +173,8 @@ class Lease:
             held = self._read()
             if held and held.get("owner") == self.owner:
                 self.store.fs.delete_file(self.path)
+            if getattr(self, "_made_root", False) and not os.listdir(self.store.root):
+                os.rmdir(self.store.root)  # the command stopped before writing anything
 
 
 _held: dict[str, tuple[Lease, int]] = {}  # uri -> (lease, depth): nested writers in one process share it

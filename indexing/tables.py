@@ -19,12 +19,15 @@ holds; readers other than vidx (DuckDB, Polars, Spark, delta-rs) read the tables
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import uuid
 from dataclasses import asdict
 from typing import Iterable
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from vidx.indexing import schemas
 from vidx.indexing.delta_log import DeltaLog, FilePart, Snapshot, file_stats
@@ -52,11 +55,13 @@ def write_part(store: Store, name: str, table: pa.Table, video_id: str | None = 
         rel = f"{video_id}-{token}.parquet"
     else:
         rel = f"{name}-{token}.parquet"
-    store.write_table(f"{name}/{rel}", table, arrow_schema=False)  # Delta has no fixed-size arrays
-    size = store.fs.get_file_info(store.path(f"{name}/{rel}")).size
+    buf = pa.BufferOutputStream()  # Parquet's own types only: Delta has no fixed-size arrays
+    pq.write_table(table, buf, compression="zstd", store_schema=False)
+    data = buf.getvalue().to_pybytes()
+    store.write_bytes(f"{name}/{rel}", data)  # its size known without asking the store
     tags = {**({"video_id": video_id} if video_id else {}),
             **({"chunks": f"{chunks[0]}-{chunks[1]}"} if chunks is not None else {}), **tags}
-    return FilePart(rel, int(size), table.num_rows, file_stats(table, _stats_columns(table.schema)), tags)
+    return FilePart(rel, len(data), table.num_rows, file_stats(table, _stats_columns(table.schema)), tags)
 
 
 def part_dict(part: FilePart) -> dict:
@@ -115,6 +120,21 @@ class IndexTable:
         for r in removes:
             with contextlib.suppress(FileNotFoundError, OSError):
                 self.store.fs.delete_file(self.store.path(f"{self.name}/{r.path}"))
+
+    def sweep(self, video_id: str, keep: Iterable[FilePart]) -> int:
+        """Delete the files under this table's folder of ``video_id`` that no commit holds: parts
+        of chunks that failed, or of attempts Ray retried, or of a job killed before it
+        committed them.  Only the one writer (the lease holder) calls it, after its commits."""
+        live = {p.path for p in keep}
+        sel = pafs.FileSelector(self.store.path(f"{self.name}/{video_id}"), allow_not_found=True)
+        gone = 0
+        for info in self.store.fs.get_file_info(sel):
+            rel = f"{video_id}/{posixpath.basename(info.path)}"
+            if info.type == pafs.FileType.File and rel not in live:
+                with contextlib.suppress(FileNotFoundError, OSError):
+                    self.store.fs.delete_file(info.path)
+                    gone += 1
+        return gone
 
     def checkpoint_if_due(self) -> None:
         commits, cp = self.log._versions()

@@ -888,11 +888,13 @@ def _commit(store, tables, parts, manifest, plans, chunk_errors, ran_videos, cfg
 
 
 def _compact(tables, parts, plans, ran_videos) -> None:
-    """A video indexed in this job: its chunk parts in each per-chunk table become one file
-    (fewer, larger files for every reader; the chunk parts are deleted)."""
+    """A video of this job with more than one part a table (its chunks', including those a
+    killed run committed): the parts become one file (fewer, larger files for every reader; the
+    chunk parts are deleted); then files no commit holds are swept from the folders of the
+    videos that ran (parts of failed chunks, of retried attempts)."""
     for name in CHUNK_TABLES:
         adds = []
-        for vid in sorted(ran_videos):
+        for vid in sorted(plans):
             n_chunks = len(plans[vid].chunks)
             chunk_parts = parts.of_video(name, vid, n_chunks)
             if len(chunk_parts) < 2:
@@ -906,3 +908,9 @@ def _compact(tables, parts, plans, ran_videos) -> None:
                                    **({"damaged": damaged} if damaged else {})))
         if adds:
             parts.replace(name, adds, operation="OPTIMIZE")
+        held: dict[str, list[FilePart]] = {}
+        for (vid, _), p in parts.live[name].items():
+            if vid in ran_videos:
+                held.setdefault(vid, []).append(p)
+        for vid in sorted(ran_videos):
+            tables[name].sweep(vid, held.get(vid, []))

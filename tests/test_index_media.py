@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pytest
 
 from conftest import committed_chunks, sigkill_when_committed
+from vidx.indexing.delta_log import DeltaLog
 
 pytestmark = pytest.mark.media
 VIDX = shutil.which("vidx", path=str(Path(sys.executable).parent)) or shutil.which("vidx")
@@ -154,6 +155,13 @@ def _same_tables(full: Path, out: Path) -> None:
                 assert x == y, (name, col)
     keys = list(zip(*(table(out, "face_detections")[k].to_pylist() for k in ("video_id", "frame", "x1", "y1"))))
     assert len(keys) == len(set(keys))  # no duplicate rows
+    # every file in a table's folder is one its Delta log holds: parts of killed or retried
+    # attempts were swept, compacted chunk parts deleted (one file a video)
+    for name in ("face_detections", "track_segments", "face_tracks"):
+        live = DeltaLog(pafs.LocalFileSystem(), str(out / name)).snapshot().files
+        on_disk = {str(p.relative_to(out / name)) for p in (out / name).rglob("*.parquet") if "_delta_log" not in p.parts}
+        assert on_disk == set(live), name
+        assert len(live) == table(out, "videos").num_rows, name
 
 
 def test_a_worker_killed_mid_job_is_restarted_and_its_chunks_retried(tmp_path, data_dir, uninterrupted):

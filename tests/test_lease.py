@@ -128,3 +128,10 @@ def test_readers_do_not_need_the_lease(index_dir):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_command_that_stops_before_writing_leaves_no_folder(tmp_path):
+    out = tmp_path / "new-index"
+    with writing(str(out), "index"):
+        assert (out / LEASE).exists()
+    assert not out.exists()
