@@ -1,5 +1,6 @@
-"""The index job's driver-side commit path alone (no decoding): today's manifest beside two ways
-of committing to a Delta Lake log, at growing archive sizes, one run (open-tables issue, #13).
+"""The index job's driver-side commit path alone (no decoding): the manifest of schema 4 beside
+two ways of committing to a Delta Lake log, at growing archive sizes, one run (open-tables
+issue, #13; the index commits with the third since schema 5).
 
     pip install deltalake        # (the bench extra: pip install -e ".[bench]")
     python bench/bench_commit.py [--sizes 1000,10000,100000] [--per-commit 100]
@@ -9,7 +10,7 @@ writes it), named by video and chunk.  Every ``--per-commit`` finished chunks th
 commits (today: every 2 s, whatever finished; 100 chunks per commit is a cluster finishing 50
 chunks a second).
 
-* manifest (today): the dict that names every chunk's parts, rewritten whole and atomically.
+* manifest (schema 4): the dict that named every chunk's parts, rewritten whole and atomically.
 * Delta: the workers' part files are added to a Delta table by the driver in one transaction
   (``create_write_transaction`` with ``AddAction`` s: metadata only, the driver never reads the
   rows); delta-rs writes a checkpoint every 100 commits.

@@ -61,6 +61,7 @@ class Meta:
     nlist: int = 0
     codec: str = ""  # SQ8, PQ16x8, ... for ivf
     nprobe: int = 0
+    face_tracks_version: int = -1  # the version of the face_tracks Delta table it was built from
 
 
 def gpu_available() -> bool:

@@ -52,6 +52,7 @@ import pyarrow.compute as pc
 from vidx.configs.config import PeopleConfig, fill_distances
 from vidx.configs.spaces import Space, from_similarity, pairwise, space
 from vidx.indexing import faces_index, schemas
+from vidx.indexing.delta_log import DeltaLog
 from vidx.indexing.lease import writes_index
 from vidx.indexing.store import IndexError_, Store, read_index_table
 
@@ -464,6 +465,7 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
     cfg = cfg or people_config(m)
     sp = index_space(m)
     fill_distances(sp.name, None, cfg)
+    tracks_log = DeltaLog(store.fs, store.path("face_tracks"))  # one writer: no commit lands while this runs
     tracks = read_index_table(out, "face_tracks").sort_by("track_id")
     gallery = read_gallery(store)
     ops = read_corrections(store)
@@ -478,6 +480,7 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
     log.debug("people: clustering %d track(s)", len(tids))
     idx = faces_index.FaceIndex.build(emb, tids, exact_below=cfg.index_exact_below, codec=cfg.index_codec,
                                       embedder=sp.model, rule=sp.rule)
+    idx.meta.face_tracks_version = tracks_log.version
     cannot = co_occurring(tracks)
     labels, role = people_labels(emb, _quality(tracks), cannot, cfg, sp, idx, tids)
     previous: dict[str, str] = {}

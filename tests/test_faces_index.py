@@ -73,5 +73,8 @@ def test_refresh_builds_from_face_tracks_and_names_it_in_the_manifest(tmp_path):
     store.write_manifest({"schema_version": schemas.SCHEMA_VERSION, "commit": 1, "videos": {"v": {}}})
     res = refresh(str(tmp_path))
     assert res.tracks == 6 and res.people == 3 and store.read_manifest()["faces_index"]["kind"] == "exact"
+    # named by the version of the face_tracks table it was built from (created: 0, its parts: 1)
+    assert store.read_manifest()["faces_index"]["face_tracks_version"] == 1
+    assert FaceIndex.load(tmp_path).meta.face_tracks_version == 1
     _, found = FaceIndex.load(tmp_path).search(centres[1:2], k=2)
     assert sorted(found[0]) == ["p1-t0", "p1-t1"]
