@@ -117,7 +117,7 @@ def forget(out: str, who: str) -> Forgotten:
         keep = pc.invert(pc.is_in(pc.utf8_lower(gallery["name"]), value_set=pa.array([n.casefold() for n in names])))
         res.gallery_photos = gallery.num_rows - (pc.sum(keep).as_py() or 0)
         if res.gallery_photos:
-            store.write_table(people_mod.GALLERY_REL, gallery.filter(keep))
+            people_mod.write_gallery(store, gallery.filter(keep))
     gone = set(mine["track_id"].to_pylist())
     ops = people_mod.read_corrections(store)
     if gone and ops:

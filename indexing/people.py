@@ -2,10 +2,10 @@
 names, and the user's corrections, which survive re-indexing.
 
     OUT/faces.faiss (+ .ids.json, .json)           FAISS index of track embeddings
-    OUT/people/identities-<commit>.parquet         track_id -> person_id, similarity
-    OUT/people/people-<commit>.parquet             one row per person: name, counts, thumbnail track
-    OUT/people/gallery.parquet                     enrolled photos' embeddings, by name (user data)
-    OUT/people/corrections.json                    merge / split / rename, replayed in order
+    OUT/identities/                                Delta table: track_id -> person_id, similarity
+    OUT/people/                                    Delta table: one row per person: name, counts, thumbnail track
+    OUT/gallery/                                   Delta table: enrolled photos' embeddings, by name (user data)
+    OUT/corrections.json                           merge / split / rename, replayed in order
 
 :func:`refresh` rebuilds the FAISS index and the identities from ``face_tracks`` whenever the
 tracks, the gallery, the corrections or the parameters changed (a digest in the manifest says);
@@ -55,11 +55,11 @@ from vidx.indexing import faces_index, schemas
 from vidx.indexing.delta_log import DeltaLog
 from vidx.indexing.lease import writes_index
 from vidx.indexing.store import IndexError_, Store, read_index_table
+from vidx.indexing.tables import IndexTable, replace_table
 
 log = logging.getLogger(__name__)
 
-GALLERY_REL = "people/gallery.parquet"
-CORRECTIONS_REL = "people/corrections.json"
+CORRECTIONS_REL = "corrections.json"
 
 IDENTITIES = pa.schema([
     pa.field("track_id", pa.string(), nullable=False),
@@ -392,7 +392,16 @@ def replay(assign: dict[str, str], ops: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def read_gallery(store: Store) -> pa.Table:
-    return store.read_table(GALLERY_REL, GALLERY) if store.exists(GALLERY_REL) else GALLERY.empty_table()
+    return _read(store, "gallery", GALLERY)
+
+
+def _read(store: Store, name: str, schema: pa.Schema) -> pa.Table:
+    t = IndexTable(store, name, schema)
+    return t.read() if t.log.version >= 0 else schema.empty_table()
+
+
+def write_gallery(store: Store, gallery: pa.Table) -> None:
+    replace_table(store, "gallery", gallery, GALLERY)
 
 
 def read_corrections(store: Store) -> list[dict[str, Any]]:
@@ -471,8 +480,8 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
     ops = read_corrections(store)
     digest = _digest(tracks, gallery, ops, cfg, sp.model)
     old = m.get("people") or {}
-    if not force and old.get("digest") == digest and all(store.exists(old[k]) for k in ("identities", "people")):
-        people = store.read_table(old["people"], PEOPLE)
+    if not force and old.get("digest") == digest:
+        people = _read(store, "people", PEOPLE)
         return RefreshResult(False, tracks.num_rows, people.num_rows, _named(people), m["faces_index"]["kind"])
 
     tids = tracks["track_id"].to_pylist()
@@ -484,8 +493,8 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
     cannot = co_occurring(tracks)
     labels, role = people_labels(emb, _quality(tracks), cannot, cfg, sp, idx, tids)
     previous: dict[str, str] = {}
-    if old.get("identities") and store.exists(old["identities"]):
-        prev = store.read_table(old["identities"], IDENTITIES)
+    if old.get("digest"):
+        prev = _read(store, "identities", IDENTITIES)
         previous = dict(zip(prev["track_id"].to_pylist(), prev["person_id"].to_pylist()))
     auto = dict(zip(tids, stable_ids(labels, tids, previous)))
     assign = dict(auto)
@@ -496,21 +505,17 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
     identities, people = _tables(tracks, emb, assign, manual, gallery, cfg, sp, role, cannot)
 
     commit = m.get("commit", 0) + 1
-    rels = {"identities": f"people/identities-{commit:06d}.parquet", "people": f"people/people-{commit:06d}.parquet"}
     idx.save(store)
-    store.write_table(rels["identities"], identities)
-    store.write_table(rels["people"], people)
+    replace_table(store, "identities", identities, IDENTITIES)  # the old files deleted: a forgotten
+    replace_table(store, "people", people, PEOPLE)  # person must not linger in them
     m["faces_index"] = {"files": [faces_index.INDEX_FILE, faces_index.IDS_FILE, faces_index.META_FILE],
                         **asdict(idx.meta)}
-    m["people"] = {**rels, "digest": digest, "count": people.num_rows,
-                   "gallery": GALLERY_REL if store.exists(GALLERY_REL) else None,
+    m["people"] = {"identities": "identities", "people": "people", "digest": digest, "count": people.num_rows,
+                   "gallery": "gallery" if IndexTable(store, "gallery", GALLERY).log.version >= 0 else None,
                    "corrections": CORRECTIONS_REL if store.exists(CORRECTIONS_REL) else None}
     m["commit"] = commit
     m["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     store.write_manifest(m)
-    for k, rel in rels.items():  # old versions go: a forgotten person must not linger in them
-        if old.get(k) and old[k] != rel and store.exists(old[k]):
-            store.fs.delete_file(store.path(old[k]))
     log.info("people: %d track(s) -> %d person(s)", len(tids), people.num_rows)
     return RefreshResult(True, len(tids), people.num_rows, _named(people), idx.meta.kind)
 
@@ -610,13 +615,12 @@ def _tables(tracks: pa.Table, emb: np.ndarray, assign: dict[str, str], manual: d
 
 
 def load(out: str) -> tuple[pa.Table, pa.Table]:
-    """(identities, people) as the manifest names them."""
+    """(identities, people): the Delta tables the last refresh replaced."""
     store = Store(out)
     m = store.require_manifest()
-    p = m.get("people")
-    if not p or not store.exists(p["identities"]) or not store.exists(p["people"]):
+    if not (m.get("people") or {}).get("digest"):
         raise PeopleError(f"{out} has no people tables yet; build them with 'vidx reindex {out}'")
-    return store.read_table(p["identities"], IDENTITIES), store.read_table(p["people"], PEOPLE)
+    return _read(store, "identities", IDENTITIES), _read(store, "people", PEOPLE)
 
 
 def resolve_people(people: pa.Table, who: str) -> list[str]:
@@ -828,7 +832,7 @@ def enroll(out: str, name: str, faces: list[PhotoFace]) -> RefreshResult:
     new_key = pc.binary_join_element_wise(new["name"], new["photo"], pc.cast(new["face"], pa.string()), "\0")
     old = old.filter(pc.invert(pc.is_in(key, value_set=new_key)))
     warnings = photo_warnings(name, faces, old, sp)
-    store.write_table(GALLERY_REL, pa.concat_tables([old, new]))
+    write_gallery(store, pa.concat_tables([old, new]))
     res = refresh(out)
     res.warnings = warnings
     return res

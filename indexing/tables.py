@@ -84,8 +84,8 @@ def chunk_keys(part: FilePart) -> list[tuple[str, int]]:
 class IndexTable:
     """One Delta table of the index."""
 
-    def __init__(self, store: Store, name: str):
-        self.store, self.name, self.schema = store, name, SCHEMAS[name]
+    def __init__(self, store: Store, name: str, schema: pa.Schema | None = None):
+        self.store, self.name, self.schema = store, name, schema or SCHEMAS[name]
         self.log = DeltaLog(store.fs, store.path(name))
 
     def create(self) -> "IndexTable":
@@ -144,6 +144,14 @@ class IndexTable:
 
 def create_all(store: Store) -> dict[str, IndexTable]:
     return {name: IndexTable(store, name).create() for name in SCHEMAS}
+
+
+def replace_table(store: Store, name: str, table: pa.Table, schema: pa.Schema) -> None:
+    """Replace every row of the (created if new) table ``name``: one commit removes its parts
+    (deleted right after) and adds one with ``table``."""
+    t = IndexTable(store, name, schema).create()
+    t.commit([write_part(store, name, table)], list(t.snapshot().files.values()), operation="WRITE")
+    t.checkpoint_if_due()
 
 
 def read_table(store: Store, name: str, columns: list[str] | None = None) -> pa.Table:
