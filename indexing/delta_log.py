@@ -162,8 +162,8 @@ class DeltaLog:
         log.version = 0
         return log
 
-    def _versions(self) -> tuple[list[int], int]:
-        """(commit versions present, newest checkpoint version or -1), from one listing."""
+    def versions(self) -> tuple[list[int], list[int]]:
+        """(commit versions, checkpoint versions) present in the log folder, sorted; one listing."""
         sel = pafs.FileSelector(self.log_dir, allow_not_found=True)
         commits, checkpoints = [], []
         for info in self.fs.get_file_info(sel):
@@ -175,12 +175,13 @@ class DeltaLog:
                 checkpoints.append(int(head))
             elif base.endswith(".json"):
                 commits.append(int(head))
-        return sorted(commits), max(checkpoints, default=-1)
+        return sorted(commits), sorted(checkpoints)
 
     def snapshot(self) -> Snapshot:
         """The table's live files at its newest version: the newest checkpoint, then the commits
         after it, replayed in order.  Reads the log once (a job's start, a reader's open)."""
-        commits, cp = self._versions()
+        commits, checkpoints = self.versions()
+        cp = checkpoints[-1] if checkpoints else -1
         files: dict[str, FilePart] = {}
         protocol: dict[str, Any] = {}
         metadata: dict[str, Any] = {}
@@ -220,7 +221,8 @@ class DeltaLog:
         reader opens the table from one Parquet file instead of replaying every commit; then
         delete the commits and checkpoints older than the previous checkpoint (readers need
         the newest checkpoint and what follows it; one job's history is kept)."""
-        commits, previous = self._versions()
+        commits, checkpoints = self.versions()
+        previous = checkpoints[-1] if checkpoints else -1
         snap = snap or self.snapshot()
         if snap.version <= previous:
             return previous
@@ -245,22 +247,17 @@ class DeltaLog:
             f.write(json.dumps({"version": snap.version, "size": len(rows)}).encode())
         if previous >= 0:  # what came before the previous checkpoint is not needed by anyone
             old = [_name(v) for v in commits if v < previous]
-            old += [f"{v:020d}.checkpoint.parquet" for v in self._checkpoints() if v < previous]
+            old += [f"{v:020d}.checkpoint.parquet" for v in checkpoints if v < previous]
             for base in old:
                 with contextlib.suppress(FileNotFoundError, OSError):
                     self.fs.delete_file(posixpath.join(self.log_dir, base))
         return snap.version
 
-    def _checkpoints(self) -> list[int]:
-        sel = pafs.FileSelector(self.log_dir, allow_not_found=True)
-        return [int(posixpath.basename(i.path).split(".", 1)[0]) for i in self.fs.get_file_info(sel)
-                if i.path.endswith(".checkpoint.parquet")]
-
     def _latest(self) -> int:
         """The newest committed version (-1: no table), from one listing of the log folder when the
         writer opens (a checkpoint never removes the newest commit file)."""
-        commits, cp = self._versions()
-        return max(commits[-1] if commits else -1, cp)
+        commits, checkpoints = self.versions()
+        return max(commits + checkpoints, default=-1)
 
     def commit(self, adds: Iterable[FilePart] = (), removes: Iterable[FilePart] = (),
                operation: str = "WRITE") -> int:

@@ -69,6 +69,8 @@ class Lease:
         self.store, self.command = store, command
         self.owner = uuid.uuid4().hex
         self.lost = False
+        self._since = time.time()
+        self._made_root = False  # a new local index folder this lease created (removed if left empty)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -79,7 +81,7 @@ class Lease:
     def _body(self) -> bytes:
         now = time.time()
         return json.dumps({"owner": self.owner, "command": self.command, "host": socket.gethostname(),
-                           "pid": os.getpid(), "since": getattr(self, "_since", now), "renewed": now}).encode()
+                           "pid": os.getpid(), "since": self._since, "renewed": now}).encode()
 
     def _read(self) -> dict[str, Any] | None:
         try:
@@ -110,7 +112,6 @@ class Lease:
                           f"If it died, its lock ({LEASE}) expires {TTL_S:.0f} s after its last renewal")
 
     def acquire(self) -> None:
-        self._since = time.time()
         if isinstance(self.store.fs, pafs.LocalFileSystem):
             self._acquire_local()
         else:
@@ -173,7 +174,7 @@ class Lease:
             held = self._read()
             if held and held.get("owner") == self.owner:
                 self.store.fs.delete_file(self.path)
-            if getattr(self, "_made_root", False) and not os.listdir(self.store.root):
+            if self._made_root and not os.listdir(self.store.root):
                 os.rmdir(self.store.root)  # the command stopped before writing anything
 
 

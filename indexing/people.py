@@ -415,13 +415,7 @@ def read_corrections(store: Store) -> list[dict[str, Any]]:
 
 
 def write_corrections(store: Store, ops: list[dict[str, Any]]) -> None:
-    data = json.dumps({"version": 1, "ops": ops}, indent=1).encode()
-
-    def write(p):
-        with store.fs.open_output_stream(p) as f:
-            f.write(data)
-
-    store._atomic(CORRECTIONS_REL, write)
+    store.write_bytes(CORRECTIONS_REL, json.dumps({"version": 1, "ops": ops}, indent=1).encode())
 
 
 def index_space(manifest: dict[str, Any]) -> Space:
@@ -510,9 +504,7 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
     replace_table(store, "people", people, PEOPLE)  # person must not linger in them
     m["faces_index"] = {"files": [faces_index.INDEX_FILE, faces_index.IDS_FILE, faces_index.META_FILE],
                         **asdict(idx.meta)}
-    m["people"] = {"identities": "identities", "people": "people", "digest": digest, "count": people.num_rows,
-                   "gallery": "gallery" if IndexTable(store, "gallery", GALLERY).log.version >= 0 else None,
-                   "corrections": CORRECTIONS_REL if store.exists(CORRECTIONS_REL) else None}
+    m["people"] = {"digest": digest, "count": people.num_rows}  # the tables: identities/, people/, gallery/
     m["commit"] = commit
     m["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     store.write_manifest(m)

@@ -1,9 +1,10 @@
 """The index on disk (or an object store): files through one ``pyarrow.fs`` filesystem.
 
     OUT/manifest.json      the index's settings (models, config, embedder), its videos' names and
-                           states, the people tables and FAISS index it serves (atomic)
-    OUT/<table>/           the data tables, as Delta Lake tables (indexing/tables.py)
-    OUT/people/, faces.*   people, identities, gallery, corrections; the FAISS index
+                           states, what the people and FAISS index were built from (atomic)
+    OUT/<table>/           the tables (data, identities, people, gallery) as Delta Lake tables
+                           (indexing/tables.py)
+    OUT/corrections.json   people corrections; OUT/faces.*: the FAISS index
 
 Every file is written to a temporary name and moved into place (on object stores an upload is
 atomic by itself).
@@ -108,12 +109,6 @@ class Store:
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open_input_stream(self.path(rel)) as f:
             return f.read()
-
-    def write_table(self, rel: str, table: pa.Table, arrow_schema: bool = True) -> None:
-        """``arrow_schema=False``: Parquet's own types only (fixed-size lists read back as lists), as
-        the parts of Delta tables must be for engines that check them against the Delta schema."""
-        self._atomic(rel, lambda p: pq.write_table(table, p, filesystem=self.fs, compression="zstd",
-                                                   store_schema=arrow_schema))
 
     def read_table(self, rel: str, schema: pa.Schema | None = None) -> pa.Table:
         return pq.read_table(self.path(rel), filesystem=self.fs, schema=schema)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import posixpath
 import uuid
-from dataclasses import asdict
 from typing import Iterable
 
 import pyarrow as pa
@@ -62,10 +61,6 @@ def write_part(store: Store, name: str, table: pa.Table, video_id: str | None = 
     tags = {**({"video_id": video_id} if video_id else {}),
             **({"chunks": f"{chunks[0]}-{chunks[1]}"} if chunks is not None else {}), **tags}
     return FilePart(rel, len(data), table.num_rows, file_stats(table, _stats_columns(table.schema)), tags)
-
-
-def part_dict(part: FilePart) -> dict:
-    return asdict(part)
 
 
 def chunk_keys(part: FilePart) -> list[tuple[str, int]]:
@@ -137,8 +132,8 @@ class IndexTable:
         return gone
 
     def checkpoint_if_due(self) -> None:
-        commits, cp = self.log._versions()
-        if commits and commits[-1] - max(cp, 0) >= CHECKPOINT_EVERY:
+        commits, checkpoints = self.log.versions()
+        if commits and commits[-1] - max(checkpoints[-1:] or [0]) >= CHECKPOINT_EVERY:
             self.log.checkpoint()
 
 

@@ -5,8 +5,8 @@ The batch-inference pattern: :class:`ChunkIndexer` loads the face engine once in
 into small result rows.  The index job holds one per Ray actor (``jobs/index._Worker``), two
 chunks at a time.  Decoded frames never leave the actor: a decoder thread fills a bounded queue of frame pieces while
 the models run on the previous piece, so memory is set by ``faces.batch_frames`` and the
-queue depth, not by the video's length.  Parts are written under deterministic names, so a
-retried chunk overwrites its own files.
+queue depth, not by the video's length.  Parts are written under names of their own and
+returned for the driver to commit (indexing/tables.py); a retried chunk writes new ones.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 import traceback
+from dataclasses import asdict
 from typing import Any, Iterator
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch
 
 from vidx.indexing import schemas
 from vidx.indexing.store import Store
-from vidx.indexing.tables import part_dict, write_part
+from vidx.indexing.tables import write_part
 from vidx.workers import decode
 from vidx.workers.sources import SourceError, local_file
 from vidx.workers import shots
@@ -135,7 +136,7 @@ class ChunkIndexer:
             if person is not None:
                 parts["person_windows"] = write_part(self.store, "person_windows", person, vid, (chunk, chunk))
             res.update(detections=dets.num_rows, segments=segs.num_rows, sampled_frames=n_frames, damaged=damaged,
-                       parts={k: part_dict(v) for k, v in parts.items()})
+                       parts={k: asdict(v) for k, v in parts.items()})
         except (decode.DecodeError, SourceError) as e:
             res.update(status="failed", error=str(e))
         except Exception as e:  # noqa: BLE001 - one bad chunk must not stop the job
