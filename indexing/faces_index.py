@@ -26,6 +26,8 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from vidx.indexing.store import Store
 
@@ -33,7 +35,8 @@ EMBEDDER = "dlib_resnet_v1"
 DISTANCE_RULE = "euclidean on raw 128-d descriptors < 0.6 = same person; index: cosine of unit vectors"
 INDEX_FILE = "faces.faiss"
 META_FILE = "faces.faiss.json"
-IDS_FILE = "faces.ids.json"
+IDS_FILE = "faces.ids.parquet"  # (id, track_id) sorted by id: no Python dict of a million entries
+OLD_IDS_FILE = "faces.ids.json"  # before 2026-12: read, never written
 
 
 class FaceIndexError(RuntimeError):
@@ -90,8 +93,25 @@ def train_ivf(sample: np.ndarray, nlist: int, codec: str = "SQ8") -> faiss.Index
 
 
 class FaceIndex:
-    def __init__(self, index: faiss.Index, meta: Meta, ids: dict[int, str]):
-        self.index, self.meta, self.ids = index, meta, ids
+    def __init__(self, index: faiss.Index, meta: Meta, id_hash: np.ndarray, id_track: pa.Array):
+        order = np.argsort(id_hash, kind="stable")
+        self.index, self.meta = index, meta
+        self.id_hash = np.asarray(id_hash, np.int64)[order]  # sorted: ids map to tracks by searchsorted
+        self.id_track = id_track.take(pa.array(order))
+
+    @property
+    def ids(self) -> dict[int, str]:
+        """FAISS id -> track id, as a dict (for small indexes and tests; searches use the arrays)."""
+        return dict(zip(self.id_hash.tolist(), self.id_track.to_pylist()))
+
+    def track_ids(self, hashes: np.ndarray) -> list[str | None]:
+        """The track id of each FAISS id (None for -1 or an id the index does not hold)."""
+        h = np.asarray(hashes, np.int64).ravel()
+        if not len(self.id_hash):
+            return [None] * len(h)
+        at = np.clip(np.searchsorted(self.id_hash, h), 0, len(self.id_hash) - 1)
+        ok = ((h >= 0) & (self.id_hash[at] == h)).tolist()
+        return [t if o else None for t, o in zip(self.id_track.take(pa.array(at)).to_pylist(), ok)]
 
     @classmethod
     def build(cls, embeddings: np.ndarray, track_ids: list[str], exact_below: int = 100_000,
@@ -122,13 +142,29 @@ class FaceIndex:
                     index.merge_from(shard, 0)
             faiss.extract_index_ivf(index).nprobe = nprobe
             meta = Meta(embedder, rule, d, "ivf", n, nlist, codec, nprobe)
-        return cls(index, meta, dict(zip(hid.tolist(), track_ids)))
+        return cls(index, meta, hid, pa.array(list(track_ids), pa.string()))
 
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, list[list[str]]]:
         """Cosine similarities (Q, k) and the matching track ids (missing slots dropped)."""
         sims, ids = self.search_ids(queries, k)
-        out = [[self.ids[i] for i in row if i >= 0] for row in ids]
+        names = self.track_ids(ids)
+        width = ids.shape[1] if ids.ndim == 2 else 0
+        out = [[t for t in names[r * width : (r + 1) * width] if t is not None] for r in range(len(ids))]
         return sims, out
+
+    def add(self, embeddings: np.ndarray, track_ids: list[str]) -> None:
+        """Add tracks (an incremental refresh): an IVF index keeps its trained lists."""
+        if not len(track_ids):
+            return
+        hid = track_hash(track_ids)
+        if np.isin(hid, self.id_hash).any() or len(set(hid.tolist())) != len(hid):
+            raise FaceIndexError("duplicate track ids")
+        self.index.add_with_ids(unit(embeddings), hid)
+        all_hash = np.concatenate([self.id_hash, hid])
+        all_track = pa.concat_arrays([self.id_track, pa.array(list(track_ids), pa.string())])
+        order = np.argsort(all_hash, kind="stable")
+        self.id_hash, self.id_track = all_hash[order], all_track.take(pa.array(order))
+        self.meta.count += len(hid)
 
     def search_ids(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Cosine similarities and the int64 ids (``track_hash``; -1 = empty slot), (Q, k) each."""
@@ -140,22 +176,30 @@ class FaceIndex:
     def remove(self, track_ids: list[str]) -> int:
         """Remove tracks (e.g. a forgotten person); returns how many vectors went."""
         hid = track_hash(track_ids)
+        if not len(hid):
+            return 0
         n = self.index.remove_ids(faiss.IDSelectorBatch(hid))
-        for h in hid.tolist():
-            self.ids.pop(h, None)
+        keep = ~np.isin(self.id_hash, hid)
+        self.id_hash, self.id_track = self.id_hash[keep], self.id_track.filter(pa.array(keep))
         self.meta.count -= int(n)
         return int(n)
 
     def save(self, where: Store | str | Path) -> None:
         """Into an index folder on any filesystem pyarrow.fs reaches (the index as bytes)."""
         store = _store(where)
+        buf = pa.BufferOutputStream()
+        pq.write_table(pa.table({"id": self.id_hash, "track_id": self.id_track}), buf)
         for name, data in ((INDEX_FILE, faiss.serialize_index(self.index).tobytes()),
-                           (IDS_FILE, json.dumps({str(k): v for k, v in self.ids.items()}).encode()),
+                           (IDS_FILE, buf.getvalue().to_pybytes()),
                            (META_FILE, json.dumps(asdict(self.meta), indent=1).encode())):
             store.write_bytes(name, data)  # meta last: a reader trusts the pair only when both are there
+        if store.exists(OLD_IDS_FILE):
+            store.fs.delete_file(store.path(OLD_IDS_FILE))
 
     @classmethod
-    def load(cls, where: Store | str | Path, embedder: str | None = None) -> "FaceIndex":
+    def load(cls, where: Store | str | Path, embedder: str | None = None, with_ids: bool = True) -> "FaceIndex":
+        """``with_ids=False``: skip the id -> track id table (a caller mapping FAISS ids itself,
+        as the query engine does through ``identities.face_id``)."""
         store = _store(where)
         if not store.exists(META_FILE):
             raise FaceIndexError(f"{store.uri} has no face index ({META_FILE}); build it with 'vidx reindex'")
@@ -166,8 +210,13 @@ class FaceIndex:
         index = faiss.deserialize_index(np.frombuffer(store.read_bytes(INDEX_FILE), np.uint8))
         if meta.kind == "ivf":
             faiss.extract_index_ivf(index).nprobe = meta.nprobe
-        ids = {int(k): v for k, v in json.loads(store.read_bytes(IDS_FILE)).items()}
-        return cls(index, meta, ids)
+        if not with_ids:
+            return cls(index, meta, np.zeros(0, np.int64), pa.array([], pa.string()))
+        if store.exists(IDS_FILE):
+            ids = pq.read_table(pa.BufferReader(store.read_bytes(IDS_FILE)))
+            return cls(index, meta, ids["id"].to_numpy(), ids["track_id"].combine_chunks())
+        old = json.loads(store.read_bytes(OLD_IDS_FILE))
+        return cls(index, meta, np.array([int(k) for k in old], np.int64), pa.array(list(old.values()), pa.string()))
 
 
 def _store(where: Store | str | Path) -> Store:

@@ -52,10 +52,9 @@ import pyarrow.compute as pc
 from vidx.configs.config import PeopleConfig, fill_distances
 from vidx.configs.spaces import Space, from_similarity, pairwise, space
 from vidx.indexing import faces_index, schemas
-from vidx.indexing.delta_log import DeltaLog
 from vidx.indexing.lease import writes_index
 from vidx.indexing.store import IndexError_, Store, read_index_table
-from vidx.indexing.tables import IndexTable, replace_table
+from vidx.indexing.tables import IndexTable, replace_table, video_of
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,12 @@ IDENTITIES = pa.schema([
     # core: a confident track that formed the person; joined: a weak track that joined it; alone: a weak
     # track no person was clearly nearest to; manual: placed by a correction
     pa.field("role", pa.string()),
+    # the track's own facts, copied so that queries and the next refresh read one narrow table
+    pa.field("face_id", pa.int64()),  # its id in the FAISS index (faces_index.track_hash)
+    pa.field("start_s", pa.float64()),  # seconds from the video's first frame
+    pa.field("end_s", pa.float64()),
+    pa.field("detections", pa.int32()),
+    pa.field("thumbnail_t", pa.float64()),
 ])
 
 PEOPLE = pa.schema([
@@ -319,13 +324,15 @@ def people_labels(emb: np.ndarray, quality: np.ndarray, cannot: np.ndarray, cfg:
     return labels, role
 
 
-def stable_ids(labels: np.ndarray, track_ids: list[str], previous: dict[str, str]) -> list[str]:
+def stable_ids(labels: np.ndarray, track_ids: list[str], previous: dict[str, str],
+               taken: set[str] | None = None) -> list[str]:
     """A person id per cluster: the id most of its tracks had before (bigger clusters choose
-    first), else a new one from the cluster's smallest track id."""
+    first), else a new one from the cluster's smallest track id.  ``taken``: ids already held by
+    people outside these tracks (an incremental refresh), which no cluster here gets."""
     groups: dict[int, list[int]] = {}
     for i, lab in enumerate(labels.tolist()):
         groups.setdefault(lab, []).append(i)
-    taken: set[str] = set()
+    taken = set(taken or ())
     out = [""] * len(track_ids)
     for lab, members in sorted(groups.items(), key=lambda g: (-len(g[1]), min(track_ids[i] for i in g[1]))):
         votes: dict[str, int] = {}
@@ -345,46 +352,75 @@ def stable_ids(labels: np.ndarray, track_ids: list[str], previous: dict[str, str
     return out
 
 
-def _plurality(assign: dict[str, str], tracks: list[str]) -> str | None:
-    votes: dict[str, int] = {}
-    for t in tracks:
-        if t in assign:
-            votes[assign[t]] = votes.get(assign[t], 0) + 1
-    return max(sorted(votes), key=votes.get) if votes else None
+class Assignment:
+    """Person per track as integer codes over a list of person ids: corrections replayed over a
+    million tracks are array operations, not loops over a dict."""
+
+    def __init__(self, track_ids: pa.Array, person_ids: pa.Array):
+        self.track_ids = track_ids
+        enc = pc.dictionary_encode(person_ids).combine_chunks() if isinstance(person_ids, pa.ChunkedArray) \
+            else pc.dictionary_encode(person_ids)
+        self.names: list[str] = enc.dictionary.to_pylist()
+        self.code = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def person_ids(self) -> pa.Array:
+        return pa.array(self.names, pa.string()).take(pa.array(self.code))
+
+    def code_of(self, pid: str) -> int:
+        try:
+            return self.names.index(pid)
+        except ValueError:
+            self.names.append(pid)
+            return len(self.names) - 1
+
+    def plurality(self, rows: np.ndarray) -> int | None:
+        """The person most of ``rows`` belong to (ties: the smallest id)."""
+        if not len(rows):
+            return None
+        codes, counts = np.unique(self.code[rows], return_counts=True)
+        best = counts == counts.max()
+        return min(codes[best].tolist(), key=lambda c: self.names[c])
 
 
-def replay(assign: dict[str, str], ops: list[dict[str, Any]]) -> dict[str, str]:
-    """Apply corrections in order to ``assign`` (track -> person, changed in place); returns
-    the manual names (person -> name)."""
+def replay(assign: Assignment, ops: list[dict[str, Any]]) -> dict[str, str]:
+    """Apply corrections in order to ``assign`` (changed in place); returns the manual names
+    (person -> name).  Tracks an op names that are no longer indexed are skipped."""
+    keys = ("into", "from", "tracks")
+    flat = [t for op in ops for k in keys for t in op.get(k) or ()]
+    found = pc.index_in(pa.array(flat, pa.string()), value_set=assign.track_ids).to_numpy(zero_copy_only=False)
+    at = 0
+    rows: list[dict[str, np.ndarray]] = []
+    for op in ops:  # each op's track lists as rows of the assignment (one hash lookup for all ops)
+        r = {}
+        for k in keys:
+            m = len(op.get(k) or ())
+            x = found[at : at + m]
+            r[k] = x[~np.isnan(x)].astype(np.int64) if x.dtype.kind == "f" else x.astype(np.int64)
+            at += m
+        rows.append(r)
     names: dict[str, str] = {}
-    for op in ops:
+    for op, r in zip(ops, rows):
         kind = op["op"]
         if kind == "merge":
-            into = _plurality(assign, op["into"])
+            into = assign.plurality(r["into"])
             if into is None:
                 continue
-            for p in {assign[t] for t in op["from"] if t in assign} - {into}:
-                for t, q in assign.items():
-                    if q == p:
-                        assign[t] = into
-                names.pop(p, None)  # the first person keeps its name; the others' go
+            for p in set(assign.code[r["from"]].tolist()) - {into}:
+                assign.code[assign.code == p] = into
+                names.pop(assign.names[p], None)  # the first person keeps its name; the others' go
         elif kind == "split":
-            for t in op["tracks"]:
-                if t in assign:
-                    assign[t] = op["person_id"]
+            assign.code[r["tracks"]] = assign.code_of(op["person_id"])
         elif kind == "move":  # tracks moved into another person
-            into = _plurality(assign, op["into"])
+            into = assign.plurality(r["into"])
             if into is not None:
-                for t in op["tracks"]:
-                    if t in assign:
-                        assign[t] = into
+                assign.code[r["tracks"]] = into
         elif kind == "rename":
-            p = _plurality(assign, op["tracks"])
+            p = assign.plurality(r["tracks"])
             if p is not None:
                 if op["name"]:
-                    names[p] = op["name"]
+                    names[assign.names[p]] = op["name"]
                 else:
-                    names.pop(p, None)
+                    names.pop(assign.names[p], None)
     return names
 
 
@@ -433,20 +469,62 @@ def people_config(manifest: dict[str, Any]) -> PeopleConfig:
     return cfg
 
 
-def _digest(tracks: pa.Table, gallery: pa.Table, ops: list, cfg: PeopleConfig, embedder: str) -> str:
+VECTORS = "faces.vectors"  # float32 (rows of identities, 128): the tracks' embeddings, memory-mapped by readers
+BASIS = "people_basis.json"  # what the people tables were built from: the next refresh adds only what is new
+TRACK_COLUMNS = ["track_id", "video_id", "start_s", "end_s", "detections", "thumbnail_t", "quality"]
+
+
+def _settings_digest(cfg: PeopleConfig, embedder: str) -> str:
+    """What a change of forces a full re-clustering: the people parameters and the embedder."""
+    return hashlib.blake2b(json.dumps([asdict(cfg), embedder], sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def _labels_digest(gallery: pa.Table, ops: list) -> str:
+    """What names and corrections depend on (a change relabels; it re-clusters nothing)."""
     h = hashlib.blake2b(digest_size=16)
-    for col in ("track_id", "video_id"):
-        for t in tracks[col].to_pylist():
-            h.update(t.encode() + b"\0")
-    h.update(_emb(tracks).tobytes())
-    h.update(_quality(tracks).tobytes())
-    h.update(tracks["start_s"].to_numpy().tobytes() + tracks["end_s"].to_numpy().tobytes())
     h.update(_emb(gallery).tobytes())
     h.update("\0".join(gallery["name"].to_pylist()).encode())
     h.update(json.dumps(ops, sort_keys=True).encode())
-    h.update(json.dumps(asdict(cfg), sort_keys=True).encode())
-    h.update(embedder.encode())
     return h.hexdigest()
+
+
+def _digest(settings: str, labels: str, files: dict[str, str | None]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update((settings + labels).encode())
+    for p in sorted(files):  # parts are never rewritten in place: their names say what they hold
+        h.update(p.encode() + b"\0")
+    return h.hexdigest()
+
+
+def read_vectors(store: Store, rows: int) -> np.ndarray:
+    """The tracks' embeddings in identities' row order: memory-mapped from a local index (pages
+    read when touched, shared with the page cache), read whole from an object store."""
+    import os
+
+    size = rows * schemas.EMBED_DIM * 4
+    if store.fs.type_name == "local":
+        path = store.path(VECTORS)
+        if not os.path.exists(path) or os.path.getsize(path) != size:
+            raise IndexError_(f"{path} does not match the identities table ({rows} rows); run 'vidx reindex "
+                              f"{store.uri}'")
+        if rows == 0:
+            return np.zeros((0, schemas.EMBED_DIM), np.float32)
+        return np.memmap(path, np.float32, "r", shape=(rows, schemas.EMBED_DIM))
+    data = store.read_bytes(VECTORS) if store.exists(VECTORS) else b""
+    if len(data) != size:
+        raise IndexError_(f"{store.path(VECTORS)} does not match the identities table ({rows} rows); run "
+                          f"'vidx reindex {store.uri}'")
+    return np.frombuffer(data, np.float32).reshape(rows, schemas.EMBED_DIM)
+
+
+def _read_basis(store: Store) -> dict[str, Any] | None:
+    if not store.exists(BASIS):
+        return None
+    try:
+        b = json.loads(store.read_bytes(BASIS))
+        return b if b.get("version") == 1 else None
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -457,59 +535,195 @@ class RefreshResult:
     named: dict[str, list[str]]  # name -> person ids
     index_kind: str
     warnings: list[str] = field(default_factory=list)  # enrolment: doubtful photos
+    mode: str = ""  # full | incremental | unchanged
+    reclustered: int = 0  # tracks clustered again (all of them in a full refresh)
+
+
+@dataclass
+class _Built:
+    """What a full or an incremental refresh hands to the writer."""
+
+    tracks: pa.Table  # TRACK_COLUMNS + face_id, in identities' row order
+    emb: np.ndarray
+    index: faces_index.FaceIndex
+    assign: Assignment
+    auto: np.ndarray  # person codes before corrections
+    role: np.ndarray
+    reclustered: int
+    mode: str  # full | incremental
+    index_changed: bool = True
+    vectors_changed: bool = True
 
 
 @writes_index("reindex")
 def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> RefreshResult:
-    """Rebuild the FAISS index, the identities and the people tables if anything they depend on
-    changed (or ``force``); readers see the old set until the manifest names the new one."""
+    """Bring the FAISS index, identities and people up to date with ``face_tracks``, the gallery
+    and the corrections: incrementally when only tracks were added or removed (or names and
+    corrections changed), fully when the people parameters or the embedder changed, when there
+    is nothing to build on, or when ``force`` (``vidx reindex --full``)."""
     store = Store(out)
     m = store.require_manifest()
     cfg = cfg or people_config(m)
     sp = index_space(m)
     fill_distances(sp.name, None, cfg)
-    tracks_log = DeltaLog(store.fs, store.path("face_tracks"))  # one writer: no commit lands while this runs
-    tracks = read_index_table(out, "face_tracks").sort_by("track_id")
+    ft = IndexTable(store, "face_tracks")  # one writer: no commit lands while this runs
+    snap = ft.snapshot() if ft.log.version >= 0 else None
+    parts = dict(snap.files) if snap else {}
+    files = {p: video_of(part) for p, part in parts.items()}
     gallery = read_gallery(store)
     ops = read_corrections(store)
-    digest = _digest(tracks, gallery, ops, cfg, sp.model)
+    settings, labels_in = _settings_digest(cfg, sp.model), _labels_digest(gallery, ops)
+    digest = _digest(settings, labels_in, files)
     old = m.get("people") or {}
-    if not force and old.get("digest") == digest:
+    basis = _read_basis(store)
+    if not force and old.get("digest") == digest and basis is not None:
         people = _read(store, "people", PEOPLE)
-        return RefreshResult(False, tracks.num_rows, people.num_rows, _named(people), m["faces_index"]["kind"])
+        return RefreshResult(False, int(basis.get("rows", 0)), people.num_rows, _named(people),
+                             m["faces_index"]["kind"], mode="unchanged")
 
+    built, why = None, "forced" if force else ""
+    if not force:
+        why = ("no people tables to build on" if basis is None or not old.get("digest") else
+               "the people parameters or the embedder changed" if basis.get("settings") != settings else "")
+    if not why:
+        built, why = _incremental(store, basis, parts, files, cfg, sp)
+    if built is None:
+        log.info("people: clustering every track (%s)", why)
+        built = _full(store, ft, parts, cfg, sp, old)
+    manual = replay(built.assign, ops)
+    role = np.where(built.assign.code != built.auto, "manual", built.role)
+    identities, people = _tables(built.tracks, built.emb, built.assign, manual, gallery, cfg, sp, role)
+
+    if built.index_changed:
+        built.index.meta.face_tracks_version = snap.version if snap else -1
+        built.index.save(store)
+    if built.vectors_changed:
+        store.write_bytes(VECTORS, np.ascontiguousarray(built.emb, np.float32).tobytes())
+    replace_table(store, "identities", identities, IDENTITIES)  # the old files deleted: a forgotten
+    replace_table(store, "people", people, PEOPLE)  # person must not linger in them
+    store.write_bytes(BASIS, json.dumps({
+        "version": 1, "settings": settings, "rows": identities.num_rows,
+        "identities_version": IndexTable(store, "identities", IDENTITIES).log.version, "face_tracks": files}).encode())
+    m["faces_index"] = {"files": [faces_index.INDEX_FILE, faces_index.IDS_FILE, faces_index.META_FILE, VECTORS],
+                        **asdict(built.index.meta)}
+    m["people"] = {"digest": digest, "count": people.num_rows, "tracks": identities.num_rows}
+    m["commit"] = m.get("commit", 0) + 1
+    m["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    store.write_manifest(m)
+    mode = built.mode
+    log.info("people: %d track(s) -> %d person(s) (%s; %d clustered)", identities.num_rows, people.num_rows, mode,
+             built.reclustered)
+    return RefreshResult(True, identities.num_rows, people.num_rows, _named(people), built.index.meta.kind,
+                         mode=mode, reclustered=built.reclustered)
+
+
+def _track_rows(tracks: pa.Table) -> pa.Table:
+    """TRACK_COLUMNS (quality filled where absent) plus the FAISS id."""
+    cols = {c: tracks[c] for c in TRACK_COLUMNS if c in tracks.column_names}
+    cols["quality"] = pa.array(_quality(tracks), pa.float32())
+    cols["face_id"] = pa.array(faces_index.track_hash(tracks["track_id"].to_pylist()), pa.int64())
+    return pa.table(cols)
+
+
+def _full(store: Store, ft: IndexTable, parts: dict, cfg: PeopleConfig, sp: Space, old: dict) -> _Built:
+    tracks = ft.read(parts.values(), columns=TRACK_COLUMNS + ["embedding"]) if parts else \
+        schemas.FACE_TRACKS.empty_table().select(TRACK_COLUMNS + ["embedding"])
+    tracks = tracks.sort_by("track_id")
     tids = tracks["track_id"].to_pylist()
     emb = _emb(tracks)
     log.debug("people: clustering %d track(s)", len(tids))
     idx = faces_index.FaceIndex.build(emb, tids, exact_below=cfg.index_exact_below, codec=cfg.index_codec,
                                       embedder=sp.model, rule=sp.rule)
-    idx.meta.face_tracks_version = tracks_log.version
     cannot = co_occurring(tracks)
     labels, role = people_labels(emb, _quality(tracks), cannot, cfg, sp, idx, tids)
     previous: dict[str, str] = {}
     if old.get("digest"):
         prev = _read(store, "identities", IDENTITIES)
         previous = dict(zip(prev["track_id"].to_pylist(), prev["person_id"].to_pylist()))
-    auto = dict(zip(tids, stable_ids(labels, tids, previous)))
-    assign = dict(auto)
-    manual = replay(assign, ops)
-    for i, t in enumerate(tids):
-        if assign[t] != auto[t]:
-            role[i] = "manual"
-    identities, people = _tables(tracks, emb, assign, manual, gallery, cfg, sp, role, cannot)
+    auto = Assignment(tracks["track_id"].combine_chunks(), pa.array(stable_ids(labels, tids, previous), pa.string()))
+    assign = Assignment(auto.track_ids, auto.person_ids())
+    return _Built(_track_rows(tracks), emb, idx, assign, assign.code.copy(), np.array(role, dtype=object), len(tids),
+                  "full")
 
-    commit = m.get("commit", 0) + 1
-    idx.save(store)
-    replace_table(store, "identities", identities, IDENTITIES)  # the old files deleted: a forgotten
-    replace_table(store, "people", people, PEOPLE)  # person must not linger in them
-    m["faces_index"] = {"files": [faces_index.INDEX_FILE, faces_index.IDS_FILE, faces_index.META_FILE],
-                        **asdict(idx.meta)}
-    m["people"] = {"digest": digest, "count": people.num_rows}  # the tables: identities/, people/, gallery/
-    m["commit"] = commit
-    m["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    store.write_manifest(m)
-    log.info("people: %d track(s) -> %d person(s)", len(tids), people.num_rows)
-    return RefreshResult(True, len(tids), people.num_rows, _named(people), idx.meta.kind)
+
+def _incremental(store: Store, basis: dict[str, Any], parts: dict, files: dict[str, str | None],
+                 cfg: PeopleConfig, sp: Space) -> tuple[_Built | None, str]:
+    """Add the tracks of parts new since the last refresh and drop those of parts removed (a
+    video indexed again, a person forgotten): new tracks go into the FAISS index, and only the
+    people within ``cluster_distance`` of a new track (or that lost tracks) are clustered again,
+    together with the new tracks, by the same rules as a full clustering.  (None, why) when it
+    cannot build on what is there."""
+    was: dict[str, str | None] = basis.get("face_tracks") or {}
+    prev = _read(store, "identities", IDENTITIES)
+    if basis.get("rows") != prev.num_rows or prev.num_rows and prev["face_id"].null_count:
+        return None, "the identities table does not match its basis"
+    if basis.get("identities_version") != IndexTable(store, "identities", IDENTITIES).log.version:
+        return None, "the identities table changed since its basis was written"
+    added = sorted(set(parts) - set(was))
+    removed = sorted(set(was) - set(parts))
+    if any(files[p] is None for p in added) or any(was[p] is None for p in removed):
+        return None, "a part of face_tracks holds several videos"
+    try:
+        old_vec = read_vectors(store, prev.num_rows)
+        idx = faces_index.FaceIndex.load(store)
+    except (IndexError_, faces_index.FaceIndexError) as e:
+        return None, str(e)
+    if idx.meta.count != prev.num_rows:
+        return None, "the face index does not match the identities table"
+
+    gone_videos = pa.array(sorted({was[p] for p in removed}), pa.string())
+    keep = pc.invert(pc.is_in(prev["video_id"], value_set=gone_videos)).to_numpy(zero_copy_only=False)
+    kept = prev.filter(pa.array(keep))
+    new = IndexTable(store, "face_tracks").read([parts[p] for p in added], columns=TRACK_COLUMNS + ["embedding"]) \
+        if added else schemas.FACE_TRACKS.empty_table().select(TRACK_COLUMNS + ["embedding"])
+    new = new.sort_by("track_id")
+    new_tids = new["track_id"].to_pylist()
+    if pc.any(pc.is_in(kept["track_id"], value_set=new["track_id"])).as_py():
+        return None, "new parts hold tracks already indexed"
+    if idx.meta.kind == "exact" and kept.num_rows + new.num_rows >= cfg.index_exact_below:
+        return None, f"the archive grew past {cfg.index_exact_below} tracks: the face index becomes IVF"
+    new_emb = _emb(new)
+    idx.remove(prev.filter(pa.array(~keep))["track_id"].to_pylist())
+    idx.add(new_emb, new_tids)
+
+    tracks = pa.concat_tables([kept.select(TRACK_COLUMNS + ["face_id"]),
+                               _track_rows(new).cast(kept.select(TRACK_COLUMNS + ["face_id"]).schema)])
+    emb = np.concatenate([np.asarray(old_vec[keep]), new_emb]) if len(new_emb) or not keep.all() else old_vec
+    n_kept, n = kept.num_rows, tracks.num_rows
+    pid = np.asarray(kept["person_id"].to_pylist() + [""] * len(new_tids), dtype=object)
+
+    # the neighbourhood: people within cluster_distance of a new track, and people that lost tracks
+    touched = set(prev.filter(pa.array(~keep))["person_id"].to_pylist())
+    if len(new_tids):
+        _, hits = idx.search_ids(new_emb, cfg.neighbours + 1)
+        face = tracks["face_id"].to_numpy()
+        order = np.argsort(face)
+        at = np.clip(np.searchsorted(face[order], hits), 0, n - 1)
+        rows = np.where((hits >= 0) & (face[order][at] == hits), order[at], -1)
+        q = np.repeat(np.arange(len(new_tids)), rows.shape[1])
+        r = rows.ravel()
+        ok = (r >= 0) & (r < n_kept)
+        d = sp.distance(np.asarray(emb[r[ok]]), new_emb[q[ok]])
+        touched |= set(pid[r[ok][d < cfg.cluster_distance]].tolist())
+    redo = np.zeros(n, bool)
+    redo[n_kept:] = True
+    if touched:
+        redo[:n_kept] |= np.isin(pid[:n_kept], np.array(sorted(touched), dtype=object))
+    s = np.flatnonzero(redo)
+
+    role = np.asarray(kept["role"].to_pylist() + ["alone"] * len(new_tids), dtype=object)
+    if len(s):
+        sub = tracks.take(pa.array(s))
+        labels, role_s = people_labels(np.asarray(emb[s]), _quality(sub), co_occurring(sub), cfg, sp)
+        previous = {t: p for t, p in zip(sub["track_id"].to_pylist(), pid[s].tolist()) if p}
+        others = set(pid[:n_kept][~redo[:n_kept]].tolist())
+        pid[s] = stable_ids(labels, sub["track_id"].to_pylist(), previous, taken=others)
+        role[s] = role_s
+    assign = Assignment(tracks["track_id"].combine_chunks(), pa.array(pid.tolist(), pa.string()))
+    log.info("people: incremental: +%d / -%d track(s); %d person(s) touched; %d track(s) clustered again",
+             len(new_tids), int((~keep).sum()), len(touched), len(s))
+    changed = bool(len(new_tids) or not keep.all())
+    return _Built(tracks, emb, idx, assign, assign.code.copy(), role, len(s), "incremental", changed, changed), ""
 
 
 def _named(people: pa.Table) -> dict[str, list[str]]:
@@ -556,49 +770,70 @@ def name_people(centre: np.ndarray, gallery: pa.Table, sp: Space, match_distance
     return name, dist_out
 
 
-def _tables(tracks: pa.Table, emb: np.ndarray, assign: dict[str, str], manual: dict[str, str],
-            gallery: pa.Table, cfg: PeopleConfig, sp: Space, role: list[str] | None = None,
-            cannot: np.ndarray | None = None) -> tuple[pa.Table, pa.Table]:
-    tids = tracks["track_id"].to_pylist()
+def _blocks(n: int, size: int = 131072):
+    return (slice(a, min(a + size, n)) for a in range(0, n, size))
+
+
+def _tables(tracks: pa.Table, emb: np.ndarray, assign: Assignment, manual: dict[str, str],
+            gallery: pa.Table, cfg: PeopleConfig, sp: Space, role: np.ndarray) -> tuple[pa.Table, pa.Table]:
+    """identities (a row a track) and people (a row a person), with array operations only: a
+    million tracks take seconds, not a loop per person."""
+    from scipy.sparse import csr_matrix
+
+    n = tracks.num_rows
     quality = _quality(tracks)
-    pids = np.array([assign[t] for t in tids], dtype=object)
-    uniq, inv = np.unique(pids.astype(str), return_inverse=True) if len(pids) else (np.array([], str), np.zeros(0, int))
+    person_ids = assign.person_ids()
+    names_sorted = sorted(set(assign.names[c] for c in np.unique(assign.code).tolist())) if n else []
+    rank = {p: i for i, p in enumerate(names_sorted)}
+    remap = np.array([rank.get(p, -1) for p in assign.names], np.int64)
+    inv = remap[assign.code] if n else np.zeros(0, np.int64)  # person index per track, people sorted by id
+    k = len(names_sorted)
     det = tracks["detections"].to_numpy(zero_copy_only=False).astype(np.float64)
     w = det * np.maximum(quality, 1e-3)  # a person's centre leans on its many-detection, good tracks
-    centre = np.zeros((len(uniq), emb.shape[1]), np.float64)
-    np.add.at(centre, inv, emb * w[:, None])
-    centre /= np.maximum(np.bincount(inv, weights=w, minlength=len(uniq)), 1e-9)[:, None]
+    dim = emb.shape[1] if emb.ndim == 2 and emb.shape[1] else schemas.EMBED_DIM
+    centre = np.zeros((k, dim), np.float64)
+    for b in _blocks(n):  # the detection-weighted mean, a block of tracks at a time (no n x 128 float64 copy)
+        m = csr_matrix((w[b], (inv[b], np.arange(b.stop - b.start))), shape=(k, b.stop - b.start))
+        centre += m @ np.asarray(emb[b], np.float64)
+    centre /= np.maximum(np.bincount(inv, weights=w, minlength=k), 1e-9)[:, None]
     unit_c = faces_index.unit(centre)
-    sim = (faces_index.unit(emb) * unit_c[inv]).sum(1) if len(emb) else np.zeros(0)
-    to_centre = sp.distance(emb, centre[inv]) if len(emb) else np.zeros(0)
-    identities = pa.table({"track_id": tids, "person_id": pids.astype(str).tolist(),
-                           "video_id": tracks["video_id"], "similarity": pa.array(sim, pa.float32()),
-                           "distance": pa.array(to_centre, pa.float32()), "quality": pa.array(quality, pa.float32()),
-                           "role": role or ["core"] * len(tids)}, schema=IDENTITIES)
+    sim = np.zeros(n, np.float32)
+    to_centre = np.zeros(n, np.float32)
+    for b in _blocks(n):
+        e = np.asarray(emb[b])
+        sim[b] = (faces_index.unit(e) * unit_c[inv[b]]).sum(1)
+        to_centre[b] = sp.distance(e, centre[inv[b]])
+    identities = pa.table({"track_id": tracks["track_id"], "person_id": person_ids, "video_id": tracks["video_id"],
+                           "similarity": sim, "distance": to_centre, "quality": pa.array(quality, pa.float32()),
+                           "role": pa.array(list(role), pa.string()), "face_id": tracks["face_id"],
+                           "start_s": tracks["start_s"], "end_s": tracks["end_s"],
+                           "detections": tracks["detections"], "thumbnail_t": tracks["thumbnail_t"]},
+                          schema=IDENTITIES)
 
     # names: manual first, then the nearest enrolled name (people on screen together never share one)
-    cannot = np.zeros((0, 2), np.int64) if cannot is None else cannot
-    together = {(min(a, b), max(a, b)) for a, b in zip(inv[cannot[:, 0]].tolist(), inv[cannot[:, 1]].tolist())
-                if a != b}
-    taken = [manual.get(p) for p in uniq]
+    cannot = co_occurring(tracks)
+    a, b = inv[cannot[:, 0]], inv[cannot[:, 1]]
+    diff = a != b
+    together = set(zip(np.minimum(a, b)[diff].tolist(), np.maximum(a, b)[diff].tolist()))
+    taken = [manual.get(p) for p in names_sorted]
     enrolled, name_d = name_people(centre, gallery, sp, cfg.match_distance, together, taken)
     name = [t or e for t, e in zip(taken, enrolled)]
     source = ["manual" if t else ("enrolled" if e else None) for t, e in zip(taken, enrolled)]
     name_d = [None if t else d for t, d in zip(taken, name_d)]
     start, end = tracks["start_s"].to_numpy(), tracks["end_s"].to_numpy()
-    vids = np.array(tracks["video_id"].to_pylist(), dtype=object)
-    thumb, n_videos = [], []
-    for i in range(len(uniq)):  # one pass per person over its own rows (grouped by np.unique)
-        rows = np.flatnonzero(inv == i)
-        thumb.append(tids[rows[np.argmax(w[rows])]])
-        n_videos.append(len(set(vids[rows].tolist())))
+    order = np.lexsort((np.arange(n), -w, inv)) if n else np.zeros(0, np.int64)
+    first = order[np.r_[0, np.flatnonzero(np.diff(inv[order])) + 1]] if n else np.zeros(0, np.int64)
+    thumb = tracks["track_id"].take(pa.array(first))  # per person: the track with most (weighted) detections
+    vcode = pc.dictionary_encode(tracks["video_id"].combine_chunks()).indices.to_numpy(zero_copy_only=False)
+    pairs = np.unique(inv * (int(vcode.max()) + 1 if n else 1) + vcode) if n else np.zeros(0, np.int64)
+    n_videos = np.bincount(pairs // (int(vcode.max()) + 1), minlength=k) if n else np.zeros(0, np.int64)
     people = pa.table({
-        "person_id": uniq.tolist(), "name": name, "name_source": source,
-        "name_distance": pa.array(name_d, pa.float32()),
-        "tracks": pa.array(np.bincount(inv, minlength=len(uniq)), pa.int32()),
+        "person_id": pa.array(names_sorted, pa.string()), "name": pa.array(name, pa.string()),
+        "name_source": pa.array(source, pa.string()), "name_distance": pa.array(name_d, pa.float32()),
+        "tracks": pa.array(np.bincount(inv, minlength=k), pa.int32()),
         "videos": pa.array(n_videos, pa.int32()),
-        "seconds": np.bincount(inv, weights=end - start, minlength=len(uniq)) if len(uniq) else pa.array([], pa.float64()),
-        "thumbnail_track": thumb, "embedding": _fsl(centre.reshape(-1, emb.shape[1] if emb.size else schemas.EMBED_DIM)),
+        "seconds": pa.array(np.bincount(inv, weights=end - start, minlength=k), pa.float64()),
+        "thumbnail_track": thumb, "embedding": _fsl(centre.reshape(-1, dim)),
     }, schema=PEOPLE)
     return identities, people
 
@@ -642,14 +877,12 @@ def person_tracks(out: str, who: str) -> tuple[dict[str, Any], list[dict[str, An
     row = people.filter(pc.equal(people["person_id"], pid)).drop_columns(["embedding"]).to_pylist()[0]
     con = duckdb.connect()
     con.register("i", identities.filter(pc.equal(identities["person_id"], pid)))
-    con.register("t", read_index_table(out, "face_tracks").select(["track_id", "video_id", "start_s", "end_s",
-                                                                   "detections", "thumbnail_t"]))
-    con.register("v", read_index_table(out, "videos").select(["video_id", "path"]))
+    con.register("v", read_index_table(out, "videos", ["video_id", "path"]))
     cur = con.execute("""
-        SELECT i.track_id, t.video_id, v.path, t.start_s, t.end_s, t.detections, t.thumbnail_t,
+        SELECT i.track_id, i.video_id, v.path, i.start_s, i.end_s, i.detections, i.thumbnail_t,
                i.quality, i.distance, i.role
-        FROM i JOIN t USING (track_id) LEFT JOIN v ON v.video_id = t.video_id
-        ORDER BY i.distance DESC NULLS LAST, v.path, t.start_s""")
+        FROM i LEFT JOIN v ON v.video_id = i.video_id
+        ORDER BY i.distance DESC NULLS LAST, v.path, i.start_s""")
     cols = [c[0] for c in cur.description]
     return row, [dict(zip(cols, r)) for r in cur.fetchall()]
 
@@ -667,7 +900,7 @@ def on_screen_together(out: str, a: list[str], b: list[str], limit: int = 5) -> 
     described for a message (at most ``limit``)."""
     import duckdb
 
-    tracks = read_index_table(out, "face_tracks").select(["track_id", "video_id", "start_s", "end_s"])
+    tracks = _read(Store(out), "identities", IDENTITIES).select(["track_id", "video_id", "start_s", "end_s"])
     con = duckdb.connect()
     con.register("t", tracks)
     con.register("a", pa.table({"track_id": pa.array(a, pa.string())}))

@@ -76,6 +76,15 @@ def chunk_keys(part: FilePart) -> list[tuple[str, int]]:
                       "tool); vidx cannot tell which chunks are done. Index into a new folder")
 
 
+def video_of(part: FilePart) -> str | None:
+    """The one video a part holds (its tags, else its statistics), None when it holds several
+    or cannot tell."""
+    if part.tags.get("video_id"):
+        return part.tags["video_id"]
+    lo, hi = part.stats.get("minValues", {}), part.stats.get("maxValues", {})
+    return lo.get("video_id") if lo.get("video_id") is not None and lo.get("video_id") == hi.get("video_id") else None
+
+
 class IndexTable:
     """One Delta table of the index."""
 
