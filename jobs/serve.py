@@ -217,19 +217,18 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
     @app.get("/api/health")
     def health() -> dict[str, Any]:
         e = state.engine
-        return {"index": str(Path(out).resolve()), "videos": e.videos.num_rows, "tracks": e.tracks.num_rows,
+        return {"index": str(Path(out).resolve()), "videos": e.videos.num_rows, "tracks": e.n_tracks,
                 "people": e.people.num_rows, "labels": e.known_labels()}
 
     @app.get("/api/people")
     def list_people(offset: int = Q(0, ge=0), limit: int = Q(100, ge=1, le=1000)) -> dict[str, Any]:
-        rows = (state.engine.people.drop_columns(["embedding"])
-                .sort_by([("tracks", "descending"), ("person_id", "ascending")]).to_pylist())
-        return {"total": len(rows), "offset": offset, "items": rows[offset : offset + limit]}
+        ppl = state.engine.people.sort_by([("tracks", "descending"), ("person_id", "ascending")])
+        return {"total": ppl.num_rows, "offset": offset, "items": ppl.slice(offset, limit).to_pylist()}
 
     @app.get("/api/people/{person_id}")
     def person(person_id: str, offset: int = Q(0, ge=0), limit: int = Q(100, ge=1, le=1000)) -> dict[str, Any]:
         e = state.engine
-        row = [r for r in e.people.drop_columns(["embedding"]).to_pylist() if r["person_id"] == person_id]
+        row = e.people.filter(pc.equal(e.people["person_id"], person_id)).to_pylist()
         if not row:
             raise HTTPException(404, f"no person {person_id!r}")
         return {**row[0], "appearances": e.search(Query(person_id=person_id, limit=limit, offset=offset))}
@@ -322,7 +321,8 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
         return {"total": len(rows), "items": [{**r, "name": Path(r["path"]).name} for r in rows]}
 
     def _video(video_id: str) -> dict[str, Any]:
-        rows = [r for r in state.engine.videos.to_pylist() if r["video_id"] == video_id]
+        v = state.engine.videos
+        rows = v.filter(pc.equal(v["video_id"], video_id)).to_pylist()
         if not rows:
             raise HTTPException(404, f"no video {video_id!r} in this index")
         return rows[0]
