@@ -42,7 +42,10 @@ DIM = 128
 PRESETS = {"sface": (0.10, 0.45, 0.60, 0.0), "dlib": (0.65, 0.22, 0.30, 1.0)}
 
 
-def archive(n_tracks: int, seed: int, embedder: str = "sface"):
+def archive(n_tracks: int, seed: int, embedder: str = "sface", cast: tuple[int, int] = (2, 7),
+            per_person: tuple[int, int] = (1, 4), length: tuple[float, float] = (30, 300)):
+    """(embeddings, true person, quality, tracks table): ``cast`` people per video (high bound
+    excluded), ``per_person`` tracks each, videos ``length`` seconds long."""
     centre_cos, r0, r1, hub_w = PRESETS[embedder]
     rng = np.random.default_rng(seed)
     n_people = max(2, n_tracks // 12)
@@ -58,11 +61,11 @@ def archive(n_tracks: int, seed: int, embedder: str = "sface"):
     person, video, start, end = [], [], [], []
     v = 0
     while len(person) < n_tracks:
-        cast = rng.choice(n_people, size=rng.integers(2, 7), replace=False, p=pop)
-        length = rng.uniform(30, 300)
-        for p in cast:  # 1-3 tracks per person, one after another (one face is never in two places)
-            s = rng.uniform(0, length / 2)
-            for _ in range(rng.integers(1, 4)):
+        who = rng.choice(n_people, size=rng.integers(*cast), replace=False, p=pop)
+        secs = rng.uniform(*length)
+        for p in who:  # a few tracks per person, one after another (one face is never in two places)
+            s = rng.uniform(0, secs / 2)
+            for _ in range(rng.integers(*per_person)):
                 e = s + rng.uniform(1, 20)
                 person.append(p)
                 video.append(f"v{v:06d}")

@@ -1,121 +1,316 @@
-"""People and query at archive scale: refresh (FAISS build + clustering into people + writing),
-engine load, and query latency (p50 / p95) by person, face photo and action, on synthetic
-indexes of N face tracks.
+"""An archive of N face tracks: an incremental people refresh against a full one, and queries by
+person, face and action, in process and against `vidx serve` (one client and 8 at once).
 
-    python bench/bench_query.py [--tracks 10000 100000] [--queries 200]
+    python bench/bench_query.py [--tracks 100000 1000000] [--add 1000] [--queries 200] [--json]
 
-Synthetic archive: N/20 people with 20 tracks each, spread over videos of 100 tracks;
-a track is its person's vector plus noise (within-person distance ~0.35, between ~1.4, the
-scale of dlib descriptors); each video has 10 action segments of 5 labels.  Clustering purity
-= share of people whose 20 tracks form exactly one cluster with nothing else in it.
+The archive: bench/bench_people.py's synthetic SFace tracks (people as far apart as the shared
+clips' real tracks, quality uniform in 0-1, weaker tracks farther from their person and nearer
+the average face), laid out as a broadcaster's: videos of 30-60 minutes with 3-8 people of
+5-24 tracks each (about 100 tracks a video), people recurring across videos; 10 action
+segments of 5 labels a video; a 2 KB thumbnail a track.
+
+For each N: the index is built without its last videos (about ``--add`` tracks), refreshed in
+full; the last videos are then committed as a new delivery and refreshed incrementally (what
+the end of `vidx index` does); `vidx reindex --full` on the same index gives the full
+clustering to compare with (B-cubed F between the two partitions, and each one's B-cubed
+precision / recall against the true people).  Queries: QueryEngine.search in process, then
+HTTP against a `vidx serve` subprocess (first answer from its start, p50 / p95 with one client
+and with 8 concurrent clients, the server's resident memory).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import logging
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from vidx.indexing import schemas
-from vidx.indexing.store import Store
-from vidx.indexing.tables import create_all, write_part
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_people import archive, bcubed  # noqa: E402
+
+from vidx.indexing import schemas  # noqa: E402
+from vidx.indexing.store import Store  # noqa: E402
+from vidx.indexing.tables import IndexTable, create_all, write_part  # noqa: E402
 
 LABELS = ["talking", "dancing ballet", "clapping", "waving hand", "playing guitar"]
 
 
-def make_index(out: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def make_archive(n: int, seed: int = 0):
+    emb, person, q, tracks = archive(n, seed, "sface", cast=(3, 9), per_person=(5, 25), length=(1800, 3600))
+    return emb, person, q, tracks
+
+
+def write_videos(out: str, emb: np.ndarray, q: np.ndarray, tracks: pa.Table, rows: np.ndarray, seed: int) -> None:
+    """Commit the face tracks and action segments of the videos holding ``rows`` (whole videos)."""
     rng = np.random.default_rng(seed)
-    people = rng.normal(size=(n // 20, 128))
-    people /= np.linalg.norm(people, axis=1, keepdims=True)
-    who = np.repeat(np.arange(len(people)), 20)
-    rng.shuffle(who)
-    emb = (people[who] + 0.25 / np.sqrt(128) * rng.normal(size=(n, 128))).astype(np.float32)
     store = Store(out)
-    man = {"schema_version": schemas.SCHEMA_VERSION, "commit": 1, "videos": {}}
-    tables = create_all(store)
+    t = tracks.take(pa.array(rows))
+    vid = np.array(t["video_id"].to_pylist())
     adds = {"face_tracks": [], "action_segments": []}
-    per = 100
-    vids = []
-    for v in range(0, n, per):
-        vid = f"v{v // per:06d}"
-        vids.append(vid)
-        m = min(per, n - v)
-        start = np.arange(m) * 61.0 + rng.uniform(0, 1, m)  # one after another: one person is never in two places
-        tracks = pa.table({
-            "track_id": [f"{vid}-{i:04d}" for i in range(m)], "video_id": [vid] * m, "start_s": start,
-            "end_s": start + rng.uniform(1, 60, m), "detections": pa.array(rng.integers(2, 100, m), pa.int32()),
-            "embedding": pa.FixedSizeListArray.from_arrays(emb[v : v + m].ravel(), 128),
-            "thumbnail": [b"\xff\xd8" + bytes(2000)] * m, "thumbnail_t": start,
-            "segments": [[f"{vid}-{i:04d}"] for i in range(m)], "quality": pa.array(np.ones(m), pa.float32())},
-            schema=schemas.FACE_TRACKS)
-        a0 = rng.uniform(0, 61.0 * per, 10)
-        acts = pa.table({"video_id": [vid] * 10, "start_s": a0, "end_s": a0 + rng.uniform(2, 30, 10),
+    bounds = np.flatnonzero(np.r_[True, vid[1:] != vid[:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        m, v, r = b - a, vid[a], rows[a:b]
+        start = t["start_s"].to_numpy()[a:b]
+        part = pa.table({
+            "track_id": t["track_id"].slice(a, m), "video_id": [v] * m, "start_s": start,
+            "end_s": t["end_s"].to_numpy()[a:b], "detections": pa.array(rng.integers(2, 100, m), pa.int32()),
+            "embedding": pa.FixedSizeListArray.from_arrays(emb[r].ravel(), 128),
+            "thumbnail": [b"\xff\xd8" + rng.bytes(8) + bytes(1990)] * m, "thumbnail_t": start,
+            "segments": [[x] for x in t["track_id"].slice(a, m).to_pylist()],
+            "quality": pa.array(q[r], pa.float32())}, schema=schemas.FACE_TRACKS)
+        a0 = rng.uniform(0, 3000, 10)
+        acts = pa.table({"video_id": [v] * 10, "start_s": a0, "end_s": a0 + rng.uniform(2, 30, 10),
                          "label": [LABELS[i % 5] for i in range(10)], "label_id": pa.array(np.arange(10) % 5, pa.int32()),
                          "score": pa.array(rng.uniform(0.3, 1, 10), pa.float32()), "model": ["s3d"] * 10},
                         schema=schemas.ACTION_SEGMENTS)
-        adds["face_tracks"].append(write_part(store, "face_tracks", tracks, vid))
-        adds["action_segments"].append(write_part(store, "action_segments", acts, vid))
-        man["videos"][vid] = {"path": f"/archive/{vid}.mp4"}
+        adds["face_tracks"].append(write_part(store, "face_tracks", part, v))
+        adds["action_segments"].append(write_part(store, "action_segments", acts, v))
+    for name, parts in adds.items():
+        IndexTable(store, name).commit(parts)
+
+
+def build_index(out: str, emb, q, tracks, rows) -> None:
+    store = Store(out)
+    create_all(store)
+    store.write_manifest({"schema_version": schemas.SCHEMA_VERSION, "commit": 1, "videos": {},
+                          "embedder": "sface_2021dec", "config": {"people": {}}})
+    write_videos(out, emb, q, tracks, rows, seed=1)
+    set_videos(out, tracks)
+
+
+def set_videos(out: str, tracks: pa.Table) -> None:
+    vids = sorted(set(tracks["video_id"].to_pylist()))
     videos = pa.table({"video_id": vids, "path": [f"/archive/{v}.mp4" for v in vids], "status": ["ok"] * len(vids)})
     videos = pa.table({f.name: videos[f.name] if f.name in videos.column_names else pa.nulls(len(vids), f.type)
                        for f in schemas.VIDEOS}, schema=schemas.VIDEOS)
-    for name, parts in adds.items():
-        tables[name].commit(parts)
-    tables["videos"].commit([write_part(store, "videos", videos)])
-    store.write_manifest(man)
-    return people, who
+    t = IndexTable(Store(out), "videos")
+    t.commit([write_part(Store(out), "videos", videos)], list(t.snapshot().files.values()))
+
+
+def partition(out: str, tids: list[str]) -> np.ndarray:
+    from vidx.indexing import people
+
+    ident, _ = people.load(out)
+    pos = {t: i for i, t in enumerate(ident["track_id"].to_pylist())}
+    pid = ident["person_id"].to_pylist()
+    return np.array([pid[pos[t]] for t in tids])
+
+
+def f_score(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def pct(x: list[float]) -> tuple[float, float]:
+    return float(np.percentile(x, 50)), float(np.percentile(x, 95))
+
+
+def queries(n: int, seed: int, ident, emb, tracks, person_truth):
+    """(kind, in-process Query, HTTP request) triples: by person, by face (a track's face plus
+    noise, as a new photo of someone indexed), by action; half with a time window and a video."""
+    from vidx.indexing.query import Query
+
+    rng = np.random.default_rng(seed)
+    pids = ident["person_id"].to_numpy(zero_copy_only=False)
+    vids = ident["video_id"].to_numpy(zero_copy_only=False)
+    out = []
+    for i in range(n):
+        filt = i % 2 == 1
+        t0 = float(rng.uniform(0, 1800))
+        win = {"start": t0, "end": t0 + 900} if filt else {}
+        r = int(rng.integers(len(pids)))
+        video = str(vids[r]) if filt else None
+        p = str(pids[r])
+        qs = "&".join([f"person_id={p}"] + ([f"video={video}", f"from={t0}", f"to={t0 + 900}"] if filt else []))
+        out.append(("person", filt, Query(person_id=p, video=video, **win), ("GET", f"/api/search?{qs}", None)))
+        face = emb[r] + 0.05 * rng.normal(size=emb.shape[1])
+        face = (face / np.linalg.norm(face)).astype(np.float32)
+        body = {"embedding": face.tolist(), "embedder": "sface", **({"video": video} if filt else {}), **win}
+        out.append(("face", filt, Query(face=face, face_embedder="sface", video=video, **win),
+                    ("POST", "/api/search/embedding", body)))
+        lab = LABELS[i % 5]
+        qs = "&".join([f"action={lab.replace(' ', '+')}"] + ([f"video={video}", f"from={t0}", f"to={t0 + 900}"]
+                                                             if filt else []))
+        out.append(("action", filt, Query(actions=[lab], video=video, **win), ("GET", f"/api/search?{qs}", None)))
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(conn: http.client.HTTPConnection, method: str, path: str, body) -> int:
+    if body is None:
+        conn.request(method, path)
+    else:
+        conn.request(method, path, json.dumps(body), {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    resp.read()
+    return resp.status
+
+
+def rss(pid: int) -> dict[str, float]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+            out[k] = int(v.split()[0]) / 1024
+    return out
+
+
+def serve_bench(out: str, qs, clients: int = 8) -> dict:
+    port = free_port()
+    vidx = Path(sys.executable).with_name("vidx")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(vidx), "serve", out, "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    try:
+        first = None
+        _, _, _, (m, path, body) = qs[0]
+        while first is None and proc.poll() is None and time.perf_counter() - t0 < 120:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                if request(c, m, path, body) == 200:
+                    first = time.perf_counter() - t0
+            except OSError:
+                time.sleep(0.05)
+        if first is None:
+            raise RuntimeError(f"vidx serve did not answer: {proc.stderr.read().decode()[-2000:] if proc.poll() is not None else ''}")
+        for kind, _, _, req in qs[:30]:  # warm: FAISS index and embeddings loaded on first use
+            request(c, *req)
+        res = {"first_answer_s": first}
+        for n_clients in (1, clients):
+            lat: dict[str, list[float]] = {"person": [], "face": [], "action": []}
+            bad = []
+            share = [qs[i::n_clients] for i in range(n_clients)]
+
+            def client(mine):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                for kind, _, _, req in mine:
+                    t = time.perf_counter()
+                    st = request(conn, *req)
+                    lat[kind].append(1e3 * (time.perf_counter() - t))
+                    if st != 200:
+                        bad.append((req, st))
+
+            threads = [threading.Thread(target=client, args=(s,)) for s in share]
+            t = time.perf_counter()
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            wall = time.perf_counter() - t
+            if bad:
+                raise RuntimeError(f"{len(bad)} request(s) failed, e.g. {bad[0]}")
+            res[f"clients_{n_clients}"] = {k: pct(v) for k, v in lat.items()}
+            res[f"clients_{n_clients}"]["qps"] = len(qs) / wall
+        res["rss_mb"] = rss(proc.pid)
+        return res
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def run(n: int, add: int, n_queries: int, seed: int) -> dict:
+    from vidx.indexing import people
+    from vidx.indexing.query import QueryEngine
+
+    res: dict = {"tracks": n}
+    t = time.perf_counter()
+    emb, person, q, tracks = make_archive(n, seed)
+    vid = np.array(tracks["video_id"].to_pylist())
+    last = np.flatnonzero(vid >= vid[-add]) if add else np.zeros(0, np.int64)  # whole videos at the end
+    first = np.setdiff1d(np.arange(n), last)
+    tmp = tempfile.mkdtemp(prefix="vidx-bench-query-")
+    out = os.path.join(tmp, "idx")
+    try:
+        build_index(out, emb, q, tracks, first)
+        res.update(videos=int(len(set(vid.tolist()))), people_true=int(len(set(person.tolist()))),
+                   build_s=time.perf_counter() - t, added_tracks=int(len(last)))
+        t = time.perf_counter()
+        people.refresh(out)
+        res["full_before_s"] = time.perf_counter() - t
+        write_videos(out, emb, q, tracks, last, seed=2)
+        set_videos(out, tracks)
+        t = time.perf_counter()
+        r = people.refresh(out)
+        res["incremental_s"] = time.perf_counter() - t
+        res["incremental_reclustered"] = r.reclustered
+        tids = tracks["track_id"].to_pylist()
+        inc = partition(out, tids)
+        t = time.perf_counter()
+        people.refresh(out, force=True)
+        res["full_s"] = time.perf_counter() - t
+        full = partition(out, tids)
+        p, rcl = bcubed(inc, full)
+        res["agreement_f"] = f_score(p, rcl)
+        for name, lab in (("incremental", inc), ("full", full)):
+            p, rcl = bcubed(lab, person)
+            res[f"{name}_vs_truth"] = (p, rcl)
+        res["index_gb"] = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file()) / 1e9
+
+        t = time.perf_counter()
+        eng = QueryEngine(out)
+        res["engine_load_s"] = time.perf_counter() - t
+        ident = eng.identities
+        qs = queries(n_queries, seed + 1, ident, np.asarray(eng.vectors), tracks, person)
+        for kind, filt, qq, _ in qs[:9]:
+            eng.search(qq)  # first use loads the FAISS index
+        lat: dict[str, list[float]] = {}
+        for kind, filt, qq, _ in qs:
+            t = time.perf_counter()
+            eng.search(qq)
+            lat.setdefault(f"{kind}{'_filtered' if filt else ''}", []).append(1e3 * (time.perf_counter() - t))
+        res["in_process"] = {k: pct(v) for k, v in lat.items()}
+        del eng
+        res["serve"] = serve_bench(out, qs)
+        return res
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--tracks", type=int, nargs="+", default=[10_000, 100_000])
-    ap.add_argument("--queries", type=int, default=200)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tracks", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--add", type=int, default=1000, help="tracks of the delivery added incrementally")
+    ap.add_argument("--queries", type=int, default=200, help="queries of each kind")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from vidx.indexing import people as people_mod
-    from vidx.indexing.query import Query, QueryEngine
-
-    print("| tracks | refresh s (FAISS + clustering + write) | people found / true | purity | engine load s "
-          "| by person p50 / p95 ms | by face p50 / p95 ms | by action p50 / p95 ms |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in args.tracks:
-        tmp = tempfile.mkdtemp(prefix="vidx-bench-query-")
-        try:
-            centres, who = make_index(tmp, n)
-            t = time.perf_counter()
-            res = people_mod.refresh(tmp)
-            t_refresh = time.perf_counter() - t
-            ident, _ = people_mod.load(tmp)
-            tid = ident["track_id"].to_pylist()
-            pos = {f"v{i // 100:06d}-{i % 100:04d}": i for i in range(n)}
-            truth = who[[pos[x] for x in tid]]
-            pid = np.array(ident["person_id"].to_pylist())
-            pure = sum(len(set(pid[truth == p])) == 1 and (pid == pid[truth == p][0]).sum() == 20
-                       for p in range(len(centres)))
-            t = time.perf_counter()
-            eng = QueryEngine(tmp)
-            t_load = time.perf_counter() - t
-            rng = np.random.default_rng(1)
-            persons = rng.choice(pid, args.queries)
-            faces = (centres[rng.integers(0, len(centres), args.queries)]
-                     + 0.25 / np.sqrt(128) * rng.normal(size=(args.queries, 128))).astype(np.float32)
-            lat = {"person": [], "face": [], "action": []}
-            for i in range(args.queries):
-                for kind, q in (("person", Query(person_id=persons[i])), ("face", Query(face=faces[i])),
-                                ("action", Query(actions=[LABELS[i % 5]], limit=50))):
-                    t = time.perf_counter()
-                    eng.search(q)
-                    lat[kind].append(1e3 * (time.perf_counter() - t))
-            cells = " | ".join(f"{np.percentile(v, 50):.1f} / {np.percentile(v, 95):.1f}" for v in lat.values())
-            print(f"| {n} | {t_refresh:.1f} | {res.people} / {len(centres)} | {pure / len(centres):.3f} | {t_load:.2f} "
-                  f"| {cells} |", flush=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        r = run(n, args.add, args.queries, args.seed)
+        if args.json:
+            print(json.dumps(r), flush=True)
+            continue
+        print(f"{n} tracks, {r['videos']} videos, {r['people_true']} people, index {r['index_gb']:.2f} GB "
+              f"(built in {r['build_s']:.0f} s)")
+        print(f"  people: full {r['full_before_s']:.1f} s before the delivery; +{r['added_tracks']} tracks incremental "
+              f"{r['incremental_s']:.2f} s ({r['incremental_reclustered']} clustered again) vs full {r['full_s']:.1f} s; "
+              f"agreement B-cubed F {r['agreement_f']:.4f}; vs truth P/R incremental "
+              f"{r['incremental_vs_truth'][0]:.4f}/{r['incremental_vs_truth'][1]:.4f}, full "
+              f"{r['full_vs_truth'][0]:.4f}/{r['full_vs_truth'][1]:.4f}")
+        print(f"  engine load {r['engine_load_s']:.2f} s; in process p50/p95 ms: "
+              + ", ".join(f"{k} {a:.1f}/{b:.1f}" for k, (a, b) in r["in_process"].items()))
+        s = r["serve"]
+        print(f"  serve: first answer {s['first_answer_s']:.2f} s after start; RSS {s['rss_mb']['VmRSS']:.0f} MB "
+              f"(anon {s['rss_mb']['RssAnon']:.0f}, file {s['rss_mb']['RssFile']:.0f}; peak {s['rss_mb']['VmHWM']:.0f})")
+        for c in ("clients_1", "clients_8"):
+            print(f"  serve {c.replace('_', ' ')}: {s[c]['qps']:.0f} q/s; p50/p95 ms "
+                  + ", ".join(f"{k} {s[c][k][0]:.1f}/{s[c][k][1]:.1f}" for k in ("person", "face", "action")))
     return 0
 
 

@@ -28,7 +28,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -89,28 +88,47 @@ class QueryEngine:
         self.n_tracks = n
         has = pc.is_in(identities["track_id"], value_set=self.person_actions["track_id"].unique())
         self.identities = pa.table({  # row = the track's row in faces.vectors
-            "row": pa.array(np.arange(n, dtype=np.int32)), "track_id": identities["track_id"],
-            "person_id": identities["person_id"], "video_id": identities["video_id"],
-            "start_s": identities["start_s"], "end_s": identities["end_s"], "detections": identities["detections"],
-            "thumbnail_t": identities["thumbnail_t"], "has_pact": has}).combine_chunks()
-        self._start = self.identities["start_s"].to_numpy()
-        self._end = self.identities["end_s"].to_numpy()
+            "track_id": identities["track_id"], "person_id": identities["person_id"],
+            "video_id": identities["video_id"]}).combine_chunks()
+        num = lambda c, t: identities[c].to_numpy(zero_copy_only=False).astype(t)  # noqa: E731
+        self._start, self._end = num("start_s", np.float64), num("end_s", np.float64)
+        self._det, self._thumb_t = num("detections", np.int64), num("thumbnail_t", np.float64)
+        self._has_pact = has.to_numpy(zero_copy_only=False).astype(bool)
         self._by_person = _Groups(self.identities["person_id"])  # person -> rows, video -> rows
         self._by_video = _Groups(self.identities["video_id"])
+        self._vcode = self._by_video.codes
         face = identities["face_id"].to_numpy()
-        self._face_order = np.argsort(face).astype(np.int32)
+        self._face_order = np.argsort(face).astype(np.int64)
         self._face_sorted = face[self._face_order]
+        self._names = {p: nm for p, nm in zip(self.people["person_id"].to_pylist(), self.people["name"].to_pylist())}
+        # videos, in the answer's order (path, then id), by their code in identities
+        vt = {r["video_id"]: r for r in self.videos.select(["video_id", "path", "paths"]).to_pylist()}
+        self._videos, rank = [], {}
+        for i, (vid, r) in enumerate(sorted(vt.items(), key=lambda kv: (kv[1]["path"] or "", kv[0]))):
+            rank[vid] = i
+        self._vrank = np.array([rank.get(v, len(rank)) for v in self._by_video.values], np.int64)
+        for v in self._by_video.values:
+            r = vt.get(v) or {"path": None, "paths": None}
+            self._videos.append({"video_id": v, "path": r["path"],
+                                 "other_paths": [x for x in (r["paths"] or []) if x != r["path"]]})
+        self._video_keys: dict[str, set[str]] = {}
+        for vid, r in vt.items():  # a video is asked for by id, path or file name (any of its paths)
+            for p in [vid, *{r["path"], *(r["paths"] or [])} - {None}]:
+                for key in {p, p.rsplit("/", 1)[-1]}:
+                    self._video_keys.setdefault(key, set()).add(vid)
+        self._labels = sorted({x for x in self.segments["label"].to_pylist() + self.person_actions["label"].to_pylist()
+                               if x})
+        lab = {x: i for i, x in enumerate(self._labels)}
+        seg_v = np.array([self._by_video.code.get(v, -1) for v in self.segments["video_id"].to_pylist()], np.int64)
+        self._segs = _Intervals(self.segments, seg_v, len(self._by_video.values), lab, source=False)
+        pact_r = pc.index_in(self.person_actions["track_id"], value_set=self.identities["track_id"])
+        pact_r = np.nan_to_num(pact_r.to_numpy(zero_copy_only=False).astype(np.float64), nan=-1).astype(np.int64)
+        self._pacts = _Intervals(self.person_actions, pact_r, n, lab, source=True)
+        self._pacts.key = np.where(pact_r >= 0, self._vcode[np.maximum(pact_r, 0)], -1) if n else pact_r
         self._vectors: np.ndarray | None = None
         self._index: faces_index.FaceIndex | None = None
         self._thumb_parts: dict[str | None, list[str]] | None = None
         self._lazy = threading.Lock()
-        self.db = duckdb.connect()
-        for name, tbl in (("people", self.people), ("videos", self.videos), ("segs", self.segments),
-                          ("pacts", self.person_actions)):
-            # copied into DuckDB's own storage once: scanning it beats re-reading Arrow per query
-            self.db.register("arrow_in", tbl)
-            self.db.execute(f"CREATE TABLE {name} AS SELECT * FROM arrow_in ORDER BY ALL")
-            self.db.unregister("arrow_in")
 
     @property
     def tracks(self) -> pa.Table:
@@ -186,41 +204,37 @@ class QueryEngine:
                              f"{space(name).name if known else name}")
 
     def _video_ids(self, video: str) -> list[str]:
-        rows = self.db.cursor().execute(
-            "SELECT video_id FROM videos WHERE video_id = $1 OR path = $1 OR regexp_extract(path, '[^/]+$') = $1 "
-            "OR len(list_filter(coalesce(paths, []), lambda x: x = $1 OR regexp_extract(x, '[^/]+$') = $1)) > 0",
-            [video]).fetchall()
-        if not rows:
+        found = self._video_keys.get(video)
+        if not found:
             raise QueryError(f"no indexed video with id, path or file name {video!r}")
-        return [r[0] for r in rows]
+        return sorted(found)
 
     # ------------------------------------------------------------------ the query
     def search(self, q: Query) -> list[dict[str, Any]]:
         """The appearances (a row a track) that answer ``q``, in the order of the answer: by
         distance for a face, else by video path and time; ``q.offset`` / ``q.limit`` page it.
 
-        The tracks that may answer are found first from in-memory indexes (a person's or a
-        video's rows, a face's neighbours in FAISS), then only they meet the action tables in
-        one DuckDB statement.  A query by action alone walks the videos holding those actions in
-        path order, a growing batch at a time, until the page is full."""
+        The tracks that may answer come from in-memory indexes (a person's or a video's rows, a
+        face's neighbours in FAISS); only they meet the action segments of their videos (and
+        the person actions of their own tracks), by array operations.  A query by action alone
+        walks the videos holding such actions in path order, a growing batch at a time, until
+        the page is full."""
         if q.start is not None and q.end is not None and q.end < q.start:
             raise QueryError(f"--to {q.end} is before --from {q.start}")
         if q.limit < 1 or q.offset < 0:
             raise QueryError("limit must be >= 1 and offset >= 0")
-        con = self.db.cursor()  # per query: concurrent searches must not share a handle
         rows, dist = None, None  # candidate rows and, for a face or a name, their distances
         if q.face is not None:
             self.check_embedder(q.face_embedder)
             m = self.face_matches(q.face, q.max_distance)
-            rows, dist = m["row"].to_numpy(), m["distance"].to_numpy()
+            rows, dist = m["row"].to_numpy().astype(np.int64), m["distance"].to_numpy()
         who = q.person_id or q.person
         if who:
             try:
                 pids = people.resolve_people(self.people, who) if q.person else [q.person_id]
             except people.PeopleError as e:
                 raise QueryError(str(e)) from None
-            if q.person_id and not len(self._by_person.rows(q.person_id)) and \
-                    q.person_id not in set(self.people["person_id"].to_pylist()):
+            if q.person_id and q.person_id not in self._names:
                 raise QueryError(f"no person with id {q.person_id!r}")
             mine = np.sort(np.concatenate([self._by_person.rows(p) for p in pids] or [np.zeros(0, np.int64)]))
             if rows is None:
@@ -238,83 +252,76 @@ class QueryEngine:
             else:
                 keep = np.isin(rows, vrows)
                 rows, dist = rows[keep], (dist[keep] if dist is not None else None)
-        params: dict[str, Any] = {"min_score": float(q.min_score)}
-        seg_where = ["score >= $min_score"]
+        seg_ok = self._segs.score >= q.min_score
+        pact_ok = self._pacts.score >= q.min_score
         if q.actions:
-            seg_where.append("len(list_filter($labels, lambda x: contains(lower(label), x))) > 0")
-            params["labels"] = [a.lower() for a in q.actions]
+            want = [a.lower() for a in q.actions]
+            labels = np.array([any(w in lab.lower() for w in want) for lab in self._labels] + [False])
+            seg_ok &= labels[self._segs.label]
+            pact_ok &= labels[self._pacts.label]
         if rows is not None:
-            return self._answer(con, q, rows, dist, seg_where, params, q.offset, q.limit)
+            return self._answer(q, rows, dist, seg_ok, pact_ok, q.offset, q.limit)
         # by action alone (or nothing): the videos that hold such actions, in the answer's order
         if q.actions:
-            w = " AND ".join(f"({x})" for x in seg_where)
-            vids = con.execute(f"""SELECT video_id FROM videos WHERE video_id IN (
-                SELECT video_id FROM segs WHERE {w} UNION SELECT video_id FROM pacts WHERE {w})
-                ORDER BY path, video_id""", params).fetchall()
+            codes = np.union1d(self._segs.key[seg_ok], self._pacts.key[pact_ok])
+            codes = codes[codes >= 0]
         else:
-            vids = con.execute("SELECT video_id FROM videos ORDER BY path, video_id").fetchall()
-        vids = [v[0] for v in vids]
-        want, out, at, size = q.offset + q.limit, [], 0, 4
-        while at < len(vids) and len(out) < want:
-            batch = vids[at : at + size]
+            codes = np.arange(len(self._vrank))
+        codes = codes[np.argsort(self._vrank[codes], kind="stable")]
+        want_n, out, at, size = q.offset + q.limit, [], 0, 4
+        while at < len(codes) and len(out) < want_n:
+            batch = codes[at : at + size]
             at, size = at + size, size * 2
-            vrows = [self._by_video.rows(v) for v in batch]
-            rows = np.sort(np.concatenate(vrows)) if vrows else np.zeros(0, np.int64)
-            out += self._answer(con, q, rows, None, seg_where, params, 0, want - len(out))
+            rows = np.sort(np.concatenate([self._by_video.rows_of_code(c) for c in batch.tolist()]))
+            out += self._answer(q, rows, None, seg_ok, pact_ok, 0, want_n - len(out))
         return out[q.offset : q.offset + q.limit]
 
-    def _answer(self, con, q: Query, rows: np.ndarray, dist: np.ndarray | None, seg_where: list[str],
-                params: dict[str, Any], offset: int, limit: int) -> list[dict[str, Any]]:
+    def _answer(self, q: Query, rows: np.ndarray, dist: np.ndarray | None, seg_ok: np.ndarray, pact_ok: np.ndarray,
+                offset: int, limit: int) -> list[dict[str, Any]]:
+        rows = np.asarray(rows, np.int64)
         keep = np.ones(len(rows), bool)
         if q.start is not None:
             keep &= self._end[rows] > q.start
         if q.end is not None:
             keep &= self._start[rows] < q.end
-        rows = np.asarray(rows)[keep]
-        cand = self.identities.take(pa.array(rows, pa.int64()))
-        cand = cand.append_column("distance", pa.array(dist[keep] if dist is not None else np.full(len(rows), np.nan),
-                                                       pa.float32()))
-        con.register("t", cand)
-        try:
-            having = "HAVING count(j.label) > 0" if q.actions else ""
-            order = "distance NULLS LAST, " if q.face is not None else ""
-            w = " AND ".join(f"({x})" for x in seg_where)
-            sql = f"""
-            WITH j AS (  -- a person's own actions where vidx classified them (scope person), else the frame's (scene)
-                SELECT t.row, a.label, a.score,
-                       least(t.end_s, a.end_s) - greatest(t.start_s, a.start_s) AS overlap_s, 'scene' AS source
-                FROM t JOIN segs a ON a.video_id = t.video_id AND a.start_s < t.end_s AND t.start_s < a.end_s
-                WHERE NOT t.has_pact AND {w}
-                UNION ALL
-                SELECT t.row, x.label, x.score,
-                       least(t.end_s, x.end_s) - greatest(t.start_s, x.start_s) AS overlap_s, x.source
-                FROM t JOIN pacts x ON x.track_id = t.track_id AND x.start_s < t.end_s AND t.start_s < x.end_s
-                WHERE t.has_pact AND {w}
-            )
-            SELECT coalesce(p.name, t.person_id) AS person, t.person_id, p.name IS NOT NULL AS named,
-                   t.video_id, v.path, list_filter(coalesce(v.paths, []), lambda x: x != v.path) AS other_paths,
-                   t.start_s, t.end_s, CASE WHEN t.has_pact THEN 'person' ELSE 'scene' END AS scope,
-                   coalesce(list({{'label': j.label, 'score': j.score, 'overlap_s': j.overlap_s, 'source': j.source}}
-                                 ORDER BY j.overlap_s DESC, j.label) FILTER (WHERE j.label IS NOT NULL), []) AS actions,
-                   CASE WHEN isnan(t.distance) THEN NULL ELSE t.distance END AS distance,
-                   t.track_id, t.detections, t.thumbnail_t
-            FROM t LEFT JOIN j USING (row) LEFT JOIN videos v USING (video_id) LEFT JOIN people p USING (person_id)
-            GROUP BY ALL
-            {having}
-            ORDER BY {order}v.path, t.start_s, t.track_id
-            LIMIT {int(limit)} OFFSET {int(offset)}
-            """
-            cur = con.execute(sql, params)
-            cols = [c[0] for c in cur.description]
-            out = [dict(zip(cols, r)) for r in cur.fetchall()]
-        finally:
-            con.unregister("t")
-        for r in out:
-            for a in r["actions"]:
-                a["score"] = round(float(a["score"]), 4)
-                a["overlap_s"] = round(float(a["overlap_s"]), 3)
-            if r["distance"] is not None:
-                r["distance"] = round(float(r["distance"]), 4)
+        rows = rows[keep]
+        dist = dist[keep] if dist is not None else None
+        # the actions overlapping each track (by more than 0 s): a person's own where vidx classified
+        # them (scope person), else the frame's (scene)
+        scene = rows[~self._has_pact[rows]]
+        t1, s1 = self._segs.pairs(scene, self._vcode[scene])
+        ok1 = seg_ok[s1] & (self._segs.start[s1] < self._end[t1]) & (self._start[t1] < self._segs.end[s1])
+        own = rows[self._has_pact[rows]]
+        t2, s2 = self._pacts.pairs(own, own)
+        ok2 = pact_ok[s2] & (self._pacts.start[s2] < self._end[t2]) & (self._start[t2] < self._pacts.end[s2])
+        t1, s1, t2, s2 = t1[ok1], s1[ok1], t2[ok2], s2[ok2]
+        if q.actions:  # only tracks overlapping one of the asked actions
+            hit = np.isin(rows, np.concatenate([t1, t2]))
+            rows = rows[hit]
+            dist = dist[hit] if dist is not None else None
+        keys = [rows, self._start[rows], self._vrank[self._vcode[rows]]]
+        if q.face is not None:
+            keys.append(dist)
+        page = np.lexsort(keys)[offset : offset + limit]
+        out = []
+        sel1, sel2 = np.isin(t1, rows[page]), np.isin(t2, rows[page])
+        acts: dict[int, list[dict[str, Any]]] = {}
+        for t, s in zip(t1[sel1].tolist(), s1[sel1].tolist()):
+            acts.setdefault(t, []).append(self._segs.action(s, self._start[t], self._end[t], "scene"))
+        for t, s in zip(t2[sel2].tolist(), s2[sel2].tolist()):
+            acts.setdefault(t, []).append(self._pacts.action(s, self._start[t], self._end[t]))
+        tid = self.identities["track_id"].take(pa.array(rows[page])).to_pylist()
+        pid = self.identities["person_id"].take(pa.array(rows[page])).to_pylist()
+        for i, r in enumerate(rows[page].tolist()):
+            v = self._videos[self._vcode[r]]
+            name = self._names.get(pid[i])
+            a = sorted(acts.get(r, []), key=lambda x: (-x["overlap_s"], x["label"]))
+            out.append({"person": name or pid[i], "person_id": pid[i], "named": name is not None,
+                        "video_id": v["video_id"], "path": v["path"], "other_paths": v["other_paths"],
+                        "start_s": float(self._start[r]), "end_s": float(self._end[r]),
+                        "scope": "person" if self._has_pact[r] else "scene", "actions": a,
+                        "distance": round(float(dist[page[i]]), 4) if dist is not None else None,
+                        "track_id": tid[i], "detections": int(self._det[r]), "thumbnail_t": float(self._thumb_t[r])})
         return out
 
     # ------------------------------------------------------------------ thumbnails, on demand
@@ -375,11 +382,50 @@ class _Groups:
 
     def __init__(self, col: pa.Array | pa.ChunkedArray):
         enc = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
-        codes = enc.indices.to_numpy(zero_copy_only=False)
-        self.code = {v: i for i, v in enumerate(enc.dictionary.to_pylist())}
-        self.order = np.argsort(codes, kind="stable").astype(np.int64)
-        self.start = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=len(self.code)))]).astype(np.int64)
+        self.codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        self.values: list[str] = enc.dictionary.to_pylist()
+        self.code = {v: i for i, v in enumerate(self.values)}
+        self.order = np.argsort(self.codes, kind="stable").astype(np.int64)
+        self.start = np.concatenate([[0], np.cumsum(np.bincount(self.codes, minlength=len(self.values)))]).astype(np.int64)
 
     def rows(self, value: str) -> np.ndarray:
         i = self.code.get(value)
-        return self.order[self.start[i] : self.start[i + 1]] if i is not None else np.zeros(0, np.int64)
+        return self.rows_of_code(i) if i is not None else np.zeros(0, np.int64)
+
+    def rows_of_code(self, i: int) -> np.ndarray:
+        return self.order[self.start[i] : self.start[i + 1]]
+
+    def code_of_rows(self, rows: np.ndarray) -> np.ndarray:
+        return self.codes[rows]
+
+
+class _Intervals:
+    """Action intervals (segments of a video, or a track's own actions) grouped by a key (a
+    video code or a track row), to pair with tracks by array operations."""
+
+    def __init__(self, table: pa.Table, key: np.ndarray, n_keys: int, labels: dict[str, int], source: bool):
+        self.key = key  # -1: belongs to nothing indexed
+        self.start = table["start_s"].to_numpy(zero_copy_only=False).astype(np.float64)
+        self.end = table["end_s"].to_numpy(zero_copy_only=False).astype(np.float64)
+        self.score = np.nan_to_num(table["score"].to_numpy(zero_copy_only=False).astype(np.float32), nan=0.0)
+        self.label_names = [x or "" for x in table["label"].to_pylist()]
+        self.label = np.array([labels.get(x, len(labels)) for x in self.label_names], np.int64)
+        self.source = table["source"].to_pylist() if source else None
+        k = np.where(key >= 0, key, n_keys)
+        self.order = np.argsort(k, kind="stable")
+        self.first = np.concatenate([[0], np.cumsum(np.bincount(k, minlength=n_keys + 1))]).astype(np.int64)
+
+    def pairs(self, rows: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, interval) for every interval under each row's key."""
+        cnt = self.first[keys + 1] - self.first[keys]
+        total = int(cnt.sum())
+        if not total:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        ends = np.cumsum(cnt)
+        within = np.arange(total) - np.repeat(ends - cnt, cnt)
+        return np.repeat(rows, cnt), self.order[np.repeat(self.first[keys], cnt) + within]
+
+    def action(self, i: int, t0: float, t1: float, source: str | None = None) -> dict[str, Any]:
+        return {"label": self.label_names[i], "score": round(float(self.score[i]), 4),
+                "overlap_s": round(float(min(t1, self.end[i]) - max(t0, self.start[i])), 3),
+                "source": source or self.source[i]}

@@ -160,7 +160,9 @@ def _people_errors():
 
 
 def _print_refresh(res) -> None:
-    print(f"face index: {res.tracks} tracks ({res.index_kind}); people: {res.people}"
+    how = {"full": "; every track clustered", "unchanged": "; nothing new",
+           "incremental": f"; {res.reclustered} track(s) clustered again"}.get(res.mode, "")
+    print(f"face index: {res.tracks} tracks ({res.index_kind}); people: {res.people}{how}"
           + (f"; named: {', '.join(f'{n} ({len(p)})' for n, p in sorted(res.named.items()))}" if res.named else ""))
 
 
@@ -168,7 +170,7 @@ def cmd_reindex(args) -> int:
     from vidx.indexing.people import refresh
 
     try:
-        res = refresh(args.out, force=True)
+        res = refresh(args.out, force=args.full)
     except _people_errors() as e:
         log.error("vidx reindex: %s", e)
         return 2
@@ -585,8 +587,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="face embedder (default: the config's faces.embedder, sface); an index keeps the one it "
                     "was built with")
     ix.set_defaults(func=cmd_index)
-    r = sub.add_parser("reindex", help="rebuild the FAISS index of face tracks and the people (identities) tables")
+    r = sub.add_parser("reindex", help="bring the FAISS index of face tracks and the people (identities) tables up "
+                       "to date", description="Adds face tracks indexed since the last refresh to the FAISS index and "
+                       "clusters again only the people near them (what 'vidx index' does at its end); --full clusters "
+                       "every track again.")
     r.add_argument("out", metavar="OUT")
+    r.add_argument("--full", action="store_true", help="cluster every track again and rebuild the FAISS index")
     r.set_defaults(func=cmd_reindex)
     e = sub.add_parser("enroll", help="name a person from photos of them (labels matching people in the index)",
                        description="Store the face of each photo under NAME and label every indexed person whose "

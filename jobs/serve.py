@@ -6,7 +6,8 @@
 Routes (JSON unless said): ``/api/health``, ``/api/people`` (list, paginated), ``/api/people/{id}``
 (with its appearances), ``/api/people/{id}/rename``, ``/api/people/merge``, ``DELETE
 /api/people/{id}`` (forget), ``/api/enroll`` (photo upload), ``/api/search`` (person, actions,
-video, time range; paginated), ``/api/search/face`` (photo upload, same filters),
+video, time range; paginated), ``/api/search/face`` (photo upload, same filters), ``/api/search/embedding`` (a face embedding as
+JSON, same filters),
 ``/api/videos``, ``/api/videos/{id}/timeline``, ``/api/videos/{id}/stream`` (the video, a local
 file or an object-store object, with HTTP range requests so a browser can seek), ``/api/thumbnails/{track_id}`` (JPEG), and
 the page itself at ``/``.
@@ -65,6 +66,18 @@ class Rename(BaseModel):
 class Merge(BaseModel):
     people: list[str]
     force: bool = False  # merge even people seen on screen together
+
+
+class EmbeddingSearch(BaseModel):
+    embedding: list[float]  # a face embedded by the index's embedder (e.g. by your own pipeline)
+    embedder: str  # its name (sface, dlib...): checked against the index's
+    action: list[str] = []
+    video: str | None = None
+    start: float | None = None
+    end: float | None = None
+    min_score: float = 0.0
+    limit: int = 50
+    offset: int = 0
 
 
 class Tracks(BaseModel):
@@ -313,6 +326,15 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
         return _query(None, None, [a for a in (action or []) if a], video or None, None, None, min_score,
                       max(1, min(limit, 1000)), max(0, offset), face=picked.embedding,
                       face_embedder=picked.embedder)
+
+    @app.post("/api/search/embedding")
+    def search_embedding(body: EmbeddingSearch) -> dict[str, Any]:
+        """Search by a face embedding computed elsewhere (same filters as a photo)."""
+        if len(body.embedding) != 128:
+            raise HTTPException(400, f"an embedding has 128 numbers, not {len(body.embedding)}")
+        return _query(None, None, body.action, body.video, body.start, body.end, body.min_score,
+                      max(1, min(body.limit, 1000)), max(0, body.offset), face=np.asarray(body.embedding, np.float32),
+                      face_embedder=body.embedder)
 
     @app.get("/api/videos")
     def videos() -> dict[str, Any]:
