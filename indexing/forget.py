@@ -129,7 +129,9 @@ def forget(out: str, who: str) -> Forgotten:
             if any(isinstance(v, list) and v for v in op.values()):
                 kept.append(op)
         people_mod.write_corrections(store, kept)
-    people_mod.refresh(out, force=True)  # FAISS, identities, people rebuilt; old files deleted
+    # the rewritten videos' tracks leave the FAISS index, faces.vectors, identities and people (their
+    # old files deleted), and only the people near them are clustered again
+    people_mod.refresh(out)
     log.info("forgot %s: %d track(s), %d segment(s), %d detection(s), %d gallery photo(s)",
              ", ".join(names or pids), res.tracks, res.segments, res.detections, res.gallery_photos)
     return res
