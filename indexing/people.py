@@ -680,15 +680,17 @@ def _incremental(store: Store, basis: dict[str, Any], parts: dict, files: dict[s
     new_tids = new["track_id"].to_pylist()
     if pc.any(pc.is_in(kept["track_id"], value_set=new["track_id"])).as_py():
         return None, "new parts hold tracks already indexed"
-    if idx.meta.kind == "exact" and kept.num_rows + new.num_rows >= cfg.index_exact_below:
-        return None, f"the archive grew past {cfg.index_exact_below} tracks: the face index becomes IVF"
     new_emb = _emb(new)
-    idx.remove(prev.filter(pa.array(~keep))["track_id"].to_pylist())
-    idx.add(new_emb, new_tids)
-
     tracks = pa.concat_tables([kept.select(TRACK_COLUMNS + ["face_id"]),
                                _track_rows(new).cast(kept.select(TRACK_COLUMNS + ["face_id"]).schema)])
     emb = np.concatenate([np.asarray(old_vec[keep]), new_emb]) if len(new_emb) or not keep.all() else old_vec
+    if idx.meta.kind == "exact" and tracks.num_rows >= cfg.index_exact_below:
+        log.info("people: %d tracks: the face index becomes IVF (trained on them all)", tracks.num_rows)
+        idx = faces_index.FaceIndex.build(emb, tracks["track_id"].to_pylist(), exact_below=cfg.index_exact_below,
+                                          codec=cfg.index_codec, embedder=sp.model, rule=sp.rule)
+    else:
+        idx.remove(prev.filter(pa.array(~keep))["track_id"].to_pylist())
+        idx.add(new_emb, new_tids)
     n_kept, n = kept.num_rows, tracks.num_rows
     pid = np.asarray(kept["person_id"].to_pylist() + [""] * len(new_tids), dtype=object)
 

@@ -268,7 +268,7 @@ class QueryEngine:
         else:
             codes = np.arange(len(self._vrank))
         codes = codes[np.argsort(self._vrank[codes], kind="stable")]
-        want_n, out, at, size = q.offset + q.limit, [], 0, 4
+        want_n, out, at, size = q.offset + q.limit, [], 0, 16
         while at < len(codes) and len(out) < want_n:
             batch = codes[at : at + size]
             at, size = at + size, size * 2

@@ -154,3 +154,26 @@ def test_action_pages_walk_videos_in_path_order(busy_index):
     # 8 of 24 videos have no actions: none of their tracks answers
     assert not {r["video_id"] for r in everything} & {f"v{i:02d}" for i in range(0, 24, 3)}
     assert np.all([r["end_s"] > 0 for r in everything])
+
+
+def test_growing_past_the_exact_index_trains_ivf_without_clustering_everything(tmp_path):
+    out = str(tmp_path / "idx")
+    many = person_vectors(300, seed=5)
+    rng = np.random.default_rng(0)
+
+    def video(v: int) -> list[tuple]:
+        who = rng.choice(300, 25, replace=False)
+        return [(f"v{v:03d}-{k:02d}", 40.0 * k, 40.0 * k + 30, near(many[p], 0.2, 1000 * v + k), 0.9)
+                for k, p in enumerate(who)]
+
+    write_index(out, {f"v{v:03d}": video(v) for v in range(100)})
+    m = Store(out).read_manifest()
+    m["config"] = {"people": {"index_exact_below": 2600}}
+    Store(out).write_manifest(m)
+    assert people.refresh(out).index_kind == "exact"
+    write_index(out, {f"v{v:03d}": video(v) for v in range(100, 108)})
+    r = people.refresh(out)
+    assert r.mode == "incremental" and r.index_kind == "ivf" and r.reclustered < r.tracks
+    inc = _partition(out)
+    assert people.refresh(out, force=True).index_kind == "ivf"
+    assert _partition(out) == inc
