@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import served_page
@@ -61,6 +62,16 @@ def test_people_search_videos_timeline_thumbnails(client, faces_dir):
     with open(faces_dir / "fr_biden2.jpg", "rb") as f:
         r = c.post("/api/search/face", files={"photo": ("b.jpg", f, "image/jpeg")}).json()
     assert {x["person"] for x in r["items"]} == {"Joe Biden"} and all(x["distance"] < 0.6 for x in r["items"])
+    from vidx.indexing.query import QueryEngine  # the same face as an embedding computed elsewhere
+
+    e = QueryEngine(str(client[1]))
+    row = e.identities["track_id"].to_pylist().index(r["items"][0]["track_id"])
+    emb = np.asarray(e.vectors[row]).tolist()
+    by_emb = c.post("/api/search/embedding", json={"embedding": emb, "embedder": "sface", "limit": 5}).json()
+    assert by_emb["items"][0]["track_id"] == r["items"][0]["track_id"] and by_emb["items"][0]["distance"] < 1e-4
+    wrong = c.post("/api/search/embedding", json={"embedding": emb, "embedder": "dlib"})
+    assert wrong.status_code == 400 and "sface" in wrong.json()["detail"]
+    assert c.post("/api/search/embedding", json={"embedding": [0.0] * 3, "embedder": "sface"}).status_code == 400
     vids = c.get("/api/videos").json()["items"]
     biden = next(v for v in vids if v["name"] == "hk_biden.mp4")
     t = c.get(f"/api/videos/{biden['video_id']}/timeline").json()
