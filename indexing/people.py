@@ -51,7 +51,7 @@ import pyarrow.compute as pc
 
 from vidx.configs.config import PeopleConfig, fill_distances
 from vidx.configs.spaces import Space, from_similarity, pairwise, space
-from vidx.indexing import faces_index, schemas
+from vidx.indexing import faces_index, packs, schemas
 from vidx.indexing.lease import writes_index
 from vidx.indexing.store import IndexError_, Store, read_index_table
 from vidx.indexing.tables import IndexTable, replace_table, video_of
@@ -517,7 +517,7 @@ def read_vectors(store: Store, rows: int) -> np.ndarray:
     return np.frombuffer(data, np.float32).reshape(rows, schemas.EMBED_DIM)
 
 
-def _read_basis(store: Store) -> dict[str, Any] | None:
+def read_basis(store: Store) -> dict[str, Any] | None:
     if not store.exists(BASIS):
         return None
     try:
@@ -575,8 +575,11 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
     settings, labels_in = _settings_digest(cfg, sp.model), _labels_digest(gallery, ops)
     digest = _digest(settings, labels_in, files)
     old = m.get("people") or {}
-    basis = _read_basis(store)
+    basis = read_basis(store)
+    packed = packs.update(store, (basis or {}).get("packs"))  # the action tables, one file each
     if not force and old.get("digest") == digest and basis is not None:
+        if packed != basis.get("packs"):
+            store.write_bytes(BASIS, json.dumps({**basis, "packs": packed}).encode())
         people = _read(store, "people", PEOPLE)
         return RefreshResult(False, int(basis.get("rows", 0)), people.num_rows, _named(people),
                              m["faces_index"]["kind"], mode="unchanged")
@@ -603,7 +606,8 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
     replace_table(store, "people", people, PEOPLE)  # person must not linger in them
     store.write_bytes(BASIS, json.dumps({
         "version": 1, "settings": settings, "rows": identities.num_rows,
-        "identities_version": IndexTable(store, "identities", IDENTITIES).log.version, "face_tracks": files}).encode())
+        "identities_version": IndexTable(store, "identities", IDENTITIES).log.version, "face_tracks": files,
+        "packs": packed}).encode())
     m["faces_index"] = {"files": [faces_index.INDEX_FILE, faces_index.IDS_FILE, faces_index.META_FILE, VECTORS],
                         **asdict(built.index.meta)}
     m["people"] = {"digest": digest, "count": people.num_rows, "tracks": identities.num_rows}

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from vidx.configs.spaces import BY_MODEL, SPACES, space
-from vidx.indexing import faces_index, people, schemas
+from vidx.indexing import faces_index, packs, people, schemas
 from vidx.indexing.store import IndexError_, Store, read_index_table
 from vidx.indexing.tables import IndexTable, video_of
 
@@ -81,8 +81,9 @@ class QueryEngine:
             raise QueryError(f"the people tables of {out} were built by an older vidx; run 'vidx reindex {out}'")
         self.people = ppl.drop_columns(["embedding"])
         self.videos = read_index_table(out, "videos")
-        self.segments = read_index_table(out, "action_segments")
-        self.person_actions = read_index_table(out, "person_actions")
+        basis = people.read_basis(self.store)
+        self.segments = packs.read(self.store, "action_segments", basis)  # one file, not one a video
+        self.person_actions = packs.read(self.store, "person_actions", basis)
         self.gallery = people.read_gallery(self.store)  # enrolled photos: a query by name measures to them
         n = identities.num_rows
         self.n_tracks = n

@@ -177,3 +177,29 @@ def test_growing_past_the_exact_index_trains_ivf_without_clustering_everything(t
     inc = _partition(out)
     assert people.refresh(out, force=True).index_kind == "ivf"
     assert _partition(out) == inc
+
+
+def test_action_packs_follow_their_tables(tmp_path):
+    from vidx.indexing import packs
+    from vidx.indexing.store import read_index_table
+
+    out = str(tmp_path / "idx")
+
+    def rows(t):
+        return sorted((r["video_id"], r["start_s"], r["label"]) for r in t.select(["video_id", "start_s", "label"]).to_pylist())
+
+    write_index(out, {"v0": _video("v0", [0, 1], seed=1), "v1": _video("v1", [1, 2], seed=2)},
+                actions={"v0": [(0, 5, "talking", 0.9)], "v1": [(3, 9, "waving", 0.5), (20, 30, "talking", 0.7)]})
+    people.refresh(out)
+    store = Store(out)
+    assert rows(store.read_table(packs.PACKS["action_segments"])) == rows(read_index_table(out, "action_segments"))
+    # v1 indexed again with other actions, v2 new: until a refresh the pack is stale and unused
+    write_index(out, {"v1": _video("v1", [1, 2], seed=2), "v2": _video("v2", [3], seed=3)},
+                actions={"v1": [(1, 2, "clapping", 0.5)], "v2": [(0, 9, "dancing", 0.8)]})
+    table = rows(read_index_table(out, "action_segments"))
+    assert ("v1", 20.0, "talking") not in table and ("v2", 0.0, "dancing") in table
+    assert rows(store.read_table(packs.PACKS["action_segments"])) != table
+    assert rows(QueryEngine(out).segments) == table
+    people.refresh(out)
+    assert rows(store.read_table(packs.PACKS["action_segments"])) == table
+    assert rows(QueryEngine(out).segments) == table
