@@ -224,7 +224,7 @@ def serve_bench(out: str, qs, clients: int = 8) -> dict:
         proc.wait(30)
 
 
-def run(n: int, add: int, n_queries: int, seed: int) -> dict:
+def run(n: int, add: int, n_queries: int, seed: int, keep: str | None = None) -> dict:
     from vidx.indexing import people
     from vidx.indexing.query import QueryEngine
 
@@ -234,7 +234,7 @@ def run(n: int, add: int, n_queries: int, seed: int) -> dict:
     vid = np.array(tracks["video_id"].to_pylist())
     last = np.flatnonzero(vid >= vid[-add]) if add else np.zeros(0, np.int64)  # whole videos at the end
     first = np.setdiff1d(np.arange(n), last)
-    tmp = tempfile.mkdtemp(prefix="vidx-bench-query-")
+    tmp = tempfile.mkdtemp(prefix="vidx-bench-query-", dir=keep)
     out = os.path.join(tmp, "idx")
     try:
         build_index(out, emb, q, tracks, first)
@@ -279,7 +279,8 @@ def run(n: int, add: int, n_queries: int, seed: int) -> dict:
         res["serve"] = serve_bench(out, qs)
         return res
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None) -> int:
@@ -289,10 +290,13 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=200, help="queries of each kind")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep", metavar="DIR", help="build the indexes under DIR and keep them")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     for n in args.tracks:
-        r = run(n, args.add, args.queries, args.seed)
+        t = time.perf_counter()
+        r = run(n, args.add, args.queries, args.seed, args.keep)
+        r["bench_s"] = time.perf_counter() - t
         if args.json:
             print(json.dumps(r), flush=True)
             continue

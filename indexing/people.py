@@ -226,15 +226,78 @@ def cluster(emb: np.ndarray, distance: float, neighbours: int = 30, index: faces
         elif len(members) <= dense_limit:  # exact average linkage over every pair
             lab = constrained_linkage(pairwise(emb[members], emb[members], metric), local, distance)
         else:  # large part: average linkage over the kNN graph's edges (approximate, memory ~ n * k)
-            from sklearn.cluster import AgglomerativeClustering  # imported here: 1.8 s, only large archives need it
-
-            sub = knn[members][:, members]
-            lab = AgglomerativeClustering(n_clusters=None, distance_threshold=distance, linkage="average",
-                                          metric=metric, connectivity=sub).fit_predict(emb[members])
+            sub = knn[members][:, members].tocoo()
+            lab = graph_linkage(emb[members], sub.row, sub.col, distance, metric)
             lab = _repair(lab, local, emb[members], distance, metric)
         labels[members] = lab + next_label
         next_label += int(lab.max()) + 1
     return labels
+
+
+def graph_linkage(emb: np.ndarray, rows: np.ndarray, cols: np.ndarray, distance: float, metric: str) -> np.ndarray:
+    """Average linkage over a graph's edges (the clusters scikit-learn's AgglomerativeClustering
+    with ``connectivity`` gives: a merged cluster's distance to a neighbour is the size-weighted
+    mean of its parts' distances to it, or the one part's when only one is connected), stopping
+    at ``distance`` instead of building the whole tree: scikit-learn merges on up to one cluster,
+    and its last merges of huge clusters took most of an hour on a million-track archive whose
+    confident tracks form one large part of the graph.  Edge lengths are measured exactly."""
+    import heapq
+
+    n = len(emb)
+    keep = rows < cols  # each undirected edge once
+    r, c = rows[keep].astype(np.int64), cols[keep].astype(np.int64)
+    d = np.empty(len(r))
+    for b in _blocks(len(r), 1 << 18):
+        d[b] = _edge_distance(emb[r[b]], emb[c[b]], metric)
+    adj: list[dict[int, float]] = [{} for _ in range(n)]
+    for i, j, x in zip(r.tolist(), c.tolist(), d.tolist()):
+        adj[i][j] = x
+        adj[j][i] = x
+    close = d < distance
+    heap = list(zip(d[close].tolist(), r[close].tolist(), c[close].tolist()))
+    heapq.heapify(heap)
+    size = [1] * n
+    alive = [True] * n
+    parent = list(range(n))
+    while heap:
+        x, i, j = heapq.heappop(heap)
+        if not (alive[i] and alive[j]) or adj[i].get(j) != x:
+            continue  # a stale entry: one side merged since
+        if len(adj[i]) < len(adj[j]):
+            i, j = j, i  # the cluster with more neighbours absorbs the other
+        ni, nj = size[i], size[j]
+        ai, aj = adj[i], adj[j]
+        del ai[j], aj[i]
+        for k, dk in aj.items():
+            ak = adj[k]
+            del ak[j]
+            old = ai.get(k)
+            nd = dk if old is None else (ni * old + nj * dk) / (ni + nj)
+            ai[k] = ak[i] = nd
+            if nd < distance:
+                heapq.heappush(heap, (nd, min(i, k), max(i, k)))
+        adj[j] = {}
+        alive[j] = False
+        parent[j] = i
+        size[i] = ni + nj
+    root = np.array(parent)
+    while True:
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            break
+        root = nxt
+    return np.unique(root, return_inverse=True)[1].astype(np.int64)
+
+
+def _edge_distance(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if metric == "cosine":
+        return 1.0 - (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return np.linalg.norm(a - b, axis=1)
+
+
+def _blocks(n: int, size: int = 131072):
+    return (slice(a, min(a + size, n)) for a in range(0, n, size))
 
 
 def _local_pairs(members: np.ndarray, cannot: np.ndarray, n: int) -> np.ndarray:
@@ -774,10 +837,6 @@ def name_people(centre: np.ndarray, gallery: pa.Table, sp: Space, match_distance
         holders.setdefault(nm, []).append(i)
         name[i], dist_out[i] = nm, float(bd[i])
     return name, dist_out
-
-
-def _blocks(n: int, size: int = 131072):
-    return (slice(a, min(a + size, n)) for a in range(0, n, size))
 
 
 def _tables(tracks: pa.Table, emb: np.ndarray, assign: Assignment, manual: dict[str, str],

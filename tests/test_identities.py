@@ -274,3 +274,21 @@ def test_eval_scores_action_segments_at_iou_half(tmp_path):
     assert (by["hugging"].truth, by["hugging"].predicted, by["hugging"].matched) == (1, 2, 1)  # IoU 9/11
     assert by["hugging"].precision == 0.5 and by["hugging"].recall == 1.0
     assert by["drinking"].matched == 0 and by["drinking"].f1 == 0.0
+
+
+def test_graph_linkage_gives_scikit_learns_clusters_and_stops_at_the_distance():
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.neighbors import kneighbors_graph
+
+    rng = np.random.default_rng(1)
+    for metric, thr, noise in (("cosine", 0.5, 0.09), ("euclidean", 0.6, 0.035)):
+        c = rng.normal(size=(60, 128))
+        c /= np.linalg.norm(c, axis=1, keepdims=True)
+        x = c[rng.integers(0, 60, 1200)] + noise * rng.normal(size=(1200, 128))
+        g = kneighbors_graph(x, 10, metric=metric, include_self=False)
+        g = g.maximum(g.T).tocoo()
+        want = AgglomerativeClustering(n_clusters=None, distance_threshold=thr, linkage="average", metric=metric,
+                                       connectivity=g).fit_predict(x)
+        got = people.graph_linkage(x, g.row, g.col, thr, metric)
+        pairs = lambda lab: {(a, b) for a, b in zip(*np.triu_indices(len(lab), 1)) if lab[a] == lab[b]}  # noqa: E731
+        assert 60 <= len(set(got)) < 1200 and pairs(got) == pairs(want)
