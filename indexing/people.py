@@ -219,8 +219,12 @@ def cluster(emb: np.ndarray, distance: float, neighbours: int = 30, index: faces
     order = np.argsort(part, kind="stable")
     bad_pair = part[cannot[:, 0]] == part[cannot[:, 1]] if len(cannot) else np.zeros(0, bool)
     cannot = cannot[bad_pair]  # only pairs inside one part can be violated
+    cannot = cannot[np.argsort(part[cannot[:, 0]], kind="stable")] if len(cannot) else cannot
+    pair_part = part[cannot[:, 0]] if len(cannot) else np.zeros(0, np.int64)
     for members in np.split(order, np.flatnonzero(np.diff(part[order])) + 1):
-        local = _local_pairs(members, cannot, n)
+        p = part[members[0]]  # this part's pairs only: nothing here may cost the archive's size
+        mine = cannot[np.searchsorted(pair_part, p) : np.searchsorted(pair_part, p, side="right")]
+        local = _local_pairs(members, mine, n)
         if len(members) == 1:
             lab = np.zeros(1, np.int64)
         elif len(members) <= dense_limit:  # exact average linkage over every pair
@@ -304,10 +308,11 @@ def _local_pairs(members: np.ndarray, cannot: np.ndarray, n: int) -> np.ndarray:
     """The cannot-link pairs among ``members``, in the members' own numbering."""
     if len(cannot) == 0 or len(members) < 2:
         return np.zeros((0, 2), np.int64)
-    pos = np.full(n, -1, np.int64)
-    pos[members] = np.arange(len(members))
-    loc = pos[cannot]
-    return loc[(loc >= 0).all(1)]
+    by = np.argsort(members, kind="stable")
+    sm = members[by]
+    at = np.clip(np.searchsorted(sm, cannot), 0, len(sm) - 1)
+    ok = (sm[at] == cannot).all(1)
+    return by[at[ok]].reshape(-1, 2)
 
 
 def _repair(lab: np.ndarray, cannot: np.ndarray, emb: np.ndarray, distance: float, metric: str) -> np.ndarray:
