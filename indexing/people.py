@@ -337,10 +337,12 @@ def _quality(tracks: pa.Table) -> np.ndarray:
 
 def centres(emb: np.ndarray, labels: np.ndarray, weight: np.ndarray, metric: str) -> np.ndarray:
     """Each label's centre: the weighted mean of its rows (unit rows first for cosine)."""
+    from scipy.sparse import csr_matrix
+
     x = faces_index.unit(emb) if metric == "cosine" else np.asarray(emb, np.float64)
     k = int(labels.max()) + 1 if len(labels) else 0
-    c = np.zeros((k, emb.shape[1]), np.float64)
-    np.add.at(c, labels, x * weight[:, None])
+    m = csr_matrix((np.asarray(weight, np.float64), (labels, np.arange(len(labels)))), shape=(k, len(labels)))
+    c = np.asarray(m @ np.asarray(x, np.float64))  # a weighted sum per label (np.add.at: 10x slower)
     return c / np.maximum(np.bincount(labels, weights=weight, minlength=k), 1e-12)[:, None]
 
 
@@ -370,10 +372,9 @@ def people_labels(emb: np.ndarray, quality: np.ndarray, cannot: np.ndarray, cfg:
     if len(weak) and n_core:
         w = np.maximum(quality[ci], 1e-3)
         cen = centres(emb[ci], labels[ci], w, sp.metric)
-        d = sp.pairwise(emb[weak], cen)  # (weak, people); people counts are far below track counts
-        two = np.argsort(d, axis=1)[:, :2]
-        d1 = d[np.arange(len(weak)), two[:, 0]]
-        d2 = d[np.arange(len(weak)), two[:, 1]] if n_core > 1 else np.full(len(weak), np.inf)
+        two, dd = _nearest_centres(emb[weak], cen, sp.metric, min(2, n_core))  # exact, without a weak x people matrix
+        d1 = dd[:, 0]
+        d2 = dd[:, 1] if n_core > 1 else np.full(len(weak), np.inf)
         partners: dict[int, list[int]] = {}
         for a, b in cannot.tolist():
             partners.setdefault(a, []).append(b)
@@ -390,6 +391,24 @@ def people_labels(emb: np.ndarray, quality: np.ndarray, cannot: np.ndarray, cfg:
             labels[i] = nxt
             nxt += 1
     return labels, role
+
+
+def _nearest_centres(x: np.ndarray, centre: np.ndarray, metric: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest centres of each row and their distances (exact FAISS search: at a million
+    tracks the weak tracks x people matrix would be 55 GB)."""
+    import faiss
+
+    x = np.ascontiguousarray(x, np.float32)
+    c = np.ascontiguousarray(centre, np.float32)
+    if metric == "cosine":
+        index = faiss.IndexFlatIP(c.shape[1])
+        index.add(faces_index.unit(c))
+        sims, nn = index.search(faces_index.unit(x), k)
+        return nn, (1.0 - sims).astype(np.float64)
+    index = faiss.IndexFlatL2(c.shape[1])
+    index.add(c)
+    d2, nn = index.search(x, k)
+    return nn, np.sqrt(np.maximum(d2, 0)).astype(np.float64)
 
 
 def stable_ids(labels: np.ndarray, track_ids: list[str], previous: dict[str, str],
