@@ -130,6 +130,7 @@ class QueryEngine:
         self._index: faces_index.FaceIndex | None = None
         self._thumb_parts: dict[str | None, list[str]] | None = None
         self._lazy = threading.Lock()
+        self._holding: dict[tuple, np.ndarray] = {}  # (labels, min_score) -> video codes
 
     @property
     def tracks(self) -> pa.Table:
@@ -163,26 +164,42 @@ class QueryEngine:
         return np.asarray(self.vectors[rows], np.float32)
 
     # ------------------------------------------------------------------ pieces
+    def _to_face(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Distances from tracks (rows) to one face, in the index's metric: one pass over their
+        embeddings in float32 (the row-wise float64 form cost most of a face query)."""
+        e = self._embeddings(rows)
+        dot = e @ q
+        sq = np.einsum("ij,ij->i", e, e)
+        if self.space.metric == "cosine":
+            return 1.0 - dot / np.maximum(np.sqrt(sq) * np.linalg.norm(q), 1e-12)
+        return np.sqrt(np.maximum(sq + float(q @ q) - 2.0 * dot, 0.0))
+
+    def _face_rows(self, embedding: np.ndarray, max_distance: float | None = None,
+                   k: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        thr = self.cfg.match_distance if max_distance is None else max_distance
+        q = np.asarray(embedding, np.float32).ravel()
+        none = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        if self.n_tracks == 0 or self.index.meta.count == 0:
+            return none
+        sims, found = self.index.search_ids(q[None], k=min(k, self.index.meta.count))
+        ok = found[0] >= 0
+        if self.space.metric == "cosine":  # FAISS's cosine is the distance up to its 8-bit codes: skip the far
+            ok &= 1.0 - sims[0] < thr + 0.05
+        h = found[0][ok]
+        at = np.clip(np.searchsorted(self._face_sorted, h), 0, self.n_tracks - 1)
+        cand = np.sort(self._face_order[at[self._face_sorted[at] == h]])
+        hits = cand[self._to_face(cand, q) < thr]
+        if not len(hits):
+            return none
+        pids = set(self.identities["person_id"].take(pa.array(hits)).to_pylist())
+        rows = np.sort(np.concatenate([self._by_person.rows(p) for p in pids]))
+        return rows, self._to_face(rows, q).astype(np.float32)
+
     def face_matches(self, embedding: np.ndarray, max_distance: float | None = None, k: int = 256) -> pa.Table:
         """(row, distance) of every track within ``max_distance`` of the face, plus every other
         track of the people those tracks belong to (with their own distances)."""
-        thr = self.cfg.match_distance if max_distance is None else max_distance
-        q = np.asarray(embedding, np.float32).reshape(1, -1)
-        empty = pa.table({"row": pa.array([], pa.int32()), "distance": pa.array([], pa.float32())})
-        if self.n_tracks == 0 or self.index.meta.count == 0:
-            return empty
-        _, found = self.index.search_ids(q, k=min(k, self.index.meta.count))
-        h = found[0][found[0] >= 0]
-        at = np.clip(np.searchsorted(self._face_sorted, h), 0, self.n_tracks - 1)
-        cand = np.sort(self._face_order[at[self._face_sorted[at] == h]])
-        d = self.space.distance(self._embeddings(cand), q)
-        hits = cand[d < thr]
-        if not len(hits):
-            return empty
-        pids = set(self.identities["person_id"].take(pa.array(hits)).to_pylist())
-        rows = np.sort(np.concatenate([self._by_person.rows(p) for p in pids]))
-        d_all = self.space.distance(self._embeddings(rows), q)
-        return pa.table({"row": pa.array(rows, pa.int32()), "distance": pa.array(d_all, pa.float32())})
+        rows, d = self._face_rows(embedding, max_distance, k)
+        return pa.table({"row": pa.array(rows, pa.int32()), "distance": pa.array(d, pa.float32())})
 
     def name_distances(self, name: str, person_ids: list[str]) -> pa.Table | None:
         """(row, distance to the nearest photo enrolled under ``name``) for the tracks of
@@ -227,8 +244,7 @@ class QueryEngine:
         rows, dist = None, None  # candidate rows and, for a face or a name, their distances
         if q.face is not None:
             self.check_embedder(q.face_embedder)
-            m = self.face_matches(q.face, q.max_distance)
-            rows, dist = m["row"].to_numpy().astype(np.int64), m["distance"].to_numpy()
+            rows, dist = self._face_rows(q.face, q.max_distance)
         who = q.person_id or q.person
         if who:
             try:
@@ -263,12 +279,7 @@ class QueryEngine:
         if rows is not None:
             return self._answer(q, rows, dist, seg_ok, pact_ok, q.offset, q.limit)
         # by action alone (or nothing): the videos that hold such actions, in the answer's order
-        if q.actions:
-            codes = np.union1d(self._segs.key[seg_ok], self._pacts.key[pact_ok])
-            codes = codes[codes >= 0]
-        else:
-            codes = np.arange(len(self._vrank))
-        codes = codes[np.argsort(self._vrank[codes], kind="stable")]
+        codes = self._videos_holding(tuple(sorted(a.lower() for a in q.actions)), float(q.min_score), seg_ok, pact_ok)
         want_n, out, at, size = q.offset + q.limit, [], 0, 16
         while at < len(codes) and len(out) < want_n:
             batch = codes[at : at + size]
@@ -276,6 +287,27 @@ class QueryEngine:
             rows = np.sort(np.concatenate([self._by_video.rows_of_code(c) for c in batch.tolist()]))
             out += self._answer(q, rows, None, seg_ok, pact_ok, 0, want_n - len(out))
         return out[q.offset : q.offset + q.limit]
+
+    def _videos_holding(self, labels: tuple[str, ...], min_score: float, seg_ok: np.ndarray,
+                        pact_ok: np.ndarray) -> np.ndarray:
+        """Codes of the videos holding an action of ``labels`` (any video without labels), in
+        the answer's order; the last few answers are kept (a page of an action query asks again)."""
+        key = (labels, min_score)
+        with self._lazy:
+            hit = self._holding.get(key)
+        if hit is not None:
+            return hit
+        if labels:
+            codes = np.union1d(self._segs.key[seg_ok], self._pacts.key[pact_ok])
+            codes = codes[codes >= 0]
+        else:
+            codes = np.arange(len(self._vrank))
+        codes = codes[np.argsort(self._vrank[codes], kind="stable")]
+        with self._lazy:
+            self._holding[key] = codes
+            while len(self._holding) > 64:
+                self._holding.pop(next(iter(self._holding)))
+        return codes
 
     def _answer(self, q: Query, rows: np.ndarray, dist: np.ndarray | None, seg_ok: np.ndarray, pact_ok: np.ndarray,
                 offset: int, limit: int) -> list[dict[str, Any]]:
