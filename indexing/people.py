@@ -1,15 +1,20 @@
 """People: face tracks clustered across the archive into identities, the gallery of enrolled
 names, and the user's corrections, which survive re-indexing.
 
-    OUT/faces.faiss (+ .ids.json, .json)           FAISS index of track embeddings
-    OUT/identities/                                Delta table: track_id -> person_id, similarity
+    OUT/faces.faiss (+ .ids.parquet, .json)        FAISS index of track embeddings
+    OUT/faces.vectors                              the embeddings, float32, identities' row order
+    OUT/people_basis.json                          the face_tracks parts (and action packs) built from
+    OUT/identities/                                Delta table: track_id -> person_id, similarity, track times
     OUT/people/                                    Delta table: one row per person: name, counts, thumbnail track
     OUT/gallery/                                   Delta table: enrolled photos' embeddings, by name (user data)
     OUT/corrections.json                           merge / split / rename, replayed in order
 
-:func:`refresh` rebuilds the FAISS index and the identities from ``face_tracks`` whenever the
-tracks, the gallery, the corrections or the parameters changed (a digest in the manifest says);
-``vidx index`` calls it at the end, so a rerun with nothing new changes nothing.
+:func:`refresh` brings the FAISS index, identities and people up to date whenever the tracks,
+the gallery, the corrections or the parameters changed (a digest in the manifest says);
+``vidx index`` calls it at the end, so a rerun with nothing new changes nothing.  It builds on
+what it built: the tracks of new ``face_tracks`` parts join the FAISS index and only the people
+near them are clustered again (:func:`_incremental`); a full clustering runs on ``force``
+(``vidx reindex --full``), new parameters, or when there is nothing to build on.
 
 Who may be one person: two tracks of one video that share a sampled time are two people (a
 cannot-link constraint), in the clustering, in every merge it makes, in naming, and in a manual
@@ -22,7 +27,7 @@ with it; otherwise it stays a person of its own (a photo query still finds it).
 Clustering: a k-nearest-neighbour graph from the FAISS index, cut at ``cluster_distance``; each
 connected part is clustered by average linkage with the cannot-link pairs at infinite distance
 (which average linkage carries into every merged cluster), exactly over every pair in parts up
-to ``dense_limit`` tracks, and over the kNN graph in larger ones (scikit-learn), whose clusters
+to ``dense_limit`` tracks, and over the kNN graph in larger ones (:func:`graph_linkage`), whose clusters
 that hold a conflicting pair are re-clustered exactly.  One bad track cannot chain two people
 together and nothing is quadratic in the archive size.  Person ids are kept across
 re-clustering: a new cluster takes the id most of its tracks had.
