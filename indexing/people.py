@@ -818,9 +818,10 @@ def _incremental(store: Store, basis: dict[str, Any], parts: dict, files: dict[s
         pid[s] = stable_ids(labels, sub["track_id"].to_pylist(), previous, taken=others)
         role[s] = role_s
     assign = Assignment(tracks["track_id"].combine_chunks(), pa.array(pid.tolist(), pa.string()))
-    log.info("people: incremental: +%d / -%d track(s); %d person(s) touched; %d track(s) clustered again",
-             len(new_tids), int((~keep).sum()), len(touched), len(s))
     changed = bool(len(new_tids) or not keep.all())
+    log.log(logging.INFO if changed else logging.DEBUG,
+            "people: incremental: +%d / -%d track(s); %d person(s) touched; %d track(s) clustered again",
+            len(new_tids), int((~keep).sum()), len(touched), len(s))
     return _Built(tracks, emb, idx, assign, assign.code.copy(), role, len(s), "incremental", changed, changed), ""
 
 
