@@ -38,12 +38,7 @@ class Space:
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Row-wise distance between a and b (same shape, or broadcastable)."""
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        if self.metric == "cosine":
-            na = np.linalg.norm(a, axis=-1)
-            nb = np.linalg.norm(b, axis=-1)
-            return 1.0 - (a * b).sum(-1) / np.maximum(na * nb, 1e-12)
-        return np.linalg.norm(a - b, axis=-1)
+        return distance(a, b, self.metric)
 
     def from_similarity(self, sims: np.ndarray, norm_a: np.ndarray, norm_b: np.ndarray) -> np.ndarray:
         return from_similarity(sims, norm_a, norm_b, self.metric)
@@ -70,6 +65,16 @@ def from_similarity(sims: np.ndarray, norm_a: np.ndarray, norm_b: np.ndarray, me
         return 1.0 - sims
     d2 = norm_a ** 2 + norm_b ** 2 - 2.0 * sims * norm_a * norm_b
     return np.sqrt(np.maximum(d2, 0.0))
+
+
+def distance(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """Row-wise distance between a and b (same shape, or broadcastable): ``cosine`` or ``euclidean``."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if metric == "cosine":
+        na = np.linalg.norm(a, axis=-1)
+        nb = np.linalg.norm(b, axis=-1)
+        return 1.0 - (a * b).sum(-1) / np.maximum(na * nb, 1e-12)
+    return np.linalg.norm(a - b, axis=-1)
 
 
 def pairwise(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:

@@ -54,6 +54,23 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+class IdRows:
+    """FAISS ids -> the rows of a table that holds them (sorted once; searched per lookup)."""
+
+    def __init__(self, ids: np.ndarray):
+        ids = np.asarray(ids, np.int64)
+        self.order = np.argsort(ids, kind="stable")
+        self.sorted = ids[self.order]
+
+    def rows(self, hits: np.ndarray) -> np.ndarray:
+        """The row of each id in ``hits`` (any shape), -1 for -1 (an empty slot) or an unknown id."""
+        hits = np.asarray(hits, np.int64)
+        if not len(self.sorted):
+            return np.full(hits.shape, -1, np.int64)
+        at = np.clip(np.searchsorted(self.sorted, hits), 0, len(self.sorted) - 1)
+        return np.where((hits >= 0) & (self.sorted[at] == hits), self.order[at], -1)
+
+
 @dataclass
 class Meta:
     embedder: str
@@ -106,12 +123,9 @@ class FaceIndex:
 
     def track_ids(self, hashes: np.ndarray) -> list[str | None]:
         """The track id of each FAISS id (None for -1 or an id the index does not hold)."""
-        h = np.asarray(hashes, np.int64).ravel()
-        if not len(self.id_hash):
-            return [None] * len(h)
-        at = np.clip(np.searchsorted(self.id_hash, h), 0, len(self.id_hash) - 1)
-        ok = ((h >= 0) & (self.id_hash[at] == h)).tolist()
-        return [t if o else None for t, o in zip(self.id_track.take(pa.array(at)).to_pylist(), ok)]
+        rows = IdRows(self.id_hash).rows(np.asarray(hashes, np.int64).ravel())  # id_hash is sorted already
+        names = self.id_track.take(pa.array(np.maximum(rows, 0))).to_pylist() if len(self.id_hash) else []
+        return [names[i] if r >= 0 else None for i, r in enumerate(rows.tolist())]
 
     @classmethod
     def build(cls, embeddings: np.ndarray, track_ids: list[str], exact_below: int = 100_000,

@@ -56,6 +56,7 @@ import pyarrow.compute as pc
 
 from vidx.configs.config import PeopleConfig, fill_distances
 from vidx.configs.spaces import Space, from_similarity, pairwise, space
+from vidx.configs.spaces import distance as rowwise
 from vidx.indexing import faces_index, packs, schemas
 from vidx.indexing.lease import writes_index
 from vidx.indexing.store import IndexError_, Store, read_index_table
@@ -197,10 +198,7 @@ def cluster(emb: np.ndarray, distance: float, neighbours: int = 30, index: faces
     k = min(neighbours + 1, n)
     if index is not None and track_ids is not None:  # reuse the archive's FAISS index
         sims, hits = index.search_ids(emb, k)
-        h = faces_index.track_hash(track_ids)
-        order = np.argsort(h)
-        at = np.clip(np.searchsorted(h[order], hits), 0, n - 1)
-        nb = np.where((hits >= 0) & (h[order][at] == hits), order[at], -1)
+        nb = faces_index.IdRows(faces_index.track_hash(track_ids)).rows(hits)
     else:
         import faiss
 
@@ -229,7 +227,7 @@ def cluster(emb: np.ndarray, distance: float, neighbours: int = 30, index: faces
     for members in np.split(order, np.flatnonzero(np.diff(part[order])) + 1):
         p = part[members[0]]  # this part's pairs only: nothing here may cost the archive's size
         mine = cannot[np.searchsorted(pair_part, p) : np.searchsorted(pair_part, p, side="right")]
-        local = _local_pairs(members, mine, n)
+        local = _local_pairs(members, mine)
         if len(members) == 1:
             lab = np.zeros(1, np.int64)
         elif len(members) <= dense_limit:  # exact average linkage over every pair
@@ -248,8 +246,8 @@ def graph_linkage(emb: np.ndarray, rows: np.ndarray, cols: np.ndarray, distance:
     with ``connectivity`` gives: a merged cluster's distance to a neighbour is the size-weighted
     mean of its parts' distances to it, or the one part's when only one is connected), stopping
     at ``distance`` instead of building the whole tree: scikit-learn merges on up to one cluster,
-    and its last merges of huge clusters took most of an hour on a million-track archive whose
-    confident tracks form one large part of the graph.  Edge lengths are measured exactly."""
+    and its last merges of huge clusters ran past 10 minutes (then stopped) on a million-track
+    archive whose confident tracks form one large part of the graph.  Edge lengths are measured exactly."""
     import heapq
 
     n = len(emb)
@@ -257,7 +255,7 @@ def graph_linkage(emb: np.ndarray, rows: np.ndarray, cols: np.ndarray, distance:
     r, c = rows[keep].astype(np.int64), cols[keep].astype(np.int64)
     d = np.empty(len(r))
     for b in _blocks(len(r), 1 << 18):
-        d[b] = _edge_distance(emb[r[b]], emb[c[b]], metric)
+        d[b] = rowwise(emb[r[b]], emb[c[b]], metric)
     adj: list[dict[int, float]] = [{} for _ in range(n)]
     for i, j, x in zip(r.tolist(), c.tolist(), d.tolist()):
         adj[i][j] = x
@@ -298,18 +296,11 @@ def graph_linkage(emb: np.ndarray, rows: np.ndarray, cols: np.ndarray, distance:
     return np.unique(root, return_inverse=True)[1].astype(np.int64)
 
 
-def _edge_distance(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    if metric == "cosine":
-        return 1.0 - (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return np.linalg.norm(a - b, axis=1)
-
-
 def _blocks(n: int, size: int = 131072):
     return (slice(a, min(a + size, n)) for a in range(0, n, size))
 
 
-def _local_pairs(members: np.ndarray, cannot: np.ndarray, n: int) -> np.ndarray:
+def _local_pairs(members: np.ndarray, cannot: np.ndarray) -> np.ndarray:
     """The cannot-link pairs among ``members``, in the members' own numbering."""
     if len(cannot) == 0 or len(members) < 2:
         return np.zeros((0, 2), np.int64)
@@ -329,7 +320,7 @@ def _repair(lab: np.ndarray, cannot: np.ndarray, emb: np.ndarray, distance: floa
     for c in np.unique(lab[cannot[:, 0]][lab[cannot[:, 0]] == lab[cannot[:, 1]]]):
         members = np.flatnonzero(lab == c)
         sub = constrained_linkage(pairwise(emb[members], emb[members], metric),
-                                  _local_pairs(members, cannot, len(lab)), distance)
+                                  _local_pairs(members, cannot), distance)
         lab[members] = np.where(sub == 0, c, sub + nxt - 1)
         nxt += int(sub.max())
     return lab
@@ -365,7 +356,7 @@ def people_labels(emb: np.ndarray, quality: np.ndarray, cannot: np.ndarray, cfg:
     labels = np.full(n, -1, np.int64)
     role = ["alone"] * n
     if len(ci):
-        local = _local_pairs(ci, cannot, n)
+        local = _local_pairs(ci, cannot)
         sub_ids = [track_ids[i] for i in ci] if track_ids is not None else None
         labels[ci] = cluster(emb[ci], cfg.cluster_distance, cfg.neighbours, index if sub_ids else None, sub_ids,
                              metric=sp.metric, cannot=local)
@@ -594,19 +585,17 @@ def read_vectors(store: Store, rows: int) -> np.ndarray:
     import os
 
     size = rows * schemas.EMBED_DIM * 4
-    if store.fs.type_name == "local":
-        path = store.path(VECTORS)
-        if not os.path.exists(path) or os.path.getsize(path) != size:
-            raise IndexError_(f"{path} does not match the identities table ({rows} rows); run 'vidx reindex "
-                              f"{store.uri}'")
-        if rows == 0:
-            return np.zeros((0, schemas.EMBED_DIM), np.float32)
-        return np.memmap(path, np.float32, "r", shape=(rows, schemas.EMBED_DIM))
-    data = store.read_bytes(VECTORS) if store.exists(VECTORS) else b""
-    if len(data) != size:
-        raise IndexError_(f"{store.path(VECTORS)} does not match the identities table ({rows} rows); run "
-                          f"'vidx reindex {store.uri}'")
-    return np.frombuffer(data, np.float32).reshape(rows, schemas.EMBED_DIM)
+    local = store.fs.type_name == "local"
+    path = store.path(VECTORS)
+    data = None if local else (store.read_bytes(VECTORS) if store.exists(VECTORS) else b"")
+    found = (os.path.getsize(path) if os.path.exists(path) else -1) if local else len(data)
+    if found != size:
+        raise IndexError_(f"{path} does not match the identities table ({rows} rows); run 'vidx reindex {store.uri}'")
+    if not local:
+        return np.frombuffer(data, np.float32).reshape(rows, schemas.EMBED_DIM)
+    if rows == 0:  # numpy cannot map an empty file
+        return np.zeros((0, schemas.EMBED_DIM), np.float32)
+    return np.memmap(path, np.float32, "r", shape=(rows, schemas.EMBED_DIM))
 
 
 def read_basis(store: Store) -> dict[str, Any] | None:
@@ -643,8 +632,8 @@ class _Built:
     role: np.ndarray
     reclustered: int
     mode: str  # full | incremental
-    index_changed: bool = True
-    vectors_changed: bool = True
+    changed: bool = True  # tracks came or went: the FAISS index and faces.vectors are written
+    cannot: np.ndarray | None = None  # co_occurring(tracks), when the clustering already found it
 
 
 @writes_index("reindex")
@@ -687,12 +676,12 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
         built = _full(store, ft, parts, cfg, sp, old)
     manual = replay(built.assign, ops)
     role = np.where(built.assign.code != built.auto, "manual", built.role)
-    identities, people = _tables(built.tracks, built.emb, built.assign, manual, gallery, cfg, sp, role)
+    cannot = built.cannot if built.cannot is not None else co_occurring(built.tracks)
+    identities, people = _tables(built.tracks, built.emb, built.assign, manual, gallery, cfg, sp, role, cannot)
 
-    if built.index_changed:
+    if built.changed:
         built.index.meta.face_tracks_version = snap.version if snap else -1
         built.index.save(store)
-    if built.vectors_changed:
         store.write_bytes(VECTORS, np.ascontiguousarray(built.emb, np.float32).tobytes())
     replace_table(store, "identities", identities, IDENTITIES)  # the old files deleted: a forgotten
     replace_table(store, "people", people, PEOPLE)  # person must not linger in them
@@ -702,15 +691,14 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
         "packs": packed}).encode())
     m["faces_index"] = {"files": [faces_index.INDEX_FILE, faces_index.IDS_FILE, faces_index.META_FILE, VECTORS],
                         **asdict(built.index.meta)}
-    m["people"] = {"digest": digest, "count": people.num_rows, "tracks": identities.num_rows}
+    m["people"] = {"digest": digest, "count": people.num_rows}
     m["commit"] = m.get("commit", 0) + 1
     m["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     store.write_manifest(m)
-    mode = built.mode
-    log.info("people: %d track(s) -> %d person(s) (%s; %d clustered)", identities.num_rows, people.num_rows, mode,
-             built.reclustered)
+    log.info("people: %d track(s) -> %d person(s) (%s; %d clustered)", identities.num_rows, people.num_rows,
+             built.mode, built.reclustered)
     return RefreshResult(True, identities.num_rows, people.num_rows, _named(people), built.index.meta.kind,
-                         mode=mode, reclustered=built.reclustered)
+                         mode=built.mode, reclustered=built.reclustered)
 
 
 def _track_rows(tracks: pa.Table) -> pa.Table:
@@ -736,10 +724,9 @@ def _full(store: Store, ft: IndexTable, parts: dict, cfg: PeopleConfig, sp: Spac
     if old.get("digest"):
         prev = _read(store, "identities", IDENTITIES)
         previous = dict(zip(prev["track_id"].to_pylist(), prev["person_id"].to_pylist()))
-    auto = Assignment(tracks["track_id"].combine_chunks(), pa.array(stable_ids(labels, tids, previous), pa.string()))
-    assign = Assignment(auto.track_ids, auto.person_ids())
+    assign = Assignment(tracks["track_id"].combine_chunks(), pa.array(stable_ids(labels, tids, previous), pa.string()))
     return _Built(_track_rows(tracks), emb, idx, assign, assign.code.copy(), np.array(role, dtype=object), len(tids),
-                  "full")
+                  "full", cannot=cannot)
 
 
 def _incremental(store: Store, basis: dict[str, Any], parts: dict, files: dict[str, str | None],
@@ -794,10 +781,7 @@ def _incremental(store: Store, basis: dict[str, Any], parts: dict, files: dict[s
     touched = set(prev.filter(pa.array(~keep))["person_id"].to_pylist())
     if len(new_tids):
         _, hits = idx.search_ids(new_emb, cfg.neighbours + 1)
-        face = tracks["face_id"].to_numpy()
-        order = np.argsort(face)
-        at = np.clip(np.searchsorted(face[order], hits), 0, n - 1)
-        rows = np.where((hits >= 0) & (face[order][at] == hits), order[at], -1)
+        rows = faces_index.IdRows(tracks["face_id"].to_numpy()).rows(hits)
         q = np.repeat(np.arange(len(new_tids)), rows.shape[1])
         r = rows.ravel()
         ok = (r >= 0) & (r < n_kept)
@@ -822,7 +806,7 @@ def _incremental(store: Store, basis: dict[str, Any], parts: dict, files: dict[s
     log.log(logging.INFO if changed else logging.DEBUG,
             "people: incremental: +%d / -%d track(s); %d person(s) touched; %d track(s) clustered again",
             len(new_tids), int((~keep).sum()), len(touched), len(s))
-    return _Built(tracks, emb, idx, assign, assign.code.copy(), role, len(s), "incremental", changed, changed), ""
+    return _Built(tracks, emb, idx, assign, assign.code.copy(), role, len(s), "incremental", changed), ""
 
 
 def _named(people: pa.Table) -> dict[str, list[str]]:
@@ -870,7 +854,8 @@ def name_people(centre: np.ndarray, gallery: pa.Table, sp: Space, match_distance
 
 
 def _tables(tracks: pa.Table, emb: np.ndarray, assign: Assignment, manual: dict[str, str],
-            gallery: pa.Table, cfg: PeopleConfig, sp: Space, role: np.ndarray) -> tuple[pa.Table, pa.Table]:
+            gallery: pa.Table, cfg: PeopleConfig, sp: Space, role: np.ndarray,
+            cannot: np.ndarray) -> tuple[pa.Table, pa.Table]:
     """identities (a row a track) and people (a row a person), with array operations only: a
     million tracks take seconds, not a loop per person."""
     from scipy.sparse import csr_matrix
@@ -906,7 +891,6 @@ def _tables(tracks: pa.Table, emb: np.ndarray, assign: Assignment, manual: dict[
                           schema=IDENTITIES)
 
     # names: manual first, then the nearest enrolled name (people on screen together never share one)
-    cannot = co_occurring(tracks)
     a, b = inv[cannot[:, 0]], inv[cannot[:, 1]]
     diff = a != b
     together = set(zip(np.minimum(a, b)[diff].tolist(), np.maximum(a, b)[diff].tolist()))

@@ -2,7 +2,7 @@
 
 One module serves the CLI (``vidx query``) and the HTTP API (``vidx serve``).  The narrow tables
 are loaded once; a query first finds the tracks that may answer it from in-memory indexes, then
-joins only those with the action tables in one DuckDB statement:
+pairs only those with the action tables by array operations:
 
     face photo -> FAISS -> matching tracks -> their people -> every track of those people
     name / person id -> people -> tracks
@@ -98,9 +98,7 @@ class QueryEngine:
         self._by_person = _Groups(self.identities["person_id"])  # person -> rows, video -> rows
         self._by_video = _Groups(self.identities["video_id"])
         self._vcode = self._by_video.codes
-        face = identities["face_id"].to_numpy()
-        self._face_order = np.argsort(face).astype(np.int64)
-        self._face_sorted = face[self._face_order]
+        self._face_rows = faces_index.IdRows(identities["face_id"].to_numpy())  # FAISS id -> row
         self._names = {p: nm for p, nm in zip(self.people["person_id"].to_pylist(), self.people["name"].to_pylist())}
         # videos, in the answer's order (path, then id), by their code in identities
         vt = {r["video_id"]: r for r in self.videos.select(["video_id", "path", "paths"]).to_pylist()}
@@ -121,11 +119,11 @@ class QueryEngine:
                                if x})
         lab = {x: i for i, x in enumerate(self._labels)}
         seg_v = np.array([self._by_video.code.get(v, -1) for v in self.segments["video_id"].to_pylist()], np.int64)
-        self._segs = _Intervals(self.segments, seg_v, len(self._by_video.values), lab, source=False)
+        self._segs = _Intervals(self.segments, seg_v, len(self._by_video.values), seg_v, lab, source=False)
         pact_r = pc.index_in(self.person_actions["track_id"], value_set=self.identities["track_id"])
         pact_r = np.nan_to_num(pact_r.to_numpy(zero_copy_only=False).astype(np.float64), nan=-1).astype(np.int64)
-        self._pacts = _Intervals(self.person_actions, pact_r, n, lab, source=True)
-        self._pacts.key = np.where(pact_r >= 0, self._vcode[np.maximum(pact_r, 0)], -1) if n else pact_r
+        pact_v = np.where(pact_r >= 0, self._vcode[np.maximum(pact_r, 0)], -1) if n else pact_r
+        self._pacts = _Intervals(self.person_actions, pact_r, n, pact_v, lab, source=True)
         self._vectors: np.ndarray | None = None
         self._index: faces_index.FaceIndex | None = None
         self._thumb_parts: dict[str | None, list[str]] | None = None
@@ -174,8 +172,14 @@ class QueryEngine:
             return 1.0 - dot / np.maximum(np.sqrt(sq) * np.linalg.norm(q), 1e-12)
         return np.sqrt(np.maximum(sq + float(q @ q) - 2.0 * dot, 0.0))
 
-    def _face_rows(self, embedding: np.ndarray, max_distance: float | None = None,
-                   k: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    def _person_rows(self, person_ids) -> np.ndarray:
+        """Every row of these people, sorted."""
+        return np.sort(np.concatenate([self._by_person.rows(p) for p in person_ids] or [np.zeros(0, np.int64)]))
+
+    def face_matches(self, embedding: np.ndarray, max_distance: float | None = None,
+                     k: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, distances) of every track within ``max_distance`` of the face, plus every other
+        track of the people those tracks belong to (with their own distances)."""
         thr = self.cfg.match_distance if max_distance is None else max_distance
         q = np.asarray(embedding, np.float32).ravel()
         none = np.zeros(0, np.int64), np.zeros(0, np.float32)
@@ -185,32 +189,22 @@ class QueryEngine:
         ok = found[0] >= 0
         if self.space.metric == "cosine":  # FAISS's cosine is the distance up to its 8-bit codes: skip the far
             ok &= 1.0 - sims[0] < thr + 0.05
-        h = found[0][ok]
-        at = np.clip(np.searchsorted(self._face_sorted, h), 0, self.n_tracks - 1)
-        cand = np.sort(self._face_order[at[self._face_sorted[at] == h]])
+        cand = self._face_rows.rows(found[0][ok])
+        cand = np.sort(cand[cand >= 0])
         hits = cand[self._to_face(cand, q) < thr]
         if not len(hits):
             return none
-        pids = set(self.identities["person_id"].take(pa.array(hits)).to_pylist())
-        rows = np.sort(np.concatenate([self._by_person.rows(p) for p in pids]))
+        rows = self._person_rows(set(self.identities["person_id"].take(pa.array(hits)).to_pylist()))
         return rows, self._to_face(rows, q).astype(np.float32)
 
-    def face_matches(self, embedding: np.ndarray, max_distance: float | None = None, k: int = 256) -> pa.Table:
-        """(row, distance) of every track within ``max_distance`` of the face, plus every other
-        track of the people those tracks belong to (with their own distances)."""
-        rows, d = self._face_rows(embedding, max_distance, k)
-        return pa.table({"row": pa.array(rows, pa.int32()), "distance": pa.array(d, pa.float32())})
-
-    def name_distances(self, name: str, person_ids: list[str]) -> pa.Table | None:
-        """(row, distance to the nearest photo enrolled under ``name``) for the tracks of
-        ``person_ids``; None when the name has no photos (a manual name)."""
+    def name_distances(self, name: str, rows: np.ndarray) -> np.ndarray | None:
+        """Each row's distance to the nearest photo enrolled under ``name``; None when the name
+        has no photos (a manual name)."""
         gallery = self.gallery
         mine = gallery.filter(pc.equal(pc.utf8_lower(gallery["name"]), name.lower())) if gallery.num_rows else gallery
         if mine.num_rows == 0:
             return None
-        rows = np.sort(np.concatenate([self._by_person.rows(p) for p in person_ids] or [np.zeros(0, np.int64)]))
-        d = self.space.pairwise(self._embeddings(rows), people._emb(mine)).min(1) if len(rows) else np.zeros(0)
-        return pa.table({"row": pa.array(rows, pa.int32()), "distance": pa.array(d, pa.float32())})
+        return self.space.pairwise(self._embeddings(rows), people._emb(mine)).min(1) if len(rows) else np.zeros(0)
 
     def check_embedder(self, name: str | None) -> None:
         """A face embedded by another embedder than the index's is refused, saying what to do."""
@@ -244,7 +238,7 @@ class QueryEngine:
         rows, dist = None, None  # candidate rows and, for a face or a name, their distances
         if q.face is not None:
             self.check_embedder(q.face_embedder)
-            rows, dist = self._face_rows(q.face, q.max_distance)
+            rows, dist = self.face_matches(q.face, q.max_distance)
         who = q.person_id or q.person
         if who:
             try:
@@ -253,12 +247,10 @@ class QueryEngine:
                 raise QueryError(str(e)) from None
             if q.person_id and q.person_id not in self._names:
                 raise QueryError(f"no person with id {q.person_id!r}")
-            mine = np.sort(np.concatenate([self._by_person.rows(p) for p in pids] or [np.zeros(0, np.int64)]))
+            mine = self._person_rows(pids)
             if rows is None:
-                rows = mine
-                by_name = self.name_distances(q.person, pids) if q.person else None
-                if by_name is not None:  # a name: each track's distance to the nearest enrolled photo
-                    dist = by_name["distance"].to_numpy()
+                rows = mine  # a name: each track's distance to the nearest enrolled photo, if it has photos
+                dist = self.name_distances(q.person, rows) if q.person else None
             else:
                 keep = np.isin(rows, mine)
                 rows, dist = rows[keep], dist[keep]
@@ -298,7 +290,7 @@ class QueryEngine:
         if hit is not None:
             return hit
         if labels:
-            codes = np.union1d(self._segs.key[seg_ok], self._pacts.key[pact_ok])
+            codes = np.union1d(self._segs.video[seg_ok], self._pacts.video[pact_ok])
             codes = codes[codes >= 0]
         else:
             codes = np.arange(len(self._vrank))
@@ -410,16 +402,21 @@ class QueryEngine:
         return sorted({x for x in self.segments["label"].to_pylist() if x})
 
 
+def _csr(keys: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """(order, first): the positions of key k are order[first[k]:first[k + 1]]."""
+    order = np.argsort(keys, kind="stable").astype(np.int64)
+    return order, np.concatenate([[0], np.cumsum(np.bincount(keys, minlength=n_keys))]).astype(np.int64)
+
+
 class _Groups:
-    """Rows of a table grouped by one string column's value (CSR: values sorted, offsets)."""
+    """Rows of a table grouped by one string column's value."""
 
     def __init__(self, col: pa.Array | pa.ChunkedArray):
         enc = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
         self.codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         self.values: list[str] = enc.dictionary.to_pylist()
         self.code = {v: i for i, v in enumerate(self.values)}
-        self.order = np.argsort(self.codes, kind="stable").astype(np.int64)
-        self.start = np.concatenate([[0], np.cumsum(np.bincount(self.codes, minlength=len(self.values)))]).astype(np.int64)
+        self.order, self.start = _csr(self.codes, len(self.values))
 
     def rows(self, value: str) -> np.ndarray:
         i = self.code.get(value)
@@ -428,25 +425,22 @@ class _Groups:
     def rows_of_code(self, i: int) -> np.ndarray:
         return self.order[self.start[i] : self.start[i + 1]]
 
-    def code_of_rows(self, rows: np.ndarray) -> np.ndarray:
-        return self.codes[rows]
-
 
 class _Intervals:
     """Action intervals (segments of a video, or a track's own actions) grouped by a key (a
-    video code or a track row), to pair with tracks by array operations."""
+    video code or a track row), to pair with tracks by array operations; ``video``: each
+    interval's video code (-1: a video with no tracks)."""
 
-    def __init__(self, table: pa.Table, key: np.ndarray, n_keys: int, labels: dict[str, int], source: bool):
-        self.key = key  # -1: belongs to nothing indexed
+    def __init__(self, table: pa.Table, key: np.ndarray, n_keys: int, video: np.ndarray, labels: dict[str, int],
+                 source: bool):
+        self.video = video
         self.start = table["start_s"].to_numpy(zero_copy_only=False).astype(np.float64)
         self.end = table["end_s"].to_numpy(zero_copy_only=False).astype(np.float64)
         self.score = np.nan_to_num(table["score"].to_numpy(zero_copy_only=False).astype(np.float32), nan=0.0)
         self.label_names = [x or "" for x in table["label"].to_pylist()]
         self.label = np.array([labels.get(x, len(labels)) for x in self.label_names], np.int64)
         self.source = table["source"].to_pylist() if source else None
-        k = np.where(key >= 0, key, n_keys)
-        self.order = np.argsort(k, kind="stable")
-        self.first = np.concatenate([[0], np.cumsum(np.bincount(k, minlength=n_keys + 1))]).astype(np.int64)
+        self.order, self.first = _csr(np.where(key >= 0, key, n_keys), n_keys + 1)  # -1: belongs to nothing indexed
 
     def pairs(self, rows: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, interval) for every interval under each row's key."""

@@ -39,6 +39,7 @@ from pydantic import BaseModel
 
 from vidx.indexing import people as people_mod
 from vidx.indexing.faces_index import FaceIndexError
+from vidx.indexing.schemas import EMBED_DIM
 from vidx.indexing.query import Query, QueryEngine, QueryError
 from vidx.indexing.lease import LeaseLost, WriterBusy
 from vidx.indexing.store import IndexError_
@@ -336,8 +337,8 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
     @app.post("/api/search/embedding")
     async def search_embedding(body: EmbeddingSearch) -> dict[str, Any]:
         """Search by a face embedding computed elsewhere (same filters as a photo)."""
-        if len(body.embedding) != 128:
-            raise HTTPException(400, f"an embedding has 128 numbers, not {len(body.embedding)}")
+        if len(body.embedding) != EMBED_DIM:
+            raise HTTPException(400, f"an embedding has {EMBED_DIM} numbers, not {len(body.embedding)}")
         return _query(None, None, body.action, body.video, body.start, body.end, body.min_score,
                       max(1, min(body.limit, 1000)), max(0, body.offset), face=np.asarray(body.embedding, np.float32),
                       face_embedder=body.embedder)
