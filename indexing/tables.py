@@ -70,8 +70,9 @@ def chunk_keys(part: FilePart) -> list[tuple[str, int]]:
         a, b = (int(x) for x in part.tags["chunks"].split("-"))
         return [(part.tags["video_id"], c) for c in range(a, b + 1)]
     lo, hi = part.stats.get("minValues", {}), part.stats.get("maxValues", {})
-    if lo.get("video_id") is not None and lo.get("video_id") == hi.get("video_id") and "chunk" in lo:
-        return [(lo["video_id"], c) for c in range(int(lo["chunk"]), int(hi["chunk"]) + 1)]
+    vid = video_of(part)
+    if vid is not None and "chunk" in lo:
+        return [(vid, c) for c in range(int(lo["chunk"]), int(hi["chunk"]) + 1)]
     raise IndexError_(f"the part {part.path} holds rows of several videos (the table was rewritten by another "
                       "tool); vidx cannot tell which chunks are done. Index into a new folder")
 
