@@ -222,12 +222,18 @@ class FaceIndex:
             raise FaceIndexError(f"the face index in {store.uri} was built with embedder {meta.embedder!r}; "
                                  f"queries use {embedder!r}: rebuild it with 'vidx reindex'")
         index = faiss.deserialize_index(np.frombuffer(store.read_bytes(INDEX_FILE), np.uint8))
+        if index.ntotal != meta.count:  # the files are written one after another: a writer stopped between them
+            raise FaceIndexError(f"the face index in {store.uri} is incomplete ({index.ntotal} vectors, its metadata "
+                                 f"says {meta.count}); rebuild it with 'vidx reindex'")
         if meta.kind == "ivf":
             faiss.extract_index_ivf(index).nprobe = meta.nprobe
         if not with_ids:
             return cls(index, meta, np.zeros(0, np.int64), pa.array([], pa.string()))
         if store.exists(IDS_FILE):
             ids = pq.read_table(pa.BufferReader(store.read_bytes(IDS_FILE)))
+            if ids.num_rows != index.ntotal:
+                raise FaceIndexError(f"the face index in {store.uri} is incomplete ({index.ntotal} vectors, "
+                                     f"{ids.num_rows} ids); rebuild it with 'vidx reindex'")
             return cls(index, meta, ids["id"].to_numpy(), ids["track_id"].combine_chunks())
         old = json.loads(store.read_bytes(OLD_IDS_FILE))
         return cls(index, meta, np.array([int(k) for k in old], np.int64), pa.array(list(old.values()), pa.string()))

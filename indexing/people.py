@@ -801,8 +801,11 @@ def _incremental(store: Store, basis: dict[str, Any], parts: dict, files: dict[s
         others = set(pid[:n_kept][~redo[:n_kept]].tolist())
         pid[s] = stable_ids(labels, sub["track_id"].to_pylist(), previous, taken=others)
         role[s] = role_s
-    assign = Assignment(tracks["track_id"].combine_chunks(), pa.array(pid.tolist(), pa.string()))
     changed = bool(len(new_tids) or not keep.all())
+    if changed:  # rows in track id order, as a full refresh leaves them: what is derived from the rows
+        order = pc.sort_indices(tracks["track_id"]).to_numpy()  # (ties, thumbnails) must not depend on history
+        tracks, emb, pid, role = tracks.take(pa.array(order)), np.asarray(emb)[order], pid[order], role[order]
+    assign = Assignment(tracks["track_id"].combine_chunks(), pa.array(pid.tolist(), pa.string()))
     log.log(logging.INFO if changed else logging.DEBUG,
             "people: incremental: +%d / -%d track(s); %d person(s) touched; %d track(s) clustered again",
             len(new_tids), int((~keep).sum()), len(touched), len(s))

@@ -5,6 +5,7 @@ across an add, videos indexed again, and queries answered concurrently as sequen
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -203,3 +204,53 @@ def test_action_packs_follow_their_tables(tmp_path):
     people.refresh(out)
     assert rows(store.read_table(packs.PACKS["action_segments"])) == table
     assert rows(QueryEngine(out).segments) == table
+
+
+def test_a_refresh_stopped_after_any_write_then_rerun_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    """A crash between any two of the refresh's writes (FAISS files, faces.vectors, identities,
+    people, the basis, the manifest): the next refresh gives what an uninterrupted one gives."""
+    import shutil
+
+    base = tmp_path / "base"
+    write_index(str(base), {f"v{i}": _video(f"v{i}", [i % 6, (i + 2) % 6], seed=10 * i, weak=(i + 1) % 6)
+                            for i in range(6)})
+    people.refresh(str(base))
+    write_index(str(base), {"w1": _video("w1", [1, 4, 7], seed=900), "v2": _video("v2", [2, 5], seed=901)})
+
+    def state(out: str):
+        ident, ppl = people.load(out)
+        return (ident.drop_columns(["similarity", "distance"]).sort_by("track_id").to_pylist(),
+                ppl.drop_columns(["embedding"]).sort_by("person_id").to_pylist(),
+                faces_index.FaceIndex.load(out).meta.count, (Path(out) / people.VECTORS).stat().st_size)
+
+    calls = []
+    real = Store.write_bytes
+    ref = tmp_path / "ref"
+    shutil.copytree(base, ref)
+    monkeypatch.setattr(Store, "write_bytes", lambda self, rel, data: (calls.append(rel), real(self, rel, data))[1])
+    people.refresh(str(ref))
+    monkeypatch.setattr(Store, "write_bytes", real)
+    want = state(str(ref))
+    assert len(calls) >= 6
+
+    class Crash(Exception):
+        pass
+
+    for stop in range(len(calls)):
+        out = tmp_path / f"stop{stop}"
+        shutil.copytree(base, out)
+        seen = []
+
+        def failing(self, rel, data, seen=seen, stop=stop):
+            if len(seen) == stop:
+                raise Crash(rel)
+            seen.append(rel)
+            return real(self, rel, data)
+
+        monkeypatch.setattr(Store, "write_bytes", failing)
+        with pytest.raises(Crash):
+            people.refresh(str(out))
+        monkeypatch.setattr(Store, "write_bytes", real)
+        people.refresh(str(out))
+        got = state(str(out))
+        assert got == want, f"stopped before writing {calls[stop]}"
