@@ -49,7 +49,7 @@ class ActionsConfig:
     model: str = "auto"  # i3d (auto: DeepMind's Kinetics-400 I3D, CPU and GPU) or a torchvision video model
     weights: str = ""  # an explicit weights file (default: VIDX_WEIGHTS_DIR / the model's file name)
     clip_len: int = 0  # frames per window at the model's rate (i3d 25 fps, torchvision 15); 0 = the model's
-    stride: int = 0  # frames between windows; 0 = the clip length
+    stride: int = 0  # frames between windows; 0 = the model's (i3d: half its clip, torchvision: its clip)
     top_k: int = 5  # labels kept per window
     min_score: float = 0.3  # a window's top label opens a segment at this score
     keep_score: float = 0.15  # ...and keeps it open while it stays above this

@@ -264,6 +264,7 @@ class QueryEngine:
         seg_ok = self._segs.score >= q.min_score
         pact_ok = self._pacts.score >= q.min_score
         if q.actions:
+            self._check_labels(q.actions)
             want = [a.lower() for a in q.actions]
             labels = np.array([any(w in lab.lower() for w in want) for lab in self._labels] + [False])
             seg_ok &= labels[self._segs.label]
@@ -397,6 +398,18 @@ class QueryEngine:
     def with_thumbnails(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         thumbs = self.thumbnails([r["track_id"] for r in rows])
         return [{**r, "thumbnail_jpeg_base64": base64.b64encode(thumbs[r["track_id"]]).decode()} for r in rows]
+
+    def _check_labels(self, words: list[str]) -> None:
+        """A word that is part of no label (Kinetics-400's or one in this index) is a mistake to
+        name, with the closest labels, not an empty answer."""
+        from vidx.workers.actions import closest_labels, find_labels, kinetics400
+
+        vocab = sorted(set(kinetics400()) | set(self._labels))
+        for w in words:
+            if not find_labels(w, vocab):
+                close = closest_labels(w, vocab)
+                raise QueryError(f"no action label contains {w!r}" + (f"; closest: {', '.join(close)}" if close else "")
+                                 + " (vidx actions labels WORD searches them)")
 
     def known_labels(self) -> list[str]:
         return sorted({x for x in self.segments["label"].to_pylist() if x})

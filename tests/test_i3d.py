@@ -212,3 +212,18 @@ def test_index_with_real_actions_per_person(data_dir, i3d_weights, tmp_path):
     assert segs["label"][int(np.argmax(dur))].as_py() == "flipping pancake"
     pa_ = read_index_table(str(out), "person_actions")
     assert pa_.num_rows and "flipping pancake" in pa_["label"].to_pylist()
+
+
+@pytest.mark.media
+def test_a_clip_shorter_than_one_window_gets_one_shorter_window(data_dir, i3d_weights):
+    """2.57 s at 25 fps is under 64 frames: one window of what there is (I3D takes any length >= 9)."""
+    m = actions.ActionModel("i3d")
+    ws = actions.classify_video(m, str(data_dir / "videos" / "mma_demo_skeleton.mp4"))
+    assert len(ws.start) == 1 and ws.start[0] == 0.0 and 2.4 <= ws.end[0] <= 2.6
+    tail = object.__new__(actions.ActionModel)  # the rule alone
+    tail.clip_len, tail.min_len = 64, 9
+    assert tail.tail([0.0, 0.04], -np.inf) == 0  # 2 frames: too short for I3D
+    assert tail.tail(list(np.arange(40) / 25), -np.inf) == 40
+    assert tail.tail(list(np.arange(40) / 25), 39 / 25) == 0  # already covered
+    tail.min_len = 64  # torchvision's: never a shorter window
+    assert tail.tail(list(np.arange(40) / 25), -np.inf) == 0

@@ -98,3 +98,14 @@ def test_concurrent_searches_give_the_sequential_answers(engine):
     with ThreadPoolExecutor(8) as pool:  # vidx serve answers requests from a thread pool
         got = list(pool.map(eng.search, queries))
     assert got == want
+
+
+def test_an_action_word_matching_no_label_is_refused_with_the_closest(engine):
+    """Kinetics-400's labels and the index's own: a word in none of them is a mistake to name, not an
+    empty answer."""
+    from vidx.indexing.query import QueryError
+
+    eng, _ = engine
+    with pytest.raises(QueryError, match="no action label contains 'swiming'; closest: swimming backstroke"):
+        eng.search(Query(actions=["swiming"]))
+    assert eng.search(Query(actions=["swimming"])) == []  # a label, just not in this index: no rows

@@ -161,8 +161,9 @@ class ChunkIndexer:
             times = np.array([tmap[i] for i in idx.tolist()])
             buf: list[np.ndarray] = []
             buf_t: list[float] = []
-            stride = int(self.actions["stride"]) or act.clip_len
+            stride = int(self.actions["stride"]) or act.stride
             wins = []
+            covered = -np.inf  # the last classified window's last frame time
         keys = row.get("keys")
         info = decode.VideoInfo(duration=0.0, fps=0.0, frames=0, width=int(row["width"]), height=int(row["height"]),
                                 codec="", backend=str(row["decoder"]), timestamps=np.zeros(0),
@@ -199,9 +200,18 @@ class ChunkIndexer:
                         wins.append(act.classify_frames(clip, clip_t, stride, int(self.actions["top_k"])))
                         if self.per_person != "off":
                             pwins.append(self._person_windows(clip, clip_t, stride, tracker, wins[-1], 1 / scale4))
+                        covered = clip_t[-1]
                         keep = usable - act.clip_len + stride
                         buf, buf_t = buf[keep:], buf_t[keep:]
                 timing["model_s"] += time.perf_counter() - t
+        m = act.tail(buf_t, covered) if act is not None else 0
+        if m:  # the chunk's frames after its last full window (or a chunk shorter than one): one last window
+            t = time.perf_counter()
+            clip, clip_t = np.stack(buf[-m:]), np.asarray(buf_t[-m:])
+            wins.append(act.classify_frames(clip, clip_t, m, int(self.actions["top_k"]), length=m))
+            if self.per_person != "off":
+                pwins.append(self._person_windows(clip, clip_t, m, tracker, wins[-1], 1 / scale4, length=m))
+            timing["model_s"] += time.perf_counter() - t
         return self._tables(vid, chunk, cols, tracker, wins if act is not None else None,
                             pwins if act is not None else None, n_frames, lost, times)
 
@@ -307,14 +317,14 @@ class ChunkIndexer:
         return dets, segs, (windows, person), n_frames, decode.lost_spans(lost, times)
 
     def _person_windows(self, clip: np.ndarray, clip_t: np.ndarray, stride: int, tracker: Tracker, scene,
-                        to_decoded: np.ndarray) -> list[tuple]:
+                        to_decoded: np.ndarray, length: int | None = None) -> list[tuple]:
         """(track number, start, end, top labels, top scores, source) per person per window of
         ``clip``: the person's own tube classified (``per_person`` on, or auto with two or more
         faces on screen), or the scene's window when the person is alone (auto)."""
         from vidx.workers import tubes
 
         act = self.action_model
-        L, k = act.clip_len, int(self.actions["top_k"])
+        L, k = length or act.clip_len, int(self.actions["top_k"])
         gap = 1.0 / float(self.faces["sample_fps"])
         starts = list(range(0, len(clip) - L + 1, stride))
         h, w = clip.shape[1:3]

@@ -36,6 +36,12 @@ async function loadLists() {
   const ps = $("person");
   ps.replaceChildren(el("option", { value: "" }, "(anyone)"));
   for (const x of p.items) ps.append(el("option", { value: x.person_id }, x.name ? `${x.name} (${x.person_id})` : x.person_id));
+  // the action box completes the labels this index holds, and says when it holds none
+  $("action-labels").replaceChildren(...h.labels.map((x) => el("option", { value: x })));
+  const ab = $("actions");
+  ab.disabled = !h.labels.length;
+  ab.placeholder = h.labels.length ? `e.g. ${h.labels.slice(0, 2).join(", ")}` : "no actions in this index";
+  ab.title = h.labels.length ? `${h.labels.length} action labels in this index` : "indexed without actions (--no-actions)";
   const vs = $("video");
   vs.replaceChildren(el("option", { value: "" }, "(all videos)"));
   for (const x of v.items) vs.append(el("option", { value: x.video_id }, x.name));
