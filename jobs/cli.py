@@ -715,7 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--model", default=None, help="action model (see vidx models list); default i3d")
     a.add_argument("--clip-len", type=int, help="frames per window (default: the model's; i3d 64 at 25 fps)")
     a.add_argument("--weights", help="weights file (default: the weights folder)")
-    a.add_argument("--stride", type=int, help="frames between windows (default: the clip length)")
+    a.add_argument("--stride", type=int, help="frames between windows (default: the model's; i3d half its clip)")
     a.add_argument("--min-score", type=float, default=0.3, help="score that opens a segment (default 0.3)")
     a.add_argument("--json", action="store_true")
     a.add_argument("--device", default="cpu")
