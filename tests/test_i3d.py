@@ -175,6 +175,9 @@ def test_port_equals_the_reference_on_a_real_clip(data_dir, i3d_weights):
     assert np.abs(got32 - np.array(fx["logits_float32"])).max() < 1e-4
     assert np.abs(got64 - np.array(fx["logits_float64"])).max() < 1e-5
     assert [actions.kinetics400()[i] for i in np.argsort(-got32)[:5]] == fx["top5"]
+    cpu = actions.ActionModel("i3d", i3d_weights, clip_len=x.shape[2])  # CPU actors' path: onnxruntime
+    assert cpu.backend == "onnxruntime"
+    assert np.abs(cpu.onnx(x)[0].numpy() - np.array(fx["logits_float32"])).max() < 1e-4
     assert fx["deepmind_sample"]["port_top5"][0] == fx["deepmind_sample"]["published_top1"]  # recorded by the bench
 
 

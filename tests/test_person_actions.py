@@ -152,6 +152,11 @@ def _page_shows_person_lanes(out: Path, n_people: int) -> None:
     with served_page(out, env=ENV) as (page, url, errors):
         page.goto(f"{url}/#search")
         page.wait_for_selector("#video option:nth-child(2)", state="attached")
+        # the action box completes the labels this index holds (the trained head's)
+        held = page.eval_on_selector_all("#action-labels option", "os => os.map(o => o.value)")
+        assert held and set(held) <= set(table(out, "action_segments")["label"].to_pylist()
+                                         + table(out, "person_actions")["label"].to_pylist())
+        assert not page.is_disabled("#actions")
         page.select_option("#video", index=1)
         page.click("#search-btn")
         page.wait_for_selector("#results .card", timeout=60_000).click()

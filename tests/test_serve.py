@@ -183,6 +183,8 @@ def test_page_in_headless_chromium(out, faces_dir, tmp_path):
         assert "hk_obama.mp4" in page.inner_text("#person-tracks")
         page.goto(f"{url}/#search")
         page.wait_for_selector("#view-search:not([hidden])")
+        # indexed with --no-actions: the action box says so instead of answering nothing
+        page.wait_for_selector("#actions[placeholder='no actions in this index']:disabled")
         page.set_input_files("#photo", str(faces_dir / "fr_biden2.jpg"))
         page.click("#search-btn")
         card = page.wait_for_selector(".card[data-person='Joe Biden']", timeout=60_000)
