@@ -53,7 +53,7 @@ I3D_CLIP_LEN = 64
 I3D_MIN_LEN = 9  # the shortest clip I3D takes (its time axis: /8, then a 2-frame pool)
 I3D_FILE = f"i3d_kinetics400-{i3d.CKPT_SHA256[:8]}.pth"
 I3D_META = {"acc@1": 71.1, "source": f"PyPI {i3d.REQUIREMENT} (sdist)",
-            "note": "Kinetics-400 test top-1 of RGB-I3D (ImageNet-pretrained), Carreira & Zisserman 2017"}
+            "note": "the paper's RGB-I3D top-1 on Kinetics-400 (Carreira & Zisserman 2017), not re-measured here"}
 I3D_GFLOPS = 111.2  # one 64-frame 224 px window (torch.utils.flop_counter; 55.6 for 32 frames)
 
 
