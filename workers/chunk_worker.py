@@ -108,7 +108,8 @@ class ChunkIndexer:
             from vidx.workers.actions import ActionModel
 
             self.action_model = ActionModel(actions["model"], actions["weights_path"], dev,
-                                            clip_len=int(actions.get("clip_len") or 0))
+                                            clip_len=int(actions.get("clip_len") or 0),
+                                            stride=int(actions.get("stride") or 0))
         self.store = Store(out)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
@@ -159,11 +160,10 @@ class ChunkIndexer:
             tmap.update(zip(act_idx.tolist(), np.asarray(row["action_t"], np.float64).tolist()))
             idx = np.union1d(face_idx, act_idx)
             times = np.array([tmap[i] for i in idx.tolist()])
-            buf: list[np.ndarray] = []
-            buf_t: list[float] = []
-            stride = int(self.actions["stride"]) or act.stride
+            from vidx.workers.actions import Windows
+
+            buf = Windows(act)
             wins = []
-            covered = -np.inf  # the last classified window's last frame time
         keys = row.get("keys")
         info = decode.VideoInfo(duration=0.0, fps=0.0, frames=0, width=int(row["width"]), height=int(row["height"]),
                                 codec="", backend=str(row["decoder"]), timestamps=np.zeros(0),
@@ -192,28 +192,24 @@ class ChunkIndexer:
                     self._faces(part, frames, idx, times, tracker, cols, scale4, sx, sy, info, hist_state)
                     n_frames += len(part)
                 if act is not None and len(a_frames):
-                    buf.extend(a_frames)
-                    buf_t.extend(a_times.tolist())
-                    if len(buf) >= act.clip_len:
-                        usable = (len(buf) - act.clip_len) // stride * stride + act.clip_len
-                        clip, clip_t = np.stack(buf[:usable]), np.asarray(buf_t[:usable])
-                        wins.append(act.classify_frames(clip, clip_t, stride, int(self.actions["top_k"])))
-                        if self.per_person != "off":
-                            pwins.append(self._person_windows(clip, clip_t, stride, tracker, wins[-1], 1 / scale4))
-                        covered = clip_t[-1]
-                        keep = usable - act.clip_len + stride
-                        buf, buf_t = buf[keep:], buf_t[keep:]
+                    for run in buf.push(a_frames, a_times.tolist()):
+                        self._actions(run, tracker, wins, pwins, 1 / scale4)
                 timing["model_s"] += time.perf_counter() - t
-        m = act.tail(buf_t, covered) if act is not None else 0
-        if m:  # the chunk's frames after its last full window (or a chunk shorter than one): one last window
+        if act is not None:  # the chunk's frames after its last whole window (or a chunk shorter than one)
             t = time.perf_counter()
-            clip, clip_t = np.stack(buf[-m:]), np.asarray(buf_t[-m:])
-            wins.append(act.classify_frames(clip, clip_t, m, int(self.actions["top_k"]), length=m))
-            if self.per_person != "off":
-                pwins.append(self._person_windows(clip, clip_t, m, tracker, wins[-1], 1 / scale4, length=m))
+            for run in buf.last():
+                self._actions(run, tracker, wins, pwins, 1 / scale4)
             timing["model_s"] += time.perf_counter() - t
         return self._tables(vid, chunk, cols, tracker, wins if act is not None else None,
                             pwins if act is not None else None, n_frames, lost, times)
+
+    def _actions(self, run, tracker: Tracker, wins: list, pwins: list, to_decoded: np.ndarray) -> None:
+        """Classify one run of windows (:class:`vidx.workers.actions.Windows`): the frame's, then each
+        person's."""
+        clip, clip_t, stride, L = run
+        wins.append(self.action_model.classify_frames(clip, clip_t, stride, int(self.actions["top_k"]), length=L))
+        if self.per_person != "off":
+            pwins.append(self._person_windows(clip, clip_t, stride, tracker, wins[-1], to_decoded, length=L))
 
     def _faces(self, part, frames, idx, times, tracker, cols, scale4, sx, sy, info, hist_state) -> None:
         """Detect, embed and track the faces of one piece of sampled frames."""
