@@ -6,8 +6,10 @@ person actions and person windows), their gallery photos' embeddings, the
 corrections that name their tracks, their vectors (the FAISS index and the identities and people
 tables are rebuilt from what remains, and the old files deleted), and the videos table's track
 counts.  Each part holding their rows is rewritten under a new name and swapped in by one Delta
-commit a table, and the old file deleted at once (no row of theirs stays in any file; the
-tables' logs hold file names and statistics of times and ids only).  If the process dies
+commit a table, and the old file deleted at once, with every file earlier commits removed that
+held rows of those videos (or of identities, people and the gallery): no row of theirs stays
+in any file; the tables' logs hold file names and statistics of times and ids only.  Unlike
+every other command, forget therefore ends time travel to the versions that held the person.  If the process dies
 part-way, running ``forget`` again finishes the job (the person is still known by id and name
 until the people tables are rebuilt, which is the last step).
 
@@ -58,8 +60,19 @@ def _drop(table: IndexTable, parts: list[FilePart], column: str, values: pa.Arra
             adds.append(write_part(table.store, table.name, t.filter(pc.invert(hit)), vid, span, **tags))
             removes.append(p)
             dropped += n
-    table.commit(adds, removes, operation="DELETE")
+    table.commit(adds, removes, operation="DELETE", purge=True)
     return dropped
+
+
+def _purge_history(table: IndexTable, vids: set[str] | None) -> int:
+    """Delete at once the files earlier commits removed (kept for time travel) that hold rows of
+    ``vids`` (None: any): an older version may hold the person's rows."""
+    if table.log.version < 0:
+        return 0
+    snap = table.log.snapshot()
+    paths = [p for p in snap.tombstones if p not in snap.files
+             and (vids is None or p.split("/", 1)[0] in vids or p.rsplit("-", 1)[0] in vids)]
+    return table.delete(paths)
 
 
 @writes_index("forget")
@@ -112,6 +125,9 @@ def forget(out: str, who: str) -> Forgotten:
                                                                            v["tracks"].to_pylist())]
             v = v.set_column(v.schema.get_field_index("tracks"), "tracks", pa.array(n, pa.int32()))
             tables["videos"].commit([write_part(store, "videos", v)], old_parts, operation="UPDATE")
+        for name in SCHEMAS:
+            if name != "videos":
+                _purge_history(tables[name], vids)
 
     if pc.any(in_gallery).as_py() or names:
         keep = pc.invert(pc.is_in(pc.utf8_lower(gallery["name"]), value_set=pa.array([n.casefold() for n in names])))
@@ -131,7 +147,9 @@ def forget(out: str, who: str) -> Forgotten:
         people_mod.write_corrections(store, kept)
     # the rewritten videos' tracks leave the FAISS index, faces.vectors, identities and people (their
     # old files deleted), and only the people near them are clustered again
-    people_mod.refresh(out)
+    people_mod.refresh(out, purge=True)
+    for name in ("identities", "people", "gallery"):  # every older version of these named the person
+        _purge_history(IndexTable(store, name, {"identities": people_mod.IDENTITIES, "people": people_mod.PEOPLE, "gallery": people_mod.GALLERY}[name]), None)
     log.info("forgot %s: %d track(s), %d segment(s), %d detection(s), %d gallery photo(s)",
              ", ".join(names or pids), res.tracks, res.segments, res.detections, res.gallery_photos)
     return res

@@ -12,13 +12,14 @@ A lease is live while it was renewed within :data:`TTL_S` seconds (a thread rene
 with ``kill -9`` leaves a lease the next run on the same machine takes over at once; one
 killed on another machine is taken over ``TTL_S`` seconds after its last renewal.
 
-Atomicity: on a local filesystem the lease is created with ``O_EXCL`` and a stale one is moved
-aside with an atomic rename, so two writers can never both hold it.  pyarrow's S3 and GCS
-filesystems have no create-if-absent, so there a writer puts its lease, waits
-:data:`SETTLE_S`, and reads it back: of two writers starting within that window the one whose
-lease is read back wins and the other stops.  A holder that finds on renewal that its lease
-was taken over (it stalled past ``TTL_S``) marks it lost, and its next manifest write raises
-instead of overwriting the new holder's work.
+Atomicity: the lease is compare-and-swap on every store (:mod:`vidx.indexing.objects`): it is
+created only if absent (``os.link`` on a local disk, ``If-None-Match: *`` on S3, GCS and Azure),
+and renewed, or a dead holder's lease taken over, only if it is the very version read before
+(a file's inode and mtime under an ``flock``; the object's ETag).  Two writers can never both
+hold it, however slow a write.  A holder whose renewal finds its lease changed marks it lost;
+every commit, compaction, file deletion and manifest write checks the lease first
+(:meth:`Lease.check`: a lease not confirmed within ``TTL_S / 2`` is renewed there and then), so
+a writer that stalled past ``TTL_S`` and was taken over commits nothing more.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -37,13 +39,13 @@ from typing import Any, Callable, Iterator
 
 import pyarrow.fs as pafs
 
+from vidx.indexing.objects import AlreadyExists, Changed, Objects
 from vidx.indexing.store import MANIFEST, IndexError_, Store
 
 log = logging.getLogger(__name__)
 
 LEASE = "_writer.json"
 TTL_S = 60.0
-SETTLE_S = 0.5
 
 
 class WriterBusy(IndexError_):
@@ -70,7 +72,11 @@ class Lease:
         self.owner = uuid.uuid4().hex
         self.lost = False
         self._since = time.time()
+        self._tag = ""  # the lease object's version as this holder last wrote it
+        self._confirmed = 0.0  # when that write started (the lease holds for TTL_S from then)
         self._made_root = False  # a new local index folder this lease created (removed if left empty)
+        self._objects = Objects(store.uri, store.fs.type_name, store.root)
+        self._mutex = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -83,17 +89,14 @@ class Lease:
         return json.dumps({"owner": self.owner, "command": self.command, "host": socket.gethostname(),
                            "pid": os.getpid(), "since": self._since, "renewed": now}).encode()
 
-    def _read(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.store.read_bytes(LEASE))
-        except FileNotFoundError:
+    def _read(self) -> tuple[dict[str, Any], str] | None:
+        got = self._objects.read(LEASE)
+        if got is None:
             return None
-        except OSError as e:
-            if self.store.fs.get_file_info(self.path).type == pafs.FileType.NotFound:
-                return None
-            raise e
-        except ValueError:  # half-written by a crash on a filesystem without atomic writes
-            return {}
+        try:
+            return json.loads(got[0]), got[1]
+        except ValueError:  # not a lease vidx wrote whole: treat as expired
+            return {}, got[1]
 
     @staticmethod
     def live(held: dict[str, Any] | None) -> bool:
@@ -113,38 +116,30 @@ class Lease:
 
     def acquire(self) -> None:
         if isinstance(self.store.fs, pafs.LocalFileSystem):
-            self._acquire_local()
+            self._made_root = not os.path.exists(self.store.root)  # a new index: gone again if it stays empty
+            os.makedirs(self.store.root, exist_ok=True)
+        held: dict[str, Any] = {}
+        for _ in range(5):
+            got = self._read()
+            t0 = time.time()
+            try:
+                if got is None:
+                    self._tag = self._objects.create(LEASE, self._body())
+                else:
+                    held, tag = got
+                    if self.live(held):
+                        raise self._busy(held)
+                    self._tag = self._objects.replace(LEASE, self._body(), tag)
+                    log.info("took over the write lock of a command that is gone (%s)", held)
+            except (AlreadyExists, Changed):
+                continue  # another writer created or took it in between: look again
+            self._confirmed = t0
+            break
         else:
-            held = self._read()
-            if self.live(held):
-                raise self._busy(held)
-            self.store.write_bytes(LEASE, self._body())
-            time.sleep(SETTLE_S)  # a racing writer's put lands within this; the last put wins
-            held = self._read()
-            if not held or held.get("owner") != self.owner:
-                raise self._busy(held or {})
+            got = self._read()
+            raise self._busy(got[0] if got else held)
         self._thread = threading.Thread(target=self._renew_loop, name="vidx-lease", daemon=True)
         self._thread.start()
-
-    def _acquire_local(self) -> None:
-        self._made_root = not os.path.exists(self.store.root)  # a new index: gone again if it stays empty
-        os.makedirs(self.store.root, exist_ok=True)
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                held = self._read()
-                if self.live(held):
-                    raise self._busy(held) from None
-                with contextlib.suppress(FileNotFoundError):  # only one of two takers renames it
-                    os.rename(self.path, f"{self.path}.stale-{self.owner}")
-                    os.unlink(f"{self.path}.stale-{self.owner}")
-                    log.info("took over the write lock of a command that is gone (%s)", held)
-                continue
-            with os.fdopen(fd, "wb") as f:
-                f.write(self._body())
-            return
-        raise self._busy(self._read() or {})
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(TTL_S / 4):
@@ -152,16 +147,26 @@ class Lease:
                 self.renew()
 
     def renew(self) -> None:
-        held = self._read()
-        if not held or held.get("owner") != self.owner:
-            if not self.lost:
+        """Write the lease again if it is still this holder's version; mark it lost otherwise."""
+        with self._mutex:
+            if self.lost:
+                return
+            t0 = time.time()
+            try:
+                self._tag = self._objects.replace(LEASE, self._body(), self._tag)
+            except Changed:
+                got = self._read()
                 log.error("the write lock of %s was taken over by %s; this command will not commit",
-                          self.store.uri, held)
-            self.lost = True
-            return
-        self.store.write_bytes(LEASE, self._body())
+                          self.store.uri, got[0] if got else None)
+                self.lost = True
+                return
+            self._confirmed = t0
 
     def check(self) -> None:
+        """Raise LeaseLost unless this holder's lease is confirmed to hold now (renewed here when
+        its last confirmation is older than TTL_S / 2)."""
+        if not self.lost and time.time() - self._confirmed > TTL_S / 2:
+            self.renew()
         if self.lost:
             raise LeaseLost(f"{self.store.uri}: this command's write lock was taken over (it stalled longer than "
                             f"{TTL_S:.0f} s); nothing more is committed. Run it again")
@@ -171,11 +176,11 @@ class Lease:
         if self._thread:
             self._thread.join(timeout=5)
         with contextlib.suppress(OSError):
-            held = self._read()
-            if held and held.get("owner") == self.owner:
-                self.store.fs.delete_file(self.path)
-            if self._made_root and not os.listdir(self.store.root):
-                os.rmdir(self.store.root)  # the command stopped before writing anything
+            got = self._read()
+            if got and got[1] == self._tag and got[0].get("owner") == self.owner:
+                self._objects.delete(LEASE)
+            if self._made_root and not [n for n in os.listdir(self.store.root) if n != LEASE + ".lock"]:
+                shutil.rmtree(self.store.root)  # the command stopped before writing anything
 
 
 _held: dict[str, tuple[Lease, int]] = {}  # uri -> (lease, depth): nested writers in one process share it

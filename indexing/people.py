@@ -637,7 +637,7 @@ class _Built:
 
 
 @writes_index("reindex")
-def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> RefreshResult:
+def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False, purge: bool = False) -> RefreshResult:
     """Bring the FAISS index, identities and people up to date with ``face_tracks``, the gallery
     and the corrections: incrementally when only tracks were added or removed (or names and
     corrections changed), fully when the people parameters or the embedder changed, when there
@@ -683,8 +683,8 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False) -> R
         built.index.meta.face_tracks_version = snap.version if snap else -1
         built.index.save(store)
         store.write_bytes(VECTORS, np.ascontiguousarray(built.emb, np.float32).tobytes())
-    replace_table(store, "identities", identities, IDENTITIES)  # the old files deleted: a forgotten
-    replace_table(store, "people", people, PEOPLE)  # person must not linger in them
+    replace_table(store, "identities", identities, IDENTITIES, purge)  # purge (forget): the old files
+    replace_table(store, "people", people, PEOPLE, purge)  # deleted, a forgotten person must not linger
     store.write_bytes(BASIS, json.dumps({
         "version": 1, "settings": settings, "rows": identities.num_rows,
         "identities_version": IndexTable(store, "identities", IDENTITIES).log.version, "face_tracks": files,

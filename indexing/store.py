@@ -139,12 +139,17 @@ class Store:
             raise IndexError_(f"{self.uri} has no {MANIFEST}: {hint}")
         return m
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        from vidx.indexing.lease import held  # the commit point: a writer whose lease was taken over stops
+    def check_writer(self) -> None:
+        """Before a commit, a compaction, a deletion or the manifest: a writer whose lease was taken
+        over (or cannot be confirmed) stops here (LeaseLost)."""
+        from vidx.indexing.lease import held
 
         lease = held(self)
         if lease:
             lease.check()
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        self.check_writer()
         self.write_bytes(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
 

@@ -10,16 +10,24 @@
 
 Every part has a name of its own (never overwritten): a worker writes it, the driver commits
 it (:class:`~vidx.indexing.delta_log.DeltaLog`: a commit costs what it adds, not what the table
-holds), and a part that replaces another (a chunk redone, a video compacted or re-indexed, a
-person forgotten) removes the old one in the same commit; the old file is then deleted, so no
-row outlives its removal in any file.  Each part carries tags saying which video and chunks it
-holds; readers other than vidx (DuckDB, Polars, Spark, delta-rs) read the tables as they are.
+holds), and a part that replaces another (a chunk redone, a video compacted or re-indexed)
+removes the old one in the same commit.  The removed file stays on disk for the table's
+retention (``delta.deletedFileRetentionDuration``, a week unless set) so that readers keep their
+snapshots and time travel works; :func:`vacuum` (``vidx vacuum``, and the end of every ``vidx
+index``) deletes those past it.  ``forget`` alone deletes at once (:meth:`IndexTable.commit`
+with ``purge``).  Each part carries tags saying which video and chunks it holds; readers other
+than vidx (DuckDB, Polars, Spark, delta-rs) read the tables as they are.
+
+Files another engine added (no vidx tags, not a vidx name) are not vidx's results: vidx leaves
+them in the table, never changes them, and leaves them out of its own reads with a warning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import posixpath
+import re
 import uuid
 from typing import Iterable
 
@@ -32,12 +40,16 @@ from vidx.indexing import schemas
 from vidx.indexing.delta_log import DeltaLog, FilePart, Snapshot, file_stats
 from vidx.indexing.store import IndexError_, Store
 
+log = logging.getLogger(__name__)
+
 CHUNK_TABLES = {"face_detections": schemas.FACE_DETECTIONS, "track_segments": schemas.TRACK_SEGMENTS,
                 "action_windows": schemas.ACTION_WINDOWS, "person_windows": schemas.PERSON_WINDOWS}
 VIDEO_TABLES = {"face_tracks": schemas.FACE_TRACKS, "action_segments": schemas.ACTION_SEGMENTS,
                 "person_actions": schemas.PERSON_ACTIONS}
 SCHEMAS = {"videos": schemas.VIDEOS, **CHUNK_TABLES, **VIDEO_TABLES}
 CHECKPOINT_EVERY = 10  # commits since the last checkpoint before a job's end writes one
+_TOKEN = r"[0-9a-f]{12}\.parquet"
+_warned: set[tuple[str, str]] = set()
 
 
 def _stats_columns(schema: pa.Schema) -> list[str]:
@@ -63,27 +75,27 @@ def write_part(store: Store, name: str, table: pa.Table, video_id: str | None = 
     return FilePart(rel, len(data), table.num_rows, file_stats(table, _stats_columns(table.schema)), tags)
 
 
+def is_own(name: str, part: FilePart) -> bool:
+    """Whether vidx wrote the part: its name is one :func:`write_part` gives and its tags say what
+    it holds (a chunk table's part: video and chunks; a per-video table's: video).  A file
+    another engine wrote (an append, or a rewrite by its delete, update or compaction) is not."""
+    vid = part.tags.get("video_id")
+    if name in CHUNK_TABLES:
+        return bool(vid and "chunks" in part.tags and re.fullmatch(rf"{re.escape(vid)}/\d{{5}}-{_TOKEN}", part.path))
+    if name in VIDEO_TABLES:
+        return bool(vid and re.fullmatch(rf"{re.escape(vid)}-{_TOKEN}", part.path))
+    return bool(re.fullmatch(rf"{re.escape(name)}-{_TOKEN}", part.path))
+
+
 def chunk_keys(part: FilePart) -> list[tuple[str, int]]:
-    """(video_id, chunk) of every chunk the part holds: from its tags, or (a part another engine
-    wrote, e.g. by compacting one video's files) from its statistics when they name one video."""
-    if "chunks" in part.tags:
-        a, b = (int(x) for x in part.tags["chunks"].split("-"))
-        return [(part.tags["video_id"], c) for c in range(a, b + 1)]
-    lo, hi = part.stats.get("minValues", {}), part.stats.get("maxValues", {})
-    vid = video_of(part)
-    if vid is not None and "chunk" in lo:
-        return [(vid, c) for c in range(int(lo["chunk"]), int(hi["chunk"]) + 1)]
-    raise IndexError_(f"the part {part.path} holds rows of several videos (the table was rewritten by another "
-                      "tool); vidx cannot tell which chunks are done. Index into a new folder")
+    """(video_id, chunk) of every chunk a part of vidx's holds (its tags)."""
+    a, b = (int(x) for x in part.tags["chunks"].split("-"))
+    return [(part.tags["video_id"], c) for c in range(a, b + 1)]
 
 
 def video_of(part: FilePart) -> str | None:
-    """The one video a part holds (its tags, else its statistics), None when it holds several
-    or cannot tell."""
-    if part.tags.get("video_id"):
-        return part.tags["video_id"]
-    lo, hi = part.stats.get("minValues", {}), part.stats.get("maxValues", {})
-    return lo.get("video_id") if lo.get("video_id") is not None and lo.get("video_id") == hi.get("video_id") else None
+    """The one video a part holds (its tags), None for a part of a whole-index table."""
+    return part.tags.get("video_id") or None
 
 
 class IndexTable:
@@ -91,55 +103,116 @@ class IndexTable:
 
     def __init__(self, store: Store, name: str, schema: pa.Schema | None = None):
         self.store, self.name, self.schema = store, name, schema or SCHEMAS[name]
-        self.log = DeltaLog(store.fs, store.path(name))
+        self.log = self._log(DeltaLog(store.fs, store.path(name), self._uri()))
+
+    def _uri(self) -> str:
+        base, _, query = self.store.uri.partition("?")
+        return f"{base.rstrip('/')}/{self.name}" + (f"?{query}" if query else "")
+
+    def _log(self, log: DeltaLog) -> DeltaLog:
+        log.guard = self.store.check_writer  # every commit and checkpoint: the lease first
+        return log
 
     def create(self) -> "IndexTable":
         if self.log.version < 0:
-            self.log = DeltaLog.create(self.store.fs, self.store.path(self.name), self.schema, name=self.name)
+            self.log = self._log(DeltaLog.create(self.store.fs, self.store.path(self.name), self.schema,
+                                                 name=self.name, uri=self._uri()))
         return self
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, write: bool = False) -> Snapshot:
+        """The table's newest version, its ``files`` vidx's own parts only (another engine's files
+        are left out, with a warning once a process).  ``write``: refuse (ProtocolError) when
+        vidx must not write it."""
         if self.log.version < 0:
             return Snapshot(-1, {}, {}, {})
-        return self.log.snapshot()
+        snap = self.log.snapshot()
+        if write:
+            snap.writable(self.log.root)
+        foreign = sorted(p for p, part in snap.files.items() if not is_own(self.name, part))
+        if foreign:
+            key = (self.store.path(self.name), ",".join(foreign))
+            if key not in _warned:
+                _warned.add(key)
+                log.warning("%s: %d file(s) another engine wrote (%s%s) are not vidx's results; vidx leaves them "
+                            "in the table unchanged and out of its own answers", self.name, len(foreign),
+                            foreign[0], ", ..." if len(foreign) > 1 else "")
+            for p in foreign:
+                del snap.files[p]
+        return snap
 
     def read(self, parts: Iterable[FilePart] | None = None, columns: list[str] | None = None) -> pa.Table:
-        """The rows of ``parts`` (default: every live part), in path order."""
+        """The rows of ``parts`` (default: every live part of vidx's), in path order."""
         if parts is None:
             parts = self.snapshot().files.values()
         paths = sorted(self.store.path(f"{self.name}/{p.path}") for p in parts)
         schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
         if not paths:
             return schema.empty_table()
-        return pads.dataset(paths, schema=self.schema, format="parquet", filesystem=self.store.fs).to_table(
-            columns=columns)
+        try:
+            return pads.dataset(paths, schema=self.schema, format="parquet", filesystem=self.store.fs).to_table(
+                columns=columns)
+        except FileNotFoundError as e:
+            raise MissingFile(f"a file of the {self.name} table is missing from storage (deleted outside vidx: "
+                              f"{str(e).split(':')[-1].strip()[:160]}); run `vidx index` on the same videos again to "
+                              "rebuild it") from None
+
+    def missing(self, parts: Iterable[FilePart]) -> list[FilePart]:
+        """The parts whose file is gone from storage (deleted outside vidx): one listing."""
+        parts = list(parts)
+        if not parts:
+            return []
+        sel = pafs.FileSelector(self.store.path(self.name), recursive=True, allow_not_found=True)
+        base = self.store.path(self.name).rstrip("/") + "/"
+        there = {i.path[len(base):] for i in self.store.fs.get_file_info(sel) if i.type == pafs.FileType.File}
+        return [p for p in parts if p.path not in there]
 
     def commit(self, adds: Iterable[FilePart] = (), removes: Iterable[FilePart] = (),
-               operation: str = "WRITE") -> None:
-        """Commit, then delete the files the commit removed (readers of the new version never
-        open them; none of their rows is left anywhere)."""
+               operation: str = "WRITE", purge: bool = False) -> None:
+        """One commit.  The removed files stay for readers' snapshots until :func:`vacuum`;
+        ``purge`` (forget) deletes them at once.  A compaction (OPTIMIZE) changes no data."""
         adds, removes = list(adds), [r for r in removes if r is not None]
         if not adds and not removes:
             return
-        self.log.commit(adds, removes, operation)
-        for r in removes:
-            with contextlib.suppress(FileNotFoundError, OSError):
-                self.store.fs.delete_file(self.store.path(f"{self.name}/{r.path}"))
+        self.log.commit(adds, removes, operation, data_change=operation != "OPTIMIZE")
+        if purge:
+            self.delete([r.path for r in removes])
 
-    def sweep(self, video_id: str, keep: Iterable[FilePart]) -> int:
-        """Delete the files under this table's folder of ``video_id`` that no commit holds: parts
-        of chunks that failed, or of attempts Ray retried, or of a job killed before it
-        committed them.  Only the one writer (the lease holder) calls it, after its commits."""
-        live = {p.path for p in keep}
-        sel = pafs.FileSelector(self.store.path(f"{self.name}/{video_id}"), allow_not_found=True)
+    def delete(self, paths: Iterable[str]) -> int:
+        """Delete files of this table (lease checked first)."""
         gone = 0
+        self.store.check_writer()
+        for rel in paths:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                self.store.fs.delete_file(self.store.path(f"{self.name}/{rel}"))
+                gone += 1
+        return gone
+
+    def sweep(self, video_id: str, keep: Iterable[FilePart], snap: Snapshot | None = None) -> int:
+        """Delete the files under this table's folder of ``video_id`` that no commit holds (live or
+        removed within retention): parts of chunks that failed, of attempts Ray retried, or of a
+        job killed before it committed them.  Only the one writer (the lease holder) calls it,
+        after its commits."""
+        snap = snap or self.log.snapshot()
+        live = {p.path for p in keep} | set(snap.files) | set(snap.tombstones)
+        sel = pafs.FileSelector(self.store.path(f"{self.name}/{video_id}"), allow_not_found=True)
+        stray = []
         for info in self.store.fs.get_file_info(sel):
             rel = f"{video_id}/{posixpath.basename(info.path)}"
             if info.type == pafs.FileType.File and rel not in live:
-                with contextlib.suppress(FileNotFoundError, OSError):
-                    self.store.fs.delete_file(info.path)
-                    gone += 1
-        return gone
+                stray.append(rel)
+        return self.delete(stray)
+
+    def vacuum(self, retention_ms: int | None = None, only: Iterable[str] | None = None) -> int:
+        """Delete the removed files whose retention has passed (``retention_ms``, default the
+        table's own); ``only``: of these paths only."""
+        if self.log.version < 0:
+            return 0
+        snap = self.log.snapshot()
+        paths = self.log.expired(snap, retention_ms)
+        if only is not None:
+            want = set(only)
+            paths = [p for p in paths if p in want]
+        return self.delete(paths)
 
     def checkpoint_if_due(self) -> None:
         commits, checkpoints = self.log.versions()
@@ -147,17 +220,39 @@ class IndexTable:
             self.log.checkpoint()
 
 
+class MissingFile(IndexError_):
+    """A file the table's log holds is gone from storage."""
+
+
 def create_all(store: Store) -> dict[str, IndexTable]:
     return {name: IndexTable(store, name).create() for name in SCHEMAS}
 
 
-def replace_table(store: Store, name: str, table: pa.Table, schema: pa.Schema) -> None:
-    """Replace every row of the (created if new) table ``name``: one commit removes its parts
-    (deleted right after) and adds one with ``table``."""
+def replace_table(store: Store, name: str, table: pa.Table, schema: pa.Schema, purge: bool = False) -> None:
+    """Replace every row of vidx's in the (created if new) table ``name``: one commit removes its
+    parts and adds one with ``table`` (``purge``: the old files deleted at once, for forget)."""
     t = IndexTable(store, name, schema).create()
-    t.commit([write_part(store, name, table)], list(t.snapshot().files.values()), operation="WRITE")
+    t.commit([write_part(store, name, table)], list(t.snapshot(write=True).files.values()), operation="WRITE",
+             purge=purge)
     t.checkpoint_if_due()
 
 
 def read_table(store: Store, name: str, columns: list[str] | None = None) -> pa.Table:
     return IndexTable(store, name).read(columns=columns)
+
+
+def vacuum(store: Store, retention_hours: float | None = None) -> dict[str, int]:
+    """Delete, in every Delta table of the index, the removed files past retention
+    (``retention_hours``, default each table's ``delta.deletedFileRetentionDuration``, one
+    week); returns files deleted by table.  Time travel to versions that held them ends."""
+    out = {}
+    ms = None if retention_hours is None else int(retention_hours * 3_600_000)
+    sel = pafs.FileSelector(store.root, allow_not_found=True)
+    for info in store.fs.get_file_info(sel):
+        name = posixpath.basename(info.path)
+        if info.type != pafs.FileType.Directory:
+            continue
+        t = IndexTable(store, name, SCHEMAS.get(name, pa.schema([])))
+        if t.log.version >= 0:
+            out[name] = t.vacuum(ms)
+    return out

@@ -8,6 +8,7 @@
     vidx people list|rename|merge|split OUT ...
     vidx query OUT [--face PHOTO | --person NAME | --person-id ID] [--action LABEL...] [--video V] ...
     vidx forget OUT --person NAME|ID
+    vidx vacuum OUT [--retention-hours H]
     vidx serve OUT [--host 127.0.0.1] [--port 8765] [--token TOKEN]
     vidx models list | pull NAME
     vidx actions VIDEO [--model NAME] [--json]
@@ -359,6 +360,29 @@ def cmd_forget(args) -> int:
     return 0
 
 
+def cmd_vacuum(args) -> int:
+    from vidx.indexing.lease import writing
+    from vidx.indexing.store import IndexError_, Store
+    from vidx.indexing.tables import vacuum
+
+    if args.retention_hours is not None and args.retention_hours < 0:
+        log.error("vidx vacuum: --retention-hours must be 0 or more, not %s", args.retention_hours)
+        return 2
+    try:
+        store = Store(args.out)
+        store.require_manifest()
+        with writing(args.out, "vacuum"):
+            gone = vacuum(store, args.retention_hours)
+    except IndexError_ as e:
+        log.error("vidx vacuum: %s", e)
+        return 2
+    keep = "each table's retention (a week unless set)" if args.retention_hours is None else \
+        f"{args.retention_hours:g} h"
+    print(f"deleted {sum(gone.values())} removed file(s) older than {keep}"
+          + "".join(f"; {n}: {k}" for n, k in sorted(gone.items()) if k))
+    return 0
+
+
 def cmd_serve(args) -> int:
     import os
 
@@ -691,6 +715,17 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("out", metavar="OUT")
     fg.add_argument("--person", required=True, metavar="NAME|ID")
     fg.set_defaults(func=cmd_forget)
+    vc = sub.add_parser("vacuum", help="delete files that commits removed longer ago than the retention period",
+                        description="Delete the files that commits removed (a redone chunk's old part, a compacted "
+                        "video's chunk parts, a replaced people table) once their retention has passed: each "
+                        "table's delta.deletedFileRetentionDuration, one week unless set. Until then readers "
+                        "keep their snapshots and time travel to older versions works; `vidx index` does the "
+                        "same at its end.")
+    vc.add_argument("out", metavar="OUT")
+    vc.add_argument("--retention-hours", type=float, metavar="H", default=None,
+                    help="keep removed files this long instead (0: delete them all now; time travel to the "
+                    "versions that held them ends)")
+    vc.set_defaults(func=cmd_vacuum)
     sv = sub.add_parser("serve", help="a web page and HTTP API to search people and actions, with playback",
                         description="Serve OUT over HTTP: the page at /, the JSON API under /api (OpenAPI schema at "
                         "/openapi.json, docs at /docs). Binds to 127.0.0.1 unless told; binding elsewhere needs a token.")

@@ -640,7 +640,15 @@ class _ChunkParts:
         self.tables = tables
         self.live: dict[str, dict[tuple[str, int], FilePart]] = {n: {} for n in CHUNK_TABLES}
         for n in CHUNK_TABLES:
-            for p in tables[n].snapshot().files.values():
+            files = tables[n].snapshot(write=True).files
+            gone = tables[n].missing(files.values())
+            if gone:  # deleted outside vidx: the log lets go of them and their chunks are indexed again
+                log.warning("%s: %d committed file(s) are missing from storage (%s%s); their chunks are indexed "
+                            "again", n, len(gone), gone[0].path, ", ..." if len(gone) > 1 else "")
+                tables[n].commit([], gone, operation="DELETE")
+                for p in gone:
+                    del files[p.path]
+            for p in files.values():
                 for k in chunk_keys(p):
                     self.live[n][k] = p
         self.pending: dict[str, list[FilePart]] = {n: [] for n in CHUNK_TABLES}
@@ -774,7 +782,17 @@ def _comparable(m: dict) -> dict:
 
 def _commit(store, tables, parts, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions=None):
     rows = {k: [] for k in schemas.VIDEOS.names}
-    per_video = {n: {p.tags.get("video_id"): p for p in tables[n].snapshot().files.values()} for n in VIDEO_TABLES}
+    per_video = {}
+    for n in VIDEO_TABLES:
+        files = tables[n].snapshot(write=True).files
+        gone = {p.path for p in tables[n].missing(files.values())}  # deleted outside vidx: rebuilt below
+        if gone:
+            log.warning("%s: %d committed file(s) are missing from storage; rebuilt from the chunks", n, len(gone))
+        per_video[n] = {p.tags.get("video_id"): p for p in files.values()}
+        missing_videos = {p.tags.get("video_id") for p in files.values() if p.path in gone}
+        ran_videos |= {v for v in missing_videos if v in plans}
+        for v in missing_videos - set(plans):  # a video not named this time: its entry just goes
+            tables[n].commit([], [per_video[n].pop(v)], operation="DELETE")
     new_parts: dict[str, list[FilePart]] = {n: [] for n in VIDEO_TABLES}
 
     def put(name: str, vid: str, table: pa.Table) -> FilePart:
@@ -854,7 +872,7 @@ def _commit(store, tables, parts, manifest, plans, chunk_errors, ran_videos, cfg
         tables[name].commit(adds, [per_video[name].get(p.tags["video_id"]) for p in adds])
     _compact(tables, parts, plans, ran_videos)
     # videos indexed by earlier runs but not named this time stay in the table
-    old_parts = list(tables["videos"].snapshot().files.values())
+    old_parts = list(tables["videos"].snapshot(write=True).files.values())
     videos = pa.table(rows, schema=schemas.VIDEOS)
     old = tables["videos"].read(old_parts) if old_parts else None
     if old is not None:
@@ -885,6 +903,9 @@ def _commit(store, tables, parts, manifest, plans, chunk_errors, ran_videos, cfg
     store.write_manifest(manifest)
     for t in tables.values():  # readers open from one file instead of replaying many commits
         t.checkpoint_if_due()
+        gone = t.vacuum()  # files removed longer ago than the table's retention (a week unless set)
+        if gone:
+            log.info("%s: deleted %d file(s) removed more than the retention period ago", t.name, gone)
 
 
 def _compact(tables, parts, plans, ran_videos) -> None:
@@ -912,5 +933,6 @@ def _compact(tables, parts, plans, ran_videos) -> None:
         for (vid, _), p in parts.live[name].items():
             if vid in ran_videos:
                 held.setdefault(vid, []).append(p)
+        snap = tables[name].log.snapshot() if ran_videos else None
         for vid in sorted(ran_videos):
-            tables[name].sweep(vid, held.get(vid, []))
+            tables[name].sweep(vid, held.get(vid, []), snap)

@@ -106,29 +106,54 @@ def test_checkpoint_compaction_and_vacuum_by_delta_rs_keep_the_rows(tmp_path):
     assert rows(deltalake.DeltaTable(root)) == key_rows([*tables, t])
 
 
-def test_a_second_writer_on_the_same_version_is_refused_never_both_committed(tmp_path):
+def race(writers, parts_of, rounds: int) -> list:
+    """Every writer commits its own file per round at the same moment; returns the outcomes."""
+    outcome: list = []
+    lock = threading.Lock()
+    for r in range(rounds):
+        go = threading.Barrier(len(writers))
+
+        def run(i):
+            go.wait()
+            try:
+                got = writers[i].commit([parts_of(r, i)])
+            except ConcurrentCommit as e:
+                got = e
+            with lock:
+                outcome.append(got)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(writers))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return outcome
+
+
+def test_racing_writers_each_win_a_version_and_no_acknowledged_add_is_lost(tmp_path):
     root = str(tmp_path / "t")
     DeltaLog.create(pafs.LocalFileSystem(), root, SCHEMA)
-    writers = [DeltaLog(pafs.LocalFileSystem(), root) for _ in range(8)]
-    parts = [part(root, "v1", i)[0] for i in range(8)]
-    outcome: list = [None] * 8
-    go = threading.Barrier(8)
-
-    def run(i):
-        go.wait()
-        try:
-            outcome[i] = writers[i].commit([parts[i]])
-        except ConcurrentCommit as e:
-            outcome[i] = e
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert outcome.count(1) == 1 and sum(isinstance(o, ConcurrentCommit) for o in outcome) == 7
-    assert len(deltalake.DeltaTable(root).file_uris()) == 1
+    writers = [DeltaLog(pafs.LocalFileSystem(), root) for _ in range(2)]
+    files = {(r, i): part(root, f"v{i}", r)[0] for r in range(30) for i in range(2)}
+    outcome = race(writers, lambda r, i: files[r, i], 30)
+    assert sorted(outcome) == list(range(1, 61))  # every commit acknowledged at a version of its own
+    got = {os.path.relpath(u, root) for u in deltalake.DeltaTable(root).file_uris()}
+    assert got == {p.path for p in files.values()}
     assert not [f for f in os.listdir(os.path.join(root, LOG)) if ".tmp-" in f]
+
+
+def test_a_commit_that_removes_what_a_winner_removed_stops_with_one_line(tmp_path):
+    root = str(tmp_path / "t")
+    log = DeltaLog.create(pafs.LocalFileSystem(), root, SCHEMA)
+    a, _ = part(root, "v1", 0)
+    log.commit([a])
+    late = DeltaLog(pafs.LocalFileSystem(), root)
+    b, _ = part(root, "v1", 0, tag="b")
+    c, _ = part(root, "v1", 0, tag="c")
+    log.commit([b], removes=[a])
+    with pytest.raises(ConcurrentCommit, match="removed v1/00000-a.parquet"):
+        late.commit([c], removes=[a])
+    assert {os.path.relpath(u, root) for u in deltalake.DeltaTable(root).file_uris()} == {b.path}
 
 
 def test_a_commit_holds_its_own_files_only(tmp_path):
@@ -158,7 +183,7 @@ def test_commit_to_a_folder_that_is_no_table_says_so(tmp_path):
         log.commit([])
 
 
-def test_vidx_checkpoints_are_read_by_delta_rs_and_by_the_writer(tmp_path):
+def test_checkpoints_by_delta_rs_keep_every_version_and_the_writer_reads_them(tmp_path):
     root = str(tmp_path / "t")
     fs = pafs.LocalFileSystem()
     log = DeltaLog.create(fs, root, SCHEMA)
@@ -170,19 +195,31 @@ def test_vidx_checkpoints_are_read_by_delta_rs_and_by_the_writer(tmp_path):
         tables[c], parts[c] = t, p
     p3, t3 = part(root, "v1", 3, rows=2, tag="redo")
     log.commit([p3], removes=[parts[3]])
+    old3 = parts[3]
     tables[3], parts[3] = t3, p3
     assert log.checkpoint() == 7
     p7, t7 = part(root, "v2", 0)
     log.commit([p7])
     tables[7], parts[7] = t7, p7
-    assert log.checkpoint() == 8  # the second checkpoint drops what precedes the first
+    assert log.checkpoint() == 8
     names = sorted(os.listdir(os.path.join(root, LOG)))
-    assert f"{0:020d}.json" not in names and f"{7:020d}.checkpoint.parquet" in names
+    assert f"{0:020d}.json" in names and f"{8:020d}.checkpoint.parquet" in names  # history within retention
     dt = deltalake.DeltaTable(root)
     assert dt.version() == 8 and rows(dt) == key_rows(tables.values())
+    for v in range(9):  # time travel to every version, the removed file still there for version 6
+        deltalake.DeltaTable(root, version=v).to_pyarrow_table()
     snap = DeltaLog(fs, root).snapshot()
     assert snap.version == 8 and snap.files == {p.path: p for p in parts.values()}  # tags and stats kept
+    assert set(snap.tombstones) == {old3.path} and os.path.exists(os.path.join(root, old3.path))
+    assert DeltaLog(fs, root).expired(snap) == []  # a week's retention
+    assert DeltaLog(fs, root).expired(snap, retention_ms=0) == [old3.path]
     # and the log goes on after a checkpoint
     p9, t9 = part(root, "v3", 0)
     DeltaLog(fs, root).commit([p9])
     assert rows(deltalake.DeltaTable(root)) == key_rows([*tables.values(), t9])
+
+
+def test_statistics_never_hold_non_finite_numbers(tmp_path):
+    t = pa.table({"t": [float("nan"), 1.0, float("inf"), 2.0], "x": [float("nan")] * 4})
+    st = file_stats(t, ["t", "x"])
+    assert st["minValues"] == {"t": 1.0} and st["maxValues"] == {"t": 2.0}

@@ -71,14 +71,16 @@ def test_an_index_of_the_old_layout_is_refused_with_how_to_rebuild(tmp_path):
     assert p.returncode == 2 and "index the videos again into a new folder" in p.stderr
 
 
-def test_which_chunks_a_part_holds_from_its_tags_or_its_statistics():
+def test_a_part_is_vidx_s_by_its_name_and_tags_never_by_its_statistics():
     from vidx.indexing.delta_log import FilePart
-    from vidx.indexing.tables import chunk_keys
+    from vidx.indexing.tables import chunk_keys, is_own
 
-    assert chunk_keys(FilePart("a", 1, 1, {}, {"video_id": "v1", "chunks": "2-4"})) == [("v1", 2), ("v1", 3), ("v1", 4)]
-    # a file another engine wrote for one video: its statistics say which chunks
+    mine = FilePart("v1/00002-0123456789ab.parquet", 1, 1, {}, {"video_id": "v1", "chunks": "2-4"})
+    assert is_own("face_detections", mine) and chunk_keys(mine) == [("v1", 2), ("v1", 3), ("v1", 4)]
+    # a file another engine wrote for one video (its delete or compaction): not vidx's, whatever its statistics
     one = {"minValues": {"video_id": "v1", "chunk": 0}, "maxValues": {"video_id": "v1", "chunk": 1}}
-    assert chunk_keys(FilePart("b", 1, 1, one)) == [("v1", 0), ("v1", 1)]
-    mixed = {"minValues": {"video_id": "v1", "chunk": 0}, "maxValues": {"video_id": "v2", "chunk": 1}}
-    with pytest.raises(IndexError_, match="several videos"):
-        chunk_keys(FilePart("c", 1, 1, mixed))
+    assert not is_own("face_detections", FilePart("part-00001-0a1b-c000.zstd.parquet", 1, 1, one))
+    assert not is_own("face_detections", FilePart("v1/00002-0123456789ab.parquet", 1, 1, one))  # tags dropped
+    assert is_own("face_tracks", FilePart("v1-0123456789ab.parquet", 1, 1, {}, {"video_id": "v1"}))
+    assert is_own("videos", FilePart("videos-0123456789ab.parquet", 1, 1))
+    assert not is_own("videos", FilePart("part-00000-1f2e.parquet", 1, 1))
