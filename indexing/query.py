@@ -384,12 +384,16 @@ class QueryEngine:
                             columns=["track_id", "thumbnail"], filter=pc.field("track_id").isin(tids))
                         out.update(zip(got["track_id"].to_pylist(), got["thumbnail"].to_pylist()))
                     break
-                except (FileNotFoundError, OSError):
+                except (FileNotFoundError, OSError) as e:
                     if attempt:
-                        raise
+                        if not isinstance(e, FileNotFoundError) and "not found" not in str(e).lower():
+                            raise
+                        raise QueryError(f"the face_tracks file of video {v} is missing from storage (deleted "
+                                         "outside vidx); run `vidx index` on that video again to rebuild it") from None
         lost = [t for t in track_ids if t not in out]
         if lost:
-            raise QueryError(f"no thumbnail for track {lost[0]!r} (the index changed; reload it)")
+            raise QueryError(f"no thumbnail for track {lost[0]!r}: the index changed since it was opened "
+                             "(reload it), or its face_tracks file was rewritten outside vidx")
         return out
 
     def thumbnail(self, track_id: str) -> bytes:

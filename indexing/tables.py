@@ -102,7 +102,7 @@ class IndexTable:
     """One Delta table of the index."""
 
     def __init__(self, store: Store, name: str, schema: pa.Schema | None = None):
-        self.store, self.name, self.schema = store, name, schema or SCHEMAS[name]
+        self.store, self.name, self.schema = store, name, schema if schema is not None else SCHEMAS[name]
         self.log = self._log(DeltaLog(store.fs, store.path(name), self._uri()))
 
     def _uri(self) -> str:

@@ -317,7 +317,12 @@ def cmd_query(args) -> int:
         for r in rows:
             r.pop("other_paths", None)
     if args.json:
-        for r in engine.with_thumbnails(rows):
+        try:
+            rows = list(engine.with_thumbnails(rows))
+        except _people_errors() as e:
+            log.error("vidx query: %s", e)
+            return 2
+        for r in rows:
             print(json.dumps(r))
     elif args.csv:
         w = csv.writer(sys.stdout)

@@ -155,13 +155,23 @@ def _same_tables(full: Path, out: Path) -> None:
                 assert x == y, (name, col)
     keys = list(zip(*(table(out, "face_detections")[k].to_pylist() for k in ("video_id", "frame", "x1", "y1"))))
     assert len(keys) == len(set(keys))  # no duplicate rows
-    # every file in a table's folder is one its Delta log holds: parts of killed or retried
-    # attempts were swept, compacted chunk parts deleted (one file a video)
+    # every file in a table's folder is one its Delta log holds, live or removed within retention
+    # (compacted chunk parts, kept for readers' snapshots); parts of killed or retried attempts
+    # were swept; `vidx vacuum --retention-hours 0` leaves the live ones only (one file a video)
+    def files(name):
+        snap = DeltaLog(pafs.LocalFileSystem(), str(out / name)).snapshot()
+        disk = {str(p.relative_to(out / name)) for p in (out / name).rglob("*.parquet") if "_delta_log" not in p.parts}
+        return snap, disk
+
     for name in ("face_detections", "track_segments", "face_tracks"):
-        live = DeltaLog(pafs.LocalFileSystem(), str(out / name)).snapshot().files
-        on_disk = {str(p.relative_to(out / name)) for p in (out / name).rglob("*.parquet") if "_delta_log" not in p.parts}
-        assert on_disk == set(live), name
-        assert len(live) == table(out, "videos").num_rows, name
+        snap, on_disk = files(name)
+        assert on_disk == set(snap.files) | set(snap.tombstones), name
+        assert len(snap.files) == table(out, "videos").num_rows, name
+    p = subprocess.run([VIDX, "vacuum", str(out), "--retention-hours", "0"], capture_output=True, text=True, env=ENV)
+    assert p.returncode == 0 and "deleted" in p.stdout, p.stderr
+    for name in ("face_detections", "track_segments", "face_tracks"):
+        snap, on_disk = files(name)
+        assert on_disk == set(snap.files), name
 
 
 def test_a_worker_killed_mid_job_is_restarted_and_its_chunks_retried(tmp_path, data_dir, uninterrupted):

@@ -232,8 +232,7 @@ def test_videos_on_the_store_are_indexed_and_served_with_range_requests(s3, data
 
 
 def test_a_second_writer_on_s3_is_refused(s3, tmp_path):
-    """pyarrow's S3 has no create-if-absent: the lease is put, read back after a pause, and a live
-    one (renewed within its TTL, here from another machine) stops a second writer."""
+    """A live lease (renewed within its TTL, here from another machine) stops a second writer."""
     endpoint, env, fs = s3
     with fs.open_output_stream("archive/busy/_writer.json") as f:
         f.write(json.dumps({"owner": "x", "command": "index", "host": "elsewhere", "pid": 1,
@@ -243,3 +242,128 @@ def test_a_second_writer_on_s3_is_refused(s3, tmp_path):
     p = vidx(env, "index", "--no-actions", clip, "--out", "s3://archive/busy")
     assert p.returncode == 2 and "is being written by another vidx command (index, pid 1 on elsewhere" in p.stderr
     assert [i.path for i in fs.get_file_info(pafs.FileSelector("archive/busy"))] == ["archive/busy/_writer.json"]
+
+
+@pytest.fixture
+def s3_env(s3):
+    """The S3 settings in this process's environment (obstore and pyarrow read them there)."""
+    endpoint, env, fs = s3
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", *KEYS)}
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, **KEYS})
+    try:
+        yield endpoint, env, fs
+    finally:
+        for k, val in saved.items():
+            if val is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = val
+
+
+def test_racing_commits_on_s3_lose_no_acknowledged_add_and_delta_rs_checkpoints_there(s3_env):
+    import deltalake
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from test_delta_log import SCHEMA, race
+    from vidx.indexing.delta_log import DeltaLog, FilePart, storage_options
+
+    endpoint, env, fs = s3_env
+    root = "archive/race/t"
+    DeltaLog.create(fs, root, SCHEMA, uri=f"s3://{root}")
+    writers = [DeltaLog(fs, root, f"s3://{root}") for _ in range(2)]
+    files = {}
+    for r in range(30):
+        for i in range(2):
+            rel = f"v{i}/{r:05d}-w.parquet"
+            t = pa.table({"video_id": [f"v{i}"], "chunk": pa.array([r], pa.int32()), "t": [float(r)],
+                          "box": pa.array([[0.0, 0.0, 1.0, 1.0]], pa.list_(pa.float32(), 4)), "thumb": [b"x"]},
+                         schema=SCHEMA)
+            with fs.open_output_stream(f"{root}/{rel}") as f:
+                pq.write_table(t, f)
+            files[r, i] = FilePart(rel, fs.get_file_info(f"{root}/{rel}").size, 1)
+    outcome = race(writers, lambda r, i: files[r, i], 30)
+    assert sorted(outcome) == list(range(1, 61))  # every race's loser retried at the next version
+    opts = storage_options(f"s3://{root}", "s3")
+    dt = deltalake.DeltaTable(f"s3://{root}", storage_options=opts)
+    assert dt.version() == 60 and {u.split(f"{root}/")[1] for u in dt.file_uris()} == {p.path for p in files.values()}
+    assert writers[0].checkpoint() == 60
+    assert fs.get_file_info(f"{root}/_delta_log/{60:020d}.checkpoint.parquet").type == pafs.FileType.File
+    snap = DeltaLog(fs, root, f"s3://{root}").snapshot()
+    assert set(snap.files) == {p.path for p in files.values()}
+
+
+def test_two_writers_on_s3_one_holds_the_lease_even_when_its_write_is_slow(s3_env, monkeypatch):
+    from vidx.indexing import objects
+    from vidx.indexing.delta_log import DeltaLog
+    from vidx.indexing.lease import Lease, LeaseLost, WriterBusy
+    from vidx.indexing.store import Store
+
+    endpoint, env, fs = s3_env
+    create = objects.Objects.create
+
+    def slow(self, rel, data):  # each lease write takes 1.2 s
+        time.sleep(1.2)
+        return create(self, rel, data)
+
+    monkeypatch.setattr(objects.Objects, "create", slow)
+    import threading
+
+    leases = [Lease(Store("s3://archive/leased"), "index") for _ in range(2)]
+    got: list = [None, None]
+    go = threading.Barrier(2)
+
+    def take(i):
+        go.wait()
+        try:
+            leases[i].acquire()
+            got[i] = "held"
+        except WriterBusy as e:
+            got[i] = str(e)
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    monkeypatch.setattr(objects.Objects, "create", create)
+    assert sorted(g == "held" for g in got) == [False, True], got
+    assert "is being written by another vidx command (index" in next(g for g in got if g != "held")
+    holder = leases[got.index("held")]
+    # the holder stalls past the TTL; another writer takes the lease over; the holder commits nothing more
+    stale = json.loads(fs.open_input_stream("archive/leased/_writer.json").read())
+    with fs.open_output_stream("archive/leased/_writer.json") as f:
+        f.write(json.dumps({**stale, "renewed": time.time() - 999}).encode())
+    holder._confirmed = 0  # its last renewal is long past
+    taker = Lease(Store("s3://archive/leased"), "reindex")
+    taker.acquire()
+    log = DeltaLog.create(fs, "archive/leased/t", pa_schema(), uri="s3://archive/leased/t")
+    log.guard = holder.check
+    with pytest.raises(LeaseLost, match="write lock was taken over"):
+        log.commit([])
+    assert log.version == 0 and DeltaLog(fs, "archive/leased/t").version == 0
+    taker.release()
+    holder.release()  # not its lease any more: nothing deleted
+    assert fs.get_file_info("archive/leased/_writer.json").type == pafs.FileType.NotFound
+
+
+def pa_schema():
+    import pyarrow as pa
+
+    return pa.schema([("x", pa.int32())])
+
+
+@pytest.mark.media
+def test_two_index_runs_started_together_on_s3_one_writes_the_other_stops(s3, data_dir, tmp_path):
+    endpoint, env, fs = s3
+    src = tmp_path / "v"
+    src.mkdir()
+    shutil.copyfile(data_dir / "videos" / "shd_obama.mp4", src / "shd_obama.mp4")
+    cmd = [VIDX, "index", "--no-actions", str(src), "--out", "s3://archive/together"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    loser = outs[[p.returncode for p in procs].index(2)]
+    assert "is being written by another vidx command (index" in loser[1] and "Traceback" not in loser[1]
+    winner = outs[[p.returncode for p in procs].index(0)]
+    assert "1 ok" in winner[0]
