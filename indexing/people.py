@@ -647,6 +647,8 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False, purg
     cfg = cfg or people_config(m)
     sp = index_space(m)
     fill_distances(sp.name, None, cfg)
+    for name, schema in (("identities", IDENTITIES), ("people", PEOPLE)):  # refused before anything is written
+        IndexTable(store, name, schema).snapshot(write=True)
     ft = IndexTable(store, "face_tracks")  # one writer: no commit lands while this runs
     snap = ft.snapshot() if ft.log.version >= 0 else None
     parts = dict(snap.files) if snap else {}

@@ -585,7 +585,10 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     early = any(i.uri not in known for i in inputs)
     per_person = actions and actions["per_person"] != "off"
     tables = create_all(store)
-    parts = _ChunkParts(tables)
+    for name in VIDEO_TABLES:  # refused before any work when another engine changed what vidx writes
+        tables[name].snapshot(write=True)
+    tables["videos"].snapshot(write=True)
+    parts = _ChunkParts(tables)  # the chunk tables' checks
     with contextlib.ExitStack() as stack:
         pool, term = None, sys.stderr
 
