@@ -91,6 +91,21 @@ class Objects:
         except (NotFoundError, FileNotFoundError):
             return None
 
+    def tag(self, rel: str) -> str | None:
+        """The version tag of ``rel`` (None: absent) from its metadata alone: what changes with
+        every write (a local file's inode, mtime and size; an object's ETag)."""
+        if self.kind == "local":
+            try:
+                return _tag(os.stat(os.path.join(self.root, rel)))
+            except FileNotFoundError:
+                return None
+        import obstore
+
+        try:
+            return obstore.head(self._store, self._key(rel))["e_tag"] or ""
+        except FileNotFoundError:
+            return None
+
     def delete(self, rel: str) -> None:
         if self.kind == "local":
             with contextlib.suppress(FileNotFoundError):

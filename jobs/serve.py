@@ -17,7 +17,10 @@ found there is served; nothing in a request is used as a path.  Off loopback a t
 required (``Authorization: Bearer TOKEN``, an ``X-Vidx-Token`` header, or ``?token=`` once, which
 sets a cookie so the page's media requests carry it), checked on every route.  Uploads are
 limited in size and must decode as images.  Requests that change the index (enrol, rename,
-merge, forget) run one at a time and reload the engine.
+merge, forget) run one at a time and reload the engine.  The server follows the index: when
+another command commits (its manifest changes; checked at most every :data:`FOLLOW_S` seconds
+on a request), the new version is loaded in the background and answers once it is ready; until
+then the version already loaded answers.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import hmac
 import ipaddress
 import logging
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,7 +46,7 @@ from vidx.indexing.faces_index import FaceIndexError
 from vidx.indexing.schemas import EMBED_DIM
 from vidx.indexing.query import Query, QueryEngine, QueryError
 from vidx.indexing.lease import LeaseLost, WriterBusy
-from vidx.indexing.store import IndexError_
+from vidx.indexing.store import IndexError_, Store
 from vidx.jobs.engines import pick_faces
 
 log = logging.getLogger(__name__)
@@ -87,14 +91,54 @@ class Tracks(BaseModel):
     force: bool = False  # move: even tracks on screen together with the person's
 
 
+FOLLOW_S = 1.0  # how often a request looks for a newer commit of the index (one metadata read)
+
+
 class State:
     """The loaded engine, and the face engine for uploads (loaded on first use)."""
 
     def __init__(self, out: str, detector: str | None):
         self.out, self.detector = out, detector  # None: the index's own detector
         self.lock = threading.Lock()
-        self.engine = QueryEngine(out)
+        self._store, self._objects = Store(out), None
+        self._seen = self._stamp()
+        self._engine = QueryEngine(out)
+        self._checked = time.monotonic()
+        self._loading: threading.Thread | None = None
         self._faces = None
+
+    def _stamp(self) -> str | None:
+        """What says the index changed: the manifest's version tag (every command that changes the
+        index writes it last; one metadata read)."""
+        from vidx.indexing.objects import Objects
+        from vidx.indexing.store import MANIFEST
+
+        if self._objects is None:
+            self._objects = Objects(self._store.uri, self._store.fs.type_name, self._store.root)
+        return self._objects.tag(MANIFEST)
+
+    @property
+    def engine(self) -> QueryEngine:
+        now = time.monotonic()
+        if now - self._checked >= FOLLOW_S and (self._loading is None or not self._loading.is_alive()):
+            self._checked = now
+            try:
+                stamp = self._stamp()
+            except OSError:
+                stamp = self._seen
+            if stamp != self._seen:
+                self._loading = threading.Thread(target=self._follow, args=(stamp,), name="vidx-follow", daemon=True)
+                self._loading.start()
+        return self._engine
+
+    def _follow(self, stamp) -> None:
+        try:
+            engine = QueryEngine(self.out)
+        except (QueryError, IndexError_, OSError) as e:  # caught mid-change: the next look tries again
+            log.info("the index changed but could not be loaded yet (%s); still answering from the last version", e)
+            return
+        self._engine, self._seen = engine, stamp
+        log.info("the index changed: answering from its new version")
 
     def faces(self):
         if self._faces is None:
@@ -104,7 +148,8 @@ class State:
         return self._faces
 
     def reload(self) -> None:
-        self.engine = QueryEngine(self.out)
+        stamp = self._stamp()
+        self._engine, self._seen = QueryEngine(self.out), stamp
 
 
 async def _photo(upload: UploadFile, face: int | None, state: State) -> np.ndarray:

@@ -120,3 +120,27 @@ def test_a_lease_taken_over_stops_commits_compactions_and_deletions(index_dir):
             t.log.checkpoint()
         assert t.log._latest() == version and (out / "face_tracks" / part.path).exists()
     assert (out / LEASE).exists()  # not its lease: left to its holder
+
+
+def test_serve_follows_the_index_without_a_restart(index_dir):
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from vidx.jobs import serve
+
+    out, v = index_dir
+    c = TestClient(serve.create_app(str(out)))
+    assert {x["video_id"] for x in c.get("/api/videos").json()["items"]} == {"vid1", "vid2"}
+    write_index(out, {"vid3": [("t4", 0.0, 3.0, v[1])]})  # another command commits
+    people.refresh(str(out))
+    deadline = time.time() + 20
+    seen = set()
+    while time.time() < deadline:
+        seen = {x["video_id"] for x in c.get("/api/videos").json()["items"]}
+        if "vid3" in seen:
+            break
+        time.sleep(0.2)
+    assert seen == {"vid1", "vid2", "vid3"}
+    ids = {r["track_id"] for r in c.get("/api/search", params={"video": "vid3"}).json()["items"]}
+    assert ids == {"t4"}
