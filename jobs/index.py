@@ -457,7 +457,31 @@ def _pool_size(cfg: Config) -> int:
 
 
 CALLS_PER_ACTOR = 2  # chunks an actor holds at once: one decodes while the other runs the models
-TASK_RETRIES = 2  # a chunk whose worker process dies is retried on the restarted actor this often
+TASK_RETRIES = 2  # a chunk whose worker process dies (on a live node) is retried this often, then fails alone
+MAX_MOVES = 10  # a chunk whose actor was lost with its node goes to another this often, at no cost to its retries
+NO_WORKER_S = 300.0  # how long chunks wait for a lost worker to come back when no other is left
+
+
+def _node_lost(e: Exception, node: str | None) -> bool:
+    """Whether a chunk's failure is its actor going away with its node (a lost machine, a
+    preempted spot node) or being unreachable, not its worker process dying on a live node (a
+    crash, an out-of-memory kill: the chunk's fault, maybe).  ``node``: where the actor last ran."""
+    import ray
+
+    if isinstance(e, ray.exceptions.ActorUnavailableError):  # unreachable: its node went, or it restarts
+        return True
+    if not isinstance(e, ray.exceptions.RayActorError):
+        return False
+    if getattr(e, "preempted", False) or any(k in str(e) for k in ("node has died", "node died", "NODE_DIED",
+                                                                   "failed to connect to all addresses")):
+        return True
+    if node is not None:
+        try:
+            alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        except Exception:  # noqa: BLE001 - the cluster's own state unreadable: count it against the chunk
+            return False
+        return node not in alive
+    return False
 
 
 class _Worker:
@@ -470,19 +494,24 @@ class _Worker:
 
         self.indexer = ChunkIndexer(*args, **kwargs)
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> str:
+        """The node this actor runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
 
     def index_chunk(self, row: dict[str, Any]) -> dict[str, Any]:
-        return self.indexer.index_chunk(row)
+        return {**self.indexer.index_chunk(row), "node": self.ready()}
 
 
 class _Pool:
     """The chunk workers: ``_Worker`` actors on the Ray cluster (a local Ray started on demand),
     resources declared once from the config.  Entered while the driver still plans, so starting
-    Ray, the actors' imports and the model loads overlap the hashing and probing.  Fault
-    tolerance is Ray's: an actor whose process dies (kill -9, a lost node) is restarted and its
-    chunks retried (``TASK_RETRIES``); a chunk that keeps killing its worker fails alone."""
+    Ray, the actors' imports and the model loads overlap the hashing and probing.  An actor whose
+    process dies is restarted by Ray (on another node if its own is gone); which chunks are
+    retried is the driver's choice (:func:`_fan_out`): a chunk whose actor went with its node goes
+    to another actor at no cost, a chunk whose worker process died on a live node is retried
+    ``TASK_RETRIES`` times, so only a chunk that keeps killing its worker fails alone."""
 
     def __init__(self, cfg: Config, out: str, actions: dict | None, quiet: bool):
         self.cfg, self.out, self.actions, self.quiet = cfg, out, actions, quiet
@@ -497,7 +526,7 @@ class _Pool:
         n = _pool_size(cfg)
         actor = ray.remote(_Worker).options(num_cpus=cfg.ray.num_cpus, num_gpus=cfg.ray.num_gpus,
                                             max_concurrency=CALLS_PER_ACTOR, max_restarts=-1,
-                                            max_task_retries=TASK_RETRIES)
+                                            max_task_retries=0)  # retries are the driver's (_fan_out)
         kw = {"out": self.out, "faces": cfg.to_dict()["faces"], "tracking": cfg.to_dict()["tracking"],
               "num_cpus": cfg.ray.num_cpus,
               "actions": {k: v for k, v in self.actions.items() if k != "labels"} if self.actions else None}
@@ -714,28 +743,74 @@ def _fan_out(todo, pool, parts, chunk_errors, ran_videos, summary, plans, progre
     left: dict[str, int] = {}
     for t in todo:
         left[t["video_id"]] = left.get(t["video_id"], 0) + 1
-    queue = list(reversed(todo))  # pop() takes them in plan order
+    queue = list(reversed(todo))  # pop() takes them in plan order; a chunk to retry goes back on top
     running: dict = {}  # ObjectRef -> (row, actor)
+    probes: dict = {}  # ObjectRef of a ready() call -> actor whose node was lost (restarting elsewhere)
+    healthy = list(pool.actors)
+    crashes: dict[tuple, int] = {}  # chunk -> times its worker process died on a live node
+    moves: dict[tuple, int] = {}  # chunk -> times its actor was lost with its node (free)
+    nodes: dict = {}  # actor -> the node its last answer came from
+    waiting_since = None
 
     def submit(actor) -> None:
         row = queue.pop()
         running[actor.index_chunk.remote(row)] = (row, actor)
 
     for _ in range(CALLS_PER_ACTOR):
-        for a in pool.actors:
+        for a in healthy:
             if queue:
                 submit(a)
-    while running:
-        (ref,), _ = ray.wait(list(running), num_returns=1)
+    while running or (queue and probes):
+        if not running and queue and not healthy:  # every actor lost with its node: wait for a restart
+            waiting_since = waiting_since or time.time()
+            if time.time() - waiting_since > NO_WORKER_S:
+                break
+        ready, _ = ray.wait(list(running) + list(probes), num_returns=1, timeout=None if running else 10.0)
+        if not ready:
+            continue
+        ref = ready[0]
+        if ref in probes:  # a lost actor is back (restarted on a live node): it takes work again
+            actor = probes.pop(ref)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError:
+                probes[actor.ready.remote()] = actor
+                continue
+            nodes[actor] = ray.get(ref)
+            healthy.append(actor)
+            waiting_since = None
+            for _ in range(CALLS_PER_ACTOR):
+                if queue:
+                    submit(actor)
+            continue
         row, actor = running.pop(ref)
+        key = (row["video_id"], int(row["chunk"]))
         try:
             r = ray.get(ref)
-        except ray.exceptions.RayError as e:  # the worker process died on this chunk, retries included
+        except ray.exceptions.RayError as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            if _node_lost(e, nodes.get(actor)) and moves.get(key, 0) < MAX_MOVES:  # not the chunk's fault
+                moves[key] = moves.get(key, 0) + 1
+                queue.append(row)
+                if actor in healthy:
+                    healthy.remove(actor)
+                    probes[actor.ready.remote()] = actor
+                    log.info("a worker was lost with its node (%s); its chunks go to the other workers", first)
+                if healthy and queue:
+                    submit(healthy[len(running) % len(healthy)])
+                continue
+            crashes[key] = crashes.get(key, 0) + 1
+            if crashes[key] <= TASK_RETRIES:  # its worker process died: Ray restarts the actor; try again
+                queue.append(row)
+                if queue and actor in healthy:
+                    submit(actor)
+                continue
             r = {"video_id": row["video_id"], "chunk": row["chunk"], "status": "failed", "detections": 0,
                  "seconds": row["end_s"] - row["start_s"],
                  "error": f"the worker process died on this chunk ({TASK_RETRIES + 1} tries): {first}"}
-        if queue:
+        if r.get("node"):
+            nodes[actor] = r.pop("node")
+        if queue and actor in healthy:
             submit(actor)
         vid, c = r["video_id"], int(r["chunk"])
         ran_videos.add(vid)
@@ -766,6 +841,9 @@ def _fan_out(todo, pool, parts, chunk_errors, ran_videos, summary, plans, progre
             log.info("%d/%d chunks, %.0f/%.0f video-s, %d faces, %.1f video-s/s", summary.chunks_run, len(todo),
                      done_s, total_s, faces, done_s / max(now - t_run, 1e-9))
             last_log = now
+    for row in reversed(queue):  # no worker could be placed for NO_WORKER_S: these chunks wait for the next run
+        chunk_errors[f"{row['video_id']}/{row['chunk']}"] = (f"no worker could run it: every worker was lost with its "
+                                                             f"node and none came back within {NO_WORKER_S:.0f} s")
     parts.commit()
     bar.close()
 
