@@ -71,7 +71,7 @@ class VideoInfo:
     note: str = ""  # what is wrong but readable, e.g. "truncated: data ends at 4.47 s of 7.00 s declared"
     data_end: float = 0.0  # truncated files: where the data ends (seconds); 0 when whole
     keyframes: np.ndarray | None = None  # times of the key (seekable) frames, when known (pyav backend)
-    pts_offset: float = 0.0  # pyav backend: the stream's own time of frame time 0 (its times start below 0)
+    pts_offset: float = 0.0  # pyav backend: the stream's own time of the first frame (vidx's time 0)
 
 
 def _decord():
@@ -116,14 +116,14 @@ def _valid_times(ts: np.ndarray, n: int) -> bool:
 
 @dataclass
 class _Packets:
-    times: np.ndarray  # every frame's presentation time, sorted (shifted to start at 0 when negative)
+    times: np.ndarray  # every frame's time on vidx's clock: from the first frame (the stream's time - start)
     keys: np.ndarray  # the key frames' times, sorted
     codec: str
     rate: float
     width: int
     height: int
     declared: float  # the duration the header declares (0 when it does not)
-    start: float  # the stream's own time of its first frame (below 0: ``times`` were moved to start at 0)
+    start: float  # the stream's own time of its first frame (``times`` + start = the stream's times)
 
 
 def _pyav_times(path: str) -> _Packets:
@@ -147,8 +147,7 @@ def _pyav_times(path: str) -> _Packets:
     ts = np.sort(np.asarray(pts, np.float64)) * tb
     ks = np.sort(np.asarray(keys, np.float64)) * tb
     start = float(ts[0]) if len(ts) else 0.0
-    if start < 0:
-        ks, ts = ks - start, ts - start
+    ks, ts = ks - start, ts - start  # vidx's clock counts from the first frame, as players show it
     return _Packets(ts, ks, codec, rate, w, h, declared, start)
 
 
@@ -184,8 +183,8 @@ def probe(path: str) -> VideoInfo:
                 log.debug("%s: no usable timestamps; using frame index / fps", path)
                 ts = np.arange(n) / (fps or 25.0)
         elif (pk is not None and pk.start >= 0 and len(pk.times) == n and (pk.width, pk.height) == (w, h)
-              and np.allclose(ts, pk.times, rtol=0.0, atol=1e-6)):
-            backend, keys = "pyav", pk.keys
+              and np.allclose(ts - ts[0], pk.times, rtol=0.0, atol=1e-6)):
+            backend, keys, offset, ts = "pyav", pk.keys, pk.start, pk.times
     except Exception as e:  # decord cannot open it (e.g. AV1): try PyAV
         if isinstance(e, DecodeError):
             raise
@@ -201,7 +200,7 @@ def probe(path: str) -> VideoInfo:
         backend = "pyav"
         if n == 0:
             raise DecodeError("no decodable video frames (corrupt or truncated?)")
-        offset = min(pk.start, 0.0)  # the stream's own times are these plus the offset
+        offset = pk.start  # the stream's own times are these plus the offset
         fps = fps or (n - 1) / max(ts[-1] - ts[0], 1e-6)
     if n == 0:
         raise DecodeError("the video stream has no frames")
@@ -287,8 +286,9 @@ def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int =
 
 
 def _pyav_safe(path, indices, times, w, h, piece, lost, keys=None, offset=0.0, threads=1, skip=False):
+    read = _pyav_frames if lost is None else _recovering
     try:
-        yield from _pyav_frames(path, indices, times, w, h, piece, lost, keys, offset, threads, skip)
+        yield from read(path, indices, times, w, h, piece, lost, keys, offset, threads, skip)
     except DecodeError:
         raise
     except Exception as e:  # noqa: BLE001 - PyAV raises many error types for broken streams
@@ -330,7 +330,40 @@ def _wanted_pts(raw: np.ndarray, tb: float) -> set[int]:
     return set(np.round(raw / tb).astype(np.int64).tolist())
 
 
-def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset=0.0, threads=1, skip=False):
+def _recovering(path, indices, times, w, h, piece, lost, keys=None, offset=0.0, threads=1, skip=False):
+    """The PyAV read, then, before a piece with sampled frames lost to damage is yielded, those
+    frames read again in full from the key frame before the previous one (a damaged key frame, or
+    the skipping of the first read, may have hidden frames a sequential decode gets), merged in
+    frame order."""
+    first_lost: list[float] = []
+    seen = 0
+    pos = {float(t): i for i, t in enumerate(np.asarray(times, np.float64))}
+
+    def again(ts: list[float]):
+        sel = np.asarray(sorted(pos[t] for t in ts if t in pos), np.int64)
+        still: list[float] = []
+        got = list(_pyav_frames(path, indices[sel], times[sel], w, h, max(1, len(sel)), still, keys, offset, threads,
+                                skip=False, back=1)) if len(sel) else []
+        lost.extend(still)
+        return ((int(i), f) for ids, fr in got for i, f in zip(ids, fr))
+
+    for ids, frames in _pyav_frames(path, indices, times, w, h, piece, first_lost, keys, offset, threads, skip):
+        if len(first_lost) > seen:
+            merged = sorted([*zip(ids.tolist(), frames), *again(first_lost[seen:])], key=lambda x: x[0])
+            seen = len(first_lost)
+            for s in range(0, len(merged), piece):
+                part = merged[s : s + piece]
+                yield np.asarray([i for i, _ in part]), np.stack([f for _, f in part])
+        else:
+            yield ids, frames
+    if len(first_lost) > seen:  # the last frames, after everything yielded
+        rest = sorted(again(first_lost[seen:]), key=lambda x: x[0])
+        for s in range(0, len(rest), piece):
+            part = rest[s : s + piece]
+            yield np.asarray([i for i, _ in part]), np.stack([f for _, f in part])
+
+
+def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset=0.0, threads=1, skip=False, back=0):
     """Decode from the key frame before each wanted time; keep the first frame at or after each
     wanted time.  Packets the decoder rejects are skipped when ``lost`` collects the sampled
     times that went undecoded (else the first one raises).
@@ -359,8 +392,8 @@ def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset
         def key_before(t: float) -> float | None:
             if keys_raw is None:
                 return None
-            j = int(np.searchsorted(keys_raw, t + 1e-6)) - 1
-            return float(keys_raw[j]) if j >= 0 else None
+            j = int(np.searchsorted(keys_raw, t + 1e-6)) - 1 - back
+            return float(keys_raw[max(j, 0)]) if j >= -back else None
 
         def seek(t: float) -> float:
             """To the key frame at or before the stream time t; returns where it aimed."""
