@@ -18,6 +18,7 @@ never carry a decoder's internal source paths.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -332,20 +333,18 @@ def _wanted_pts(raw: np.ndarray, tb: float) -> set[int]:
 
 def _recovering(path, indices, times, w, h, piece, lost, keys=None, offset=0.0, threads=1, skip=False):
     """The PyAV read, then, before a piece with sampled frames lost to damage is yielded, those
-    frames read again in full from the key frame before the previous one (a damaged key frame, or
-    the skipping of the first read, may have hidden frames a sequential decode gets), merged in
-    frame order."""
+    frames read again by :func:`_collect` (a damaged key frame, the skipping of the first read, or
+    a frame the decoder puts out late after damage may have hidden frames a sequential decode
+    gets), merged in frame order."""
     first_lost: list[float] = []
     seen = 0
     pos = {float(t): i for i, t in enumerate(np.asarray(times, np.float64))}
 
     def again(ts: list[float]):
         sel = np.asarray(sorted(pos[t] for t in ts if t in pos), np.int64)
-        still: list[float] = []
-        got = list(_pyav_frames(path, indices[sel], times[sel], w, h, max(1, len(sel)), still, keys, offset, threads,
-                                skip=False, back=1)) if len(sel) else []
-        lost.extend(still)
-        return ((int(i), f) for ids, fr in got for i, f in zip(ids, fr))
+        got = _collect(path, indices[sel], times[sel], w, h, keys, offset, threads) if len(sel) else {}
+        lost.extend(float(times[j]) for j in sel if int(indices[j]) not in got)
+        return got.items()
 
     for ids, frames in _pyav_frames(path, indices, times, w, h, piece, first_lost, keys, offset, threads, skip):
         if len(first_lost) > seen:
@@ -363,7 +362,54 @@ def _recovering(path, indices, times, w, h, piece, lost, keys=None, offset=0.0, 
             yield np.asarray([i for i, _ in part]), np.stack([f for _, f in part])
 
 
-def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset=0.0, threads=1, skip=False, back=0):
+REORDER_S = 2.0  # how far past the last wanted frame a recovery reads: a damaged stream's frames come out late
+
+
+def _collect(path, indices, times, w, h, keys=None, offset=0.0, threads=1) -> dict[int, np.ndarray]:
+    """Frame index -> RGB frame of the wanted frames a sequential decode gives, from the key frame
+    before the previous one: every packet decoded, frames taken by their exact timestamp in
+    whatever order the decoder puts them out (after damage it may put a frame out after later
+    ones), until :data:`REORDER_S` past the last wanted time."""
+    av = _av()
+    raw = np.asarray(times, np.float64) + offset
+    keys_raw = None if keys is None or len(keys) == 0 else np.asarray(keys, np.float64) + offset
+    out: dict[int, np.ndarray] = {}
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        tb = float(s.time_base)
+        cc = s.codec_context
+        cc.thread_count = max(1, int(threads))
+        cc.thread_type = "AUTO" if threads > 1 else "SLICE"
+        want = dict(zip(np.round(raw / tb).astype(np.int64).tolist(), (int(i) for i in indices)))
+        rgb = _Rgb(s, w, h)
+        at = None
+        if keys_raw is not None:
+            j = int(np.searchsorted(keys_raw, raw.min() + 1e-6)) - 2
+            at = float(keys_raw[max(j, 0)])
+        c.seek(int(round(at / tb)) if at is not None else 0, stream=s, backward=True, any_frame=False)
+        stop = raw.max() + REORDER_S
+
+        def take(frames) -> None:
+            for f in frames:
+                i = want.get(f.pts) if f.pts is not None else None
+                if i is not None and i not in out:
+                    out[i] = rgb(f)
+
+        for packet in c.demux(s):
+            if packet.pts is not None and packet.pts * tb > stop:
+                break
+            try:
+                take(packet.decode())
+            except av.error.FFmpegError:
+                continue
+            if len(out) == len(want):
+                break
+        with contextlib.suppress(av.error.FFmpegError, ValueError):
+            take(cc.decode(None))  # what the decoder still holds
+    return out
+
+
+def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset=0.0, threads=1, skip=False):
     """Decode from the key frame before each wanted time; keep the first frame at or after each
     wanted time.  Packets the decoder rejects are skipped when ``lost`` collects the sampled
     times that went undecoded (else the first one raises).
@@ -392,8 +438,8 @@ def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset
         def key_before(t: float) -> float | None:
             if keys_raw is None:
                 return None
-            j = int(np.searchsorted(keys_raw, t + 1e-6)) - 1 - back
-            return float(keys_raw[max(j, 0)]) if j >= -back else None
+            j = int(np.searchsorted(keys_raw, t + 1e-6)) - 1
+            return float(keys_raw[j]) if j >= 0 else None
 
         def seek(t: float) -> float:
             """To the key frame at or before the stream time t; returns where it aimed."""
