@@ -117,3 +117,23 @@ def test_a_file_deleted_behind_vidx_s_back_is_one_line_then_redone(index_dir):
     parts = _ChunkParts(create_all(Store(str(out))))  # the next index: the log lets go, the chunk is redone
     assert not parts.done(("vid2", 0), ["track_segments"]) and parts.done(("vid1", 0), ["track_segments"])
     assert _readable(out / "track_segments") == 2  # delta-rs reads the table again
+
+
+def test_another_writer_s_commit_between_vidx_s_is_retried_and_checkpoints_keep_its_actions(index_dir):
+    from deltalake import CommitProperties, Transaction
+
+    out, v = index_dir
+    ft = IndexTable(Store(str(out)), "face_tracks")
+    ft.snapshot(write=True)  # vidx's writer at the table's version now
+    extra = read_index_table(str(out), "face_tracks").slice(0, 1).set_column(0, "track_id", pa.array(["foreign"]))
+    deltalake.write_deltalake(str(out / "face_tracks"), extra, mode="append", commit_properties=CommitProperties(
+        app_transactions=[Transaction(app_id="stream-1", version=7)]))  # another engine commits in between
+    from vidx.indexing.tables import write_part
+
+    mine = write_part(ft.store, "face_tracks", read_index_table(str(out), "face_tracks").slice(0, 1), "vid9")
+    ft.commit([mine])  # its version was taken: read the winner, retried at the next
+    ft.log.checkpoint()
+    dt = deltalake.DeltaTable(str(out / "face_tracks"))
+    assert dt.transaction_version("stream-1") == 7  # the checkpoint kept the other writer's txn
+    names = {os.path.relpath(u, out / "face_tracks") for u in dt.file_uris()}
+    assert mine.path in names and len(names) == 4 and _readable(out / "face_tracks") == 5
