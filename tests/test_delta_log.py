@@ -223,3 +223,22 @@ def test_statistics_never_hold_non_finite_numbers(tmp_path):
     t = pa.table({"t": [float("nan"), 1.0, float("inf"), 2.0], "x": [float("nan")] * 4})
     st = file_stats(t, ["t", "x"])
     assert st["minValues"] == {"t": 1.0} and st["maxValues"] == {"t": 2.0}
+
+
+def test_a_compaction_commit_says_no_data_changed(tmp_path):
+    import json
+
+    from vidx.indexing.store import Store
+    from vidx.indexing.tables import IndexTable
+
+    root = tmp_path / "t"
+    DeltaLog.create(pafs.LocalFileSystem(), str(root), SCHEMA)
+    t = IndexTable(Store(str(tmp_path)), "t", SCHEMA)
+    a, _ = part(str(root), "v1", 0)
+    b, _ = part(str(root), "v1", 0, tag="b")
+    t.commit([a])
+    t.commit([b], [a], operation="OPTIMIZE")
+    lines = [json.loads(x) for x in (root / LOG / f"{2:020d}.json").read_text().splitlines()]
+    assert lines[0]["commitInfo"]["operation"] == "OPTIMIZE"
+    assert [x[k]["dataChange"] for x in lines[1:] for k in x] == [False, False]
+    assert os.path.exists(root / a.path)  # removed, kept for readers until vacuum
