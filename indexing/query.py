@@ -81,6 +81,9 @@ class QueryEngine:
             raise QueryError(f"the people tables of {out} were built by an older vidx; run 'vidx reindex {out}'")
         self.people = ppl.drop_columns(["embedding"])
         self.videos = read_index_table(out, "videos")
+        # a player's media time of vidx's time t is t + this (indexes made before it was recorded: absent)
+        self.stream_starts = {vid: float(e["stream_start_s"]) for vid, e in (m.get("videos") or {}).items()
+                              if e.get("stream_start_s") is not None}
         basis = people.read_basis(self.store)
         self.segments = packs.read(self.store, "action_segments", basis)  # one file, not one a video
         self.person_actions = packs.read(self.store, "person_actions", basis)

@@ -926,6 +926,8 @@ def _commit(store, tables, parts, manifest, plans, chunk_errors, ran_videos, cfg
         summary.tracks += tracks
         summary.detections += sum(p.rows for p in parts.of_video("face_detections", vid, n_chunks))
         entry["status"], entry["error"] = status, error
+        if info is not None:  # a player's media time of vidx's time t is t + this (vidx serve's page seeks by it)
+            entry["stream_start_s"] = round(float(info.stream_start), 6)
         if status == "ok":
             summary.videos_ok += 1
         elif status == "partial":

@@ -388,11 +388,35 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
                       max(1, min(body.limit, 1000)), max(0, body.offset), face=np.asarray(body.embedding, np.float32),
                       face_embedder=body.embedder)
 
+    starts: dict[str, float] = {}  # measured here for videos of indexes that predate the manifest's record
+
+    def _stream_start(v: dict[str, Any]) -> float:
+        """The stream's own time of the video's first frame: the page seeks a player to vidx's time
+        plus this (a player's clock is the file's presentation time; vidx's counts from the first frame)."""
+        got = state.engine.stream_starts.get(v["video_id"], starts.get(v["video_id"]))
+        if got is None:
+            got = 0.0
+            for n in dict.fromkeys([v["path"], *(v.get("paths") or [])]):
+                if "://" not in n and "::" not in n and Path(n).is_file():
+                    from vidx.workers import decode
+
+                    try:
+                        got = decode.stream_start(n)
+                    except Exception:  # noqa: BLE001 - unreadable here: the player's own clock is used
+                        continue
+                    break
+            starts[v["video_id"]] = got
+        return got
+
     @app.get("/api/videos")
     def videos() -> dict[str, Any]:
-        rows = state.engine.videos.select(["video_id", "path", "status", "duration_s", "width", "height",
+        rows = state.engine.videos.select(["video_id", "path", "paths", "status", "duration_s", "width", "height",
                                            "tracks"]).to_pylist()
-        return {"total": len(rows), "items": [{**r, "name": Path(r["path"]).name} for r in rows]}
+        known = state.engine.stream_starts  # the timeline measures the others (one file each) on demand
+        return {"total": len(rows), "items": [{**{k: x for k, x in r.items() if k != "paths"},
+                                               "name": Path(r["path"]).name,
+                                               "stream_start_s": known.get(r["video_id"], starts.get(r["video_id"]))}
+                                              for r in rows]}
 
     def _video(video_id: str) -> dict[str, Any]:
         v = state.engine.videos
@@ -420,7 +444,7 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
         segs = e.segments.filter(pc.equal(e.segments["video_id"], video_id))
         actions = segs.select(["start_s", "end_s", "label", "score"]).sort_by("start_s").to_pylist()
         return {"video_id": video_id, "name": Path(v["path"]).name, "duration_s": v["duration_s"],
-                "people": list(lanes.values()), "actions": actions}
+                "stream_start_s": _stream_start(v), "people": list(lanes.values()), "actions": actions}
 
     @app.get("/api/videos/{video_id}/stream")
     def stream(video_id: str, request: Request):

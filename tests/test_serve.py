@@ -195,3 +195,57 @@ def test_page_in_headless_chromium(out, faces_dir, tmp_path):
         page.screenshot(path=str(SHOTS / "vidx-serve-search.png"), full_page=True)
     assert not errors, errors
     assert (SHOTS / "vidx-serve-search.png").stat().st_size > 10_000
+
+
+def test_page_seeks_to_the_index_frame_on_a_late_starting_clip(data_dir, tmp_path):
+    """A clip whose first frame is at 0.852 s on its own clock (the shared film clip, remuxed):
+    clicking an appearance shows the frame the index means. The player's media time is the file's
+    presentation time, so the page seeks to vidx's time plus the stream's start, which the API
+    serves per video; the shown frame's pixels are vidx's frame at the appearance's start, not the
+    frame 0.85 s before it (across the clip's cut, another shot)."""
+    from test_damage_frames import _remux
+
+    from vidx.indexing.store import read_index_table
+    from vidx.workers import decode
+
+    shift = 0.852
+    clip = _remux(data_dir / "videos" / "psd_goldeneye-vfr-drop3.mp4", tmp_path / "late.mp4", shift_s=shift)
+    out = tmp_path / "index"
+    p = index(clip, "--out", out)
+    assert p.returncode == 0, p.stderr[-3000:]
+    tracks = read_index_table(str(out), "face_tracks").to_pylist()
+    late = min((t for t in tracks if t["start_s"] > 8.8), key=lambda t: t["start_s"])  # after the cut at 8.76 s
+    with served_page(out) as (page, url, errors):
+        item = page.request.get(f"{url}/api/videos").json()["items"][0]
+        assert abs(item["stream_start_s"] - shift) < 1e-3, item
+        people = page.request.get(f"{url}/api/people?limit=1000").json()["items"]
+        pid = next(x["person_id"] for x in people if late["track_id"] in
+                   {t["track_id"] for t in page.request.get(f"{url}/api/people/{x['person_id']}/tracks").json()["items"]})
+        page.goto(f"{url}/#person/{pid}")
+        # the player does not start playing, so the frame the seek shows stays for the test to read
+        page.evaluate("""() => { const v = document.getElementById('player');
+            v.play = () => Promise.resolve();
+            v.addEventListener('seeked', () => { window.seekedAt = v.currentTime; }, { once: true }); }""")
+        page.locator(f"#person-tracks .card[data-track='{late['track_id']}'] img").click()
+        page.wait_for_function("window.seekedAt !== undefined && document.getElementById('player').readyState >= 2",
+                               timeout=30_000)
+        seeked = page.evaluate("window.seekedAt")
+        assert abs(seeked - (late["start_s"] + shift)) < 1e-3, (seeked, late["start_s"])
+        page.wait_for_function("document.getElementById('playhead-time').textContent === "
+                               f"'{late['start_s']:.1f} s'")  # the playhead is on vidx's clock
+        w, h = 160, 68
+        shown = np.asarray(page.evaluate(f"""() => {{ const v = document.getElementById('player');
+            const c = document.createElement('canvas'); c.width = {w}; c.height = {h};
+            const g = c.getContext('2d'); g.drawImage(v, 0, 0, {w}, {h});
+            return Array.from(g.getImageData(0, 0, {w}, {h}).data); }}"""), np.float32).reshape(h, w, 4)[..., :3]
+        page.screenshot(path=str(tmp_path / "late.png"))
+    assert not errors, errors
+    info = decode.probe(str(clip))
+    at = lambda t: int(np.searchsorted(info.timestamps, t + 1e-3) - 1)  # noqa: E731 - the frame shown at time t
+    want = [at(late["start_s"]), at(late["start_s"] - shift)]
+    frames = {int(i): f for ix, fs in decode.read_frames(str(clip), info, np.sort(want)) for i, f in zip(ix, fs)}
+    from PIL import Image
+
+    small = {i: np.asarray(Image.fromarray(frames[i]).resize((w, h), Image.BILINEAR), np.float32) for i in want}
+    right, early = (float(np.abs(shown - small[i]).mean()) for i in want)
+    assert right < 12 and right < early / 3, (right, early)  # the index's frame, not the one 0.85 s before

@@ -73,6 +73,24 @@ class VideoInfo:
     data_end: float = 0.0  # truncated files: where the data ends (seconds); 0 when whole
     keyframes: np.ndarray | None = None  # times of the key (seekable) frames, when known (pyav backend)
     pts_offset: float = 0.0  # pyav backend: the stream's own time of the first frame (vidx's time 0)
+    stream_start: float = 0.0  # the stream's own time of its first frame, whatever the backend: a player's
+    #                            media time of vidx's time t is t + stream_start
+
+
+def stream_start(path: str, packets: int = 64) -> float:
+    """The stream's own time of its first frame, from its first packets' times (no decoding): what
+    a player adds to vidx's time (seconds from the first frame) to seek to the same frame."""
+    av = _av()
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        tb = float(s.time_base) if s.time_base else 0.0
+        pts = []
+        for p in c.demux(s):
+            if p.pts is not None and p.size > 0:
+                pts.append(p.pts)
+                if len(pts) >= packets:  # past any reordering of the first group of pictures
+                    break
+    return float(min(pts) * tb) if pts else 0.0
 
 
 def _decord():
@@ -211,7 +229,8 @@ def probe(path: str) -> VideoInfo:
         note = f"truncated: data ends at {ts[-1] + step:.2f} s of {declared:.2f} s declared"
     return VideoInfo(duration=float(ts[-1] + step), fps=fps, frames=n, width=int(w), height=int(h),
                      codec=codec, backend=backend, timestamps=ts, note=note,
-                     data_end=float(ts[-1] + step) if note else 0.0, keyframes=keys, pts_offset=offset)
+                     data_end=float(ts[-1] + step) if note else 0.0, keyframes=keys, pts_offset=offset,
+                     stream_start=float(pk.start) if pk is not None else 0.0)
 
 
 _INTERNAL = re.compile(r"\[\d{2}:\d{2}:\d{2}\]\s*\S+\.(?:cc|c|h|cpp):\d+:\s*")

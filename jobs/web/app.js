@@ -93,26 +93,33 @@ async function search(offset = 0) {
   $("next").hidden = !res.more;
 }
 
+// One clock: vidx's times count from the video's first frame; the player's media time is the
+// file's own presentation time, which starts at the stream's first frame time (not always 0).
+// Every seek is vidx's time + that offset; the timeline and its playhead are drawn on vidx's clock.
+let offset = 0;
+const seekTo = (t) => { const v = $("player"); v.currentTime = t + offset; v.play().catch(() => {}); };
+
 async function play(videoId, start, path) {
   const box = $("player-box");
   box.hidden = false;
   const v = $("player");
   $("player-title").textContent = (path || videoId).split("/").pop() + ` from ${fmt(start)}`;
+  await timeline(videoId);  // the video's offset first: the seek needs it
   const src = `/api/videos/${encodeURIComponent(videoId)}/stream`;
   if (!v.src.endsWith(src)) v.src = src;
-  const seek = () => { v.currentTime = start || 0; v.play().catch(() => {}); };
+  const seek = () => seekTo(start || 0);
   if (v.readyState >= 1) seek(); else v.addEventListener("loadedmetadata", seek, { once: true });
   v.onerror = () => showError("this video cannot be played here (moved, inside an archive, or a format the browser lacks)");
-  await timeline(videoId);
 }
 
 async function timeline(videoId) {
   let t;
   try { t = await api(`/api/videos/${encodeURIComponent(videoId)}/timeline`); } catch (e) { showError(e.message); return; }
+  offset = t.stream_start_s || 0;
   const dur = t.duration_s || Math.max(1, ...t.people.flatMap((p) => p.tracks.map((x) => x.end_s)));
   const bar = (s, e, cls, title) => el("div", {
     class: "bar " + cls, title, style: `left:${(100 * s) / dur}%;width:${Math.max(0.5, (100 * (e - s)) / dur)}%`,
-    onclick: () => { $("player").currentTime = s; $("player").play().catch(() => {}); },
+    onclick: () => seekTo(s),
   });
   const lanes = t.people.flatMap((p) => [el("div", { class: "lane", "data-person": p.person },
     el("div", { class: "label" }, p.person),
@@ -124,7 +131,15 @@ async function timeline(videoId) {
         `${p.person}: ${a.label} (${a.score.toFixed(2)}, ${a.source === "crop" ? "their own part of the frame" : "alone on screen"})`))))] : [])]);
   lanes.push(el("div", { class: "lane" }, el("div", { class: "label" }, "scene actions"),
     el("div", { class: "track" }, ...t.actions.map((a) => bar(a.start_s, a.end_s, "action", `${a.label} (${a.score.toFixed(2)})`)))));
-  $("timeline").replaceChildren(el("div", { class: "muted" }, `timeline of ${t.name}: ${fmt(dur)}`), ...lanes);
+  const head = el("div", { id: "playhead", class: "playhead" });
+  $("timeline").replaceChildren(el("div", { class: "muted" }, `timeline of ${t.name}: ${fmt(dur)} (times from its first frame)`),
+    el("div", { class: "lane" }, el("div", { class: "label" }, el("span", { id: "playhead-time" }, fmt(0))),
+      el("div", { class: "track" }, head)), ...lanes);
+  $("player").ontimeupdate = () => {  // the playhead on vidx's clock
+    const now = Math.max(0, $("player").currentTime - offset);
+    head.style.left = `${Math.min(100, (100 * now) / dur)}%`;
+    $("playhead-time").textContent = fmt(now);
+  };
 }
 
 const post = (path, body) => api(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
