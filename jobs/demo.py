@@ -81,7 +81,7 @@ def make_demo_media(out: Path) -> list[Path]:
     paths.append(make_demo_video(videos / "astronaut_walk.mp4", seconds=8.0, face_from=1.0, face_to=6.0))
     paths.append(make_demo_video(videos / "empty_room.mp4", seconds=4.0, face_from=99.0))
     for p in paths:
-        log.info("wrote %s", p)
+        log.debug("wrote %s", p)
     return paths
 
 

@@ -30,6 +30,7 @@ import ipaddress
 import logging
 import threading
 import time
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -347,7 +348,10 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
         with state.lock:
             res = people_mod.enroll(out, name, [picked])
             state.reload()
-        return {"name": name, "people": res.named.get(name, [])}
+        named = res.named.get(name, [])
+        # named no one: the nearest people, to confirm one (POST /api/people/{id}/rename)
+        sug = [] if named else [asdict(x) for x in people_mod.suggestions(out, name)]
+        return {"name": name, "people": named, "suggestions": sug, "warnings": res.warnings}
 
     def _query(person, person_id, action, video, start, end, min_score, limit, offset, face=None,
                face_embedder=None) -> dict:

@@ -107,3 +107,45 @@ def test_compare_real_people(faces_dir):
     r = json.loads(run("faces", "compare", "--json", faces_dir / "fr_obama.jpg", faces_dir / "fr_biden2.jpg",
                        check_rc=0).stdout)
     assert not r["same_person"]
+
+
+def test_the_cli_explains_itself(tmp_path):
+    """Bare vidx prints help; --version; -v before or after the command; every option of every
+    command has help, defaults said; a typo gets the closest choice and no prefix is taken silently."""
+    from vidx.jobs import cli
+
+    p = run(check_rc=0)
+    assert "usage: vidx" in p.stdout and "vidx actions train" in p.stdout
+    assert run("--version", check_rc=0).stdout.startswith("vidx ")
+    parsers = [cli.build_parser(), cli.compare_parser(), cli.train_parser(), cli.labels_parser()]
+    subs = [sp for sp in parsers[0]._subparsers._group_actions[0].choices.values()]
+    for sp in subs + parsers[1:]:
+        assert sp.description, f"{sp.prog} has no description"
+        for a in sp._actions:
+            assert a.help, f"{sp.prog} {a.option_strings or a.dest} has no help"
+            d = a.default  # 0 is a default to say; None, False, [] and suppressed ones are not
+            if a.option_strings and not (d is None or d is False or d == [] or d == "==SUPPRESS=="):
+                assert "default" in sp._get_formatter()._get_help_string(a), \
+                    f"{sp.prog} {a.option_strings[-1]} does not say its default"
+    assert "(default: 50)" in run("query", "-h", check_rc=0).stdout
+    p = run("indx", "x", check_rc=2)
+    assert "did you mean 'index'?" in p.stderr
+    p = run("index", tmp_path / "a.mp4", "--out", tmp_path / "idx", "--no-action", check_rc=2)
+    assert "unrecognized arguments: --no-action" in p.stderr and "did you mean '--no-actions'?" in p.stderr
+    p = run("people", "lst", tmp_path, check_rc=2)
+    assert "did you mean 'list'?" in p.stderr
+    p = run("actions", "labels", "danc", "--verbose", check_rc=0)  # -v after the command
+    assert "breakdancing" in p.stdout
+
+
+def test_missing_inputs_are_refused_before_ray_and_leave_nothing(tmp_path):
+    out = tmp_path / "idx"
+    p = run("index", tmp_path / "nope.mp4", tmp_path / "gone", "--out", out, "--verbose", check_rc=2)
+    assert "no such file or folder" in p.stderr and "nope.mp4" in p.stderr and "Ray" not in p.stderr, p.stderr
+    assert not out.exists()
+
+
+def test_demo_prints_each_file_once(tmp_path):
+    p = run("demo", tmp_path / "d", check_rc=0)
+    names = [Path(x).name for x in p.stdout.splitlines()]
+    assert sorted(names) == sorted(set(names)) and "astronaut.jpg" in names and "wrote" not in p.stderr

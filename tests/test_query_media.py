@@ -119,3 +119,39 @@ def test_corrections_and_forget_end_to_end(enrolled, faces_dir, tmp_path):
     assert p.returncode == 0 and "3 already done" in p.stdout, p.stdout + p.stderr[-2000:]
     assert vidx("query", out, "--face", faces_dir / "fr_biden2.jpg").stdout.strip() == "no match"
     assert [p["name"] for p in rows(vidx("people", "list", out, "--json"))] == ["President Obama"]
+
+
+def test_a_near_miss_is_suggested_and_confirming_it_names_every_appearance(tmp_path, data_dir):
+    """Obama's clips sit 0.25 from his photos; with the rule at 0.2 enrolment names no one. vidx
+    enroll, vidx query --person and the API's enrol say who is nearest and by how much; renaming
+    that person (the confirmation) names both his clips and survives a full re-index."""
+    from fastapi.testclient import TestClient
+
+    from vidx.jobs.serve import create_app
+
+    out = tmp_path / "index"
+    v, f = data_dir / "videos", data_dir / "faces"
+    p = index(v / "hk_obama.mp4", v / "shd_obama.mp4", v / "hk_biden.mp4", "--out", out,
+              "--set", "people.match_distance=0.2")
+    assert p.returncode == 0, p.stderr[-3000:]
+    p = vidx("enroll", out, "--name", "Barack Obama", f / "fr_obama.jpg", f / "fr_obama2.jpg")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert "no indexed person is within 0.2 of these photos" in lines[1], p.stdout
+    pid, dist = lines[2].split()[0], float(lines[2].split()[2])  # the nearest first
+    people = {r["person_id"]: r for r in rows(vidx("people", "list", out, "--json"))}
+    assert people[pid]["videos"] == 2 and people[pid]["name"] is None  # Obama's two clips, unnamed
+    assert 0.2 < dist < 0.35 and f"({dist - 0.2:.3f} over the rule)" in lines[2], lines[2]
+    assert f"vidx people rename {out} {pid} 'Barack Obama'" in p.stdout
+    p = vidx("query", out, "--person", "barack obama")
+    assert p.returncode == 2 and "'Barack Obama' is enrolled but names no one" in p.stderr and pid in p.stderr, p.stderr
+    with TestClient(create_app(str(out))) as c:  # the page's enrol answers the same suggestion
+        with open(f / "fr_obama.jpg", "rb") as fh:
+            r = c.post("/api/enroll", data={"name": "Barack Obama"}, files={"photo": ("o.jpg", fh, "image/jpeg")})
+        assert r.status_code == 200 and r.json()["people"] == [], r.text
+        assert r.json()["suggestions"][0]["person_id"] == pid and r.json()["suggestions"][0]["over"] > 0
+    assert vidx("people", "rename", out, pid, "Barack Obama").returncode == 0  # the confirmation
+    for _ in range(2):
+        cov = coverage(rows(vidx("query", out, "--person", "Barack Obama", "--json")))
+        assert set(cov) == {"hk_obama.mp4", "shd_obama.mp4"} and min(cov.values()) > 0.8, cov
+        assert vidx("reindex", out, "--full").returncode == 0  # a correction survives re-indexing
