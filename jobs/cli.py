@@ -9,6 +9,7 @@
     vidx query OUT [--face PHOTO | --person NAME | --person-id ID] [--action LABEL...] [--video V] ...
     vidx forget OUT --person NAME|ID
     vidx vacuum OUT [--retention-hours H]
+    vidx redact OUT VIDEO --to FILE (--keep PERSON... | --only PERSON... | --all) [--style blur|pixelate|box]
     vidx serve OUT [--host 127.0.0.1] [--port 8765] [--token TOKEN]
     vidx models list | pull NAME
     vidx actions VIDEO [--model NAME] [--json]
@@ -570,6 +571,28 @@ def cmd_index(args) -> int:
     return 0 if s.videos_ok + s.videos_partial > 0 or not s.failures else 1
 
 
+def cmd_redact(args) -> int:
+    from vidx.jobs.redact import RedactError, redact
+
+    keep = [] if args.all else args.keep
+    if sum(x is not None and x is not False for x in (args.keep, args.only, args.all or None)) != 1:
+        log.error("vidx redact: say whose faces stay: --keep PERSON... (blur everyone else), --only PERSON... "
+                  "(blur just them) or --all (blur every face), one of them")
+        return 2
+    try:
+        r = redact(args.out, args.video, args.to, keep=keep, only=args.only, style=args.style, margin=args.margin,
+                   every=args.detect_every, max_side=args.max_side, crf=args.quality, device=args.device)
+    except (RedactError, *_people_errors()) as e:
+        log.error("vidx redact: %s", e)
+        return 2
+    tm = r.timing
+    print(f"wrote {r.output}: {r.frames} frames ({r.seconds:.1f} s), faces blurred on {r.redacted_frames} of them "
+          f"({r.regions} regions); {r.faces_found} faces found, {r.unattributed} of them no index track explains "
+          f"(blurred), {r.kept} kept visible; {r.wall_s:.1f} s, {r.fps:.1f} frames/s (detect {tm['detect_s']:.1f} s, "
+          f"encode {tm['encode_s']:.1f} s, decode {tm['decode_s']:.1f} s, blur {tm['redact_s']:.1f} s)")
+    return 0
+
+
 def cmd_models(args) -> int:
     from vidx.workers import actions
 
@@ -834,6 +857,32 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep removed files this long instead (0: delete them all now; time travel to the "
                     "versions that held them ends)")
     vc.set_defaults(func=cmd_vacuum)
+    rd = sub.add_parser("redact", help="write a copy of an indexed video with faces blurred: everyone's but the "
+                        "people kept, or only some people's",
+                        description="Write a copy of VIDEO (an indexed video's id, path or file name) to FILE with "
+                        "faces blurred on every frame: --keep PERSON... blurs everyone else, --only PERSON... blurs "
+                        "just them, --all blurs every face. Faces are found again on every frame (RetinaFace) and "
+                        "given to the index's tracks and people; a face no track explains is blurred. Same frames, "
+                        "frame times and audio as the source (audio copied untouched); H.264 at --quality. The "
+                        "source is only read; FILE is written under a temporary name, then renamed.")
+    rd.add_argument("out", metavar="OUT", help="index folder or URI")
+    rd.add_argument("video", metavar="VIDEO", help="an indexed video's id, path or file name")
+    rd.add_argument("--to", required=True, metavar="FILE", help="the copy to write (.mp4, .mov, .m4v or .mkv)")
+    who = rd.add_mutually_exclusive_group()
+    who.add_argument("--keep", nargs="+", metavar="PERSON", help="people left visible (names or ids); every other "
+                     "face is blurred")
+    who.add_argument("--only", nargs="+", metavar="PERSON", help="people blurred (names or ids); the others stay")
+    who.add_argument("--all", action="store_true", help="blur every face")
+    rd.add_argument("--style", choices=("blur", "pixelate", "box"), default="blur", help="how a face is hidden")
+    rd.add_argument("--margin", type=float, default=0.25, help="widen each face box by this share of its size per side")
+    rd.add_argument("--detect-every", type=int, default=1, metavar="N",
+                    help="find faces on every Nth frame (each frame takes the boxes found within N of it); 1: every frame")
+    rd.add_argument("--max-side", type=int, default=1280, help="find faces on frames scaled to this longer side "
+                    "(0: native)")
+    rd.add_argument("--quality", type=int, default=18, metavar="CRF", help="x264 constant rate factor: 0 lossless, "
+                    "18 visually lossless, 23 x264's default, 51 worst")
+    rd.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
+    rd.set_defaults(func=cmd_redact)
     sv = sub.add_parser("serve", help="a web page and HTTP API to search people and actions, with playback",
                         description="Serve OUT over HTTP: the page at /, the JSON API under /api (OpenAPI schema at "
                         "/openapi.json, docs at /docs). Binds to 127.0.0.1 unless told; binding elsewhere needs a token.")

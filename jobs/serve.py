@@ -25,9 +25,11 @@ then the version already loaded answers.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import logging
+import tempfile
 import threading
 import time
 from dataclasses import asdict
@@ -90,6 +92,12 @@ class EmbeddingSearch(BaseModel):
 class Tracks(BaseModel):
     tracks: list[str]
     force: bool = False  # move: even tracks on screen together with the person's
+
+
+class Redact(BaseModel):
+    keep: list[str] | None = None  # people left visible; every other face blurred ([]: blur everyone)
+    only: list[str] | None = None  # people blurred; the others stay
+    style: str = "blur"  # blur | pixelate | box
 
 
 FOLLOW_S = 1.0  # how often a request looks for a newer commit of the index (one metadata read)
@@ -465,6 +473,33 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
             elif Path(n).is_file():
                 return FileResponse(n, media_type=_media_type(n))
         raise HTTPException(410, f"the video is no longer at {', '.join(playable)}")
+
+    exports = Path(tempfile.mkdtemp(prefix="vidx-exports-"))  # redacted copies, for this server's lifetime
+
+    @app.post("/api/videos/{video_id}/redact")
+    def redact_video(video_id: str, body: Redact) -> dict[str, Any]:
+        """A copy of the video with faces blurred (see `vidx redact`); download it from ``url``.
+        Runs while the request waits: seconds per second of video on a CPU."""
+        from vidx.jobs.redact import RedactError, redact
+
+        v = _video(video_id)
+        tag = hashlib.sha256(repr((video_id, body.keep, body.only, body.style)).encode()).hexdigest()[:10]
+        name = f"{Path(v['path']).stem}.redacted-{tag}.mp4"
+        try:
+            r = redact(out, video_id, str(exports / name), keep=body.keep, only=body.only, style=body.style,
+                       progress=False)
+        except RedactError as e:
+            raise HTTPException(404 if str(e).startswith(("no person", "no indexed video")) else 400, str(e)) from None
+        return {"url": f"/api/exports/{name}", "file": name, "frames": r.frames, "redacted_frames": r.redacted_frames,
+                "faces_found": r.faces_found, "unattributed": r.unattributed, "kept": r.kept,
+                "wall_s": round(r.wall_s, 2)}
+
+    @app.get("/api/exports/{name}")
+    def export(name: str):
+        f = exports / name
+        if "/" in name or "\\" in name or name.startswith(".") or not f.is_file():  # only files this server wrote
+            raise HTTPException(404, f"no export named {name!r}")
+        return FileResponse(f, media_type="video/mp4", filename=name)
 
     @app.get("/api/thumbnails/{track_id}", responses={200: {"content": {"image/jpeg": {}}}})
     def thumbnail(track_id: str):

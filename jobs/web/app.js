@@ -184,6 +184,20 @@ async function personView(pid) {
     el("div", { class: "muted" }, `${fmt(t.start_s)} – ${fmt(t.end_s)}`),
     el("div", { class: "muted" }, `quality ${t.quality.toFixed(2)}, distance ${t.distance.toFixed(3)}, ${t.role}`),
     el("label", {}, el("input", { type: "checkbox", class: "pick", value: t.track_id }), " select"))));
+  // a redacted copy of one of their videos: this person blurred, or everyone else blurred
+  const vids = [...new Map(p.items.map((t) => [t.video_id, t.name])).entries()];
+  $("export-video").replaceChildren(...vids.map(([id, name]) => el("option", { value: id }, name)));
+  const exportAs = async (body, what) => {
+    const res = $("export-result");
+    res.replaceChildren(`writing a copy with ${what}, every frame (seconds per second of video) ...`);
+    try {
+      const r = await post(`/api/videos/${encodeURIComponent($("export-video").value)}/redact`, body);
+      res.replaceChildren(el("a", { href: r.url, download: r.file, id: "export-link" }, `download ${r.file}`),
+        ` (${r.frames} frames, faces blurred on ${r.redacted_frames}; ${r.wall_s.toFixed(1)} s)`);
+    } catch (e) { res.replaceChildren(""); showError(e.message); }
+  };
+  $("export-only").onclick = () => exportAs({ only: [pid] }, "this person blurred");
+  $("export-keep").onclick = () => exportAs({ keep: [pid] }, "only this person visible");
   const picked = () => [...document.querySelectorAll(".pick:checked")].map((x) => x.value);
   $("split-btn").onclick = async () => {
     const tracks = picked();

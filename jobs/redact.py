@@ -1,0 +1,489 @@
+"""Redaction: a copy of an indexed video with faces blurred, everyone's but the people kept
+(``keep``) or only the people named (``only``), on every frame.
+
+The index samples faces at a few frames a second; a redacted copy must cover every frame. Two
+passes over the file, at its full frame rate:
+
+1. **Find faces**: RetinaFace on every frame (``every=1``; on every Nth with ``every=N``, each
+   frame then taking the boxes of the detected frames within N of it), at ``max_side``. Every
+   face found is given to the index track whose box, interpolated between the track's samples
+   (and held for ``carry_s`` past its ends), it overlaps most (IoU >= ``ATTRIBUTE_IOU``); the
+   track's person decides. A face that no track explains is blurred in either mode.
+2. **Write**: every frame decoded again, the boxes of redacted faces (found in pass 1 on this
+   frame or its neighbours, and the interpolated boxes of redacted people's tracks, which cover
+   a turned head the detector misses) widened by ``margin`` and blurred, pixelated or filled,
+   then encoded (H.264 through PyAV's FFmpeg) with the source frame's own timestamp. Audio
+   packets are copied untouched. The copy is written beside the target under a temporary name,
+   then renamed over it; the source is only read.
+
+Times are seconds from the video's first frame (vidx's clock), as players show them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+log = logging.getLogger(__name__)
+
+STYLES = ("blur", "pixelate", "box")
+ATTRIBUTE_IOU = 0.3  # a face found at full rate belongs to the track whose interpolated box it overlaps this much
+DETECT_SCORE = 0.5  # RetinaFace's score to count as a face: lower than indexing's, a missed face leaks
+BATCH = 8  # frames a detector call
+
+
+class RedactError(RuntimeError):
+    """Bad input to a redaction: one line for the user."""
+
+
+@dataclass
+class Redaction:
+    """What a redaction did; ``timing`` in seconds (decode, detect, redact, encode)."""
+
+    output: str
+    frames: int = 0
+    redacted_frames: int = 0  # frames with at least one region blurred
+    regions: int = 0  # regions blurred, over every frame
+    faces_found: int = 0  # faces found by the detection pass (on detected frames)
+    unattributed: int = 0  # of them, faces no index track explains (blurred)
+    kept: int = 0  # of them, faces of kept people (left visible)
+    seconds: float = 0.0  # the video's duration (last frame time + one frame)
+    wall_s: float = 0.0
+    timing: dict = field(default_factory=dict)
+    boxes: dict | None = None  # frame pts -> (K, 4) regions blurred (inclusive pixels), when asked for
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s else 0.0
+
+
+@dataclass
+class _Tracks:
+    """The index's face tracks of one video, with their people and sampled boxes."""
+
+    ids: list[str]
+    redacted: np.ndarray  # (M,) bool: this track's person is to be blurred
+    t: list[np.ndarray]  # per track: sample times (vidx clock), sorted
+    box: list[np.ndarray]  # per track: (n, 4) boxes at those times
+    start: np.ndarray  # (M,) first sample time
+    end: np.ndarray  # (M,) last sample time
+
+
+def _video(out: str, video: str) -> dict:
+    from vidx.indexing.store import read_index_table
+
+    v = read_index_table(out, "videos").to_pylist()
+    hits = [r for r in v if video in (r["video_id"], r["path"], Path(r["path"]).name) or video in (r.get("paths") or [])]
+    if not hits and os.path.exists(video):
+        real = os.path.realpath(video)
+        hits = [r for r in v if "://" not in r["path"] and os.path.exists(r["path"])
+                and os.path.realpath(r["path"]) == real]
+    if not hits:
+        raise RedactError(f"no indexed video with id, path or file name {video!r} (see 'vidx query {out} --video ...')")
+    ids = sorted({r["video_id"] for r in hits})
+    if len(ids) > 1:
+        raise RedactError(f"{video!r} names {len(ids)} indexed videos ({', '.join(ids)}): give the video id")
+    r = hits[0]
+    if r["status"] == "failed":
+        raise RedactError(f"{r['path']} was not indexed ({r.get('error') or 'failed'}): index it before redacting it")
+    return r
+
+
+def _people(out: str, names: list[str]) -> set[str]:
+    """The person ids of ``names`` (ids or names, case-insensitive)."""
+    from vidx.indexing import people
+
+    try:
+        _, ppl = people.load(out)
+        return {p for who in names for p in people.resolve_people(ppl, who)}
+    except people.PeopleError as e:
+        raise RedactError(str(e)) from None
+
+
+def _tracks(out: str, video_id: str, named: set[str], keep: bool) -> _Tracks:
+    from vidx.indexing import people
+    from vidx.indexing.store import read_index_table
+
+    identities, _ = people.load(out)
+    idn = identities.filter(pc.equal(identities["video_id"], video_id)).select(["track_id", "person_id"])
+    person = dict(zip(idn["track_id"].to_pylist(), idn["person_id"].to_pylist()))
+    tracks = read_index_table(out, "face_tracks", ["track_id", "video_id", "segments"])
+    tracks = tracks.filter(pc.equal(tracks["video_id"], video_id))
+    seg_track = {s: t for t, segs in zip(tracks["track_id"].to_pylist(), tracks["segments"].to_pylist())
+                 for s in (segs or [t])}
+    det = read_index_table(out, "face_detections", ["video_id", "t", "x1", "y1", "x2", "y2", "segment_id"])
+    det = det.filter(pc.and_(pc.equal(det["video_id"], video_id), pc.is_valid(det["segment_id"])))
+    seg = np.array(det["segment_id"].to_pylist(), dtype=object)
+    tid = np.array([seg_track.get(s) for s in seg], dtype=object)
+    t = det["t"].to_numpy()
+    box = np.stack([det[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in ("x1", "y1", "x2", "y2")], 1) \
+        if det.num_rows else np.zeros((0, 4))
+    ids = sorted({x for x in tid.tolist() if x is not None})
+    ts, bs = [], []
+    for k in ids:  # a loop over tracks, not frames
+        m = tid == k
+        o = np.argsort(t[m], kind="stable")
+        ts.append(t[m][o])
+        bs.append(box[m][o])
+    # a track whose person the tables do not know (indexed after the last refresh) is blurred
+    red = np.array([(person.get(k) in named) != keep if person.get(k) else True for k in ids], bool)
+    return _Tracks(ids, red, ts, bs, np.array([x[0] for x in ts]) if ids else np.zeros(0),
+                   np.array([x[-1] for x in ts]) if ids else np.zeros(0))
+
+
+def _at(tr: _Tracks, times: np.ndarray, carry_s: float) -> np.ndarray:
+    """(frames, tracks, 4) each track's box at each time, interpolated between its samples and
+    held ``carry_s`` past its ends; NaN where the track is not on screen."""
+    out = np.full((len(times), len(tr.ids), 4), np.nan)
+    if not len(times) or not tr.ids:
+        return out
+    live = np.flatnonzero((tr.start - carry_s <= times[-1]) & (tr.end + carry_s >= times[0]))
+    for j in live.tolist():  # tracks on screen in this block only
+        m = (times >= tr.start[j] - carry_s) & (times <= tr.end[j] + carry_s)
+        for c in range(4):
+            out[m, j, c] = np.interp(times[m], tr.t[j], tr.box[j][:, c])
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes a (..., 4) and b (..., 4), inclusive pixels, broadcast; NaN boxes give 0."""
+    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1
+    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    area = lambda x: (x[..., 2] - x[..., 0] + 1) * (x[..., 3] - x[..., 1] + 1)  # noqa: E731
+    with np.errstate(invalid="ignore"):
+        r = inter / (area(a) + area(b) - inter)
+    return np.nan_to_num(r, nan=0.0)
+
+
+def _widen(boxes: np.ndarray, margin: float, w: int, h: int) -> np.ndarray:
+    """Boxes grown by ``margin`` of their size on each side, clipped to the frame, as ints."""
+    if not len(boxes):
+        return np.zeros((0, 4), np.int64)
+    bw, bh = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+    g = np.stack([boxes[:, 0] - margin * bw, boxes[:, 1] - margin * bh, boxes[:, 2] + margin * bw,
+                  boxes[:, 3] + margin * bh], 1)
+    g = np.floor(g).astype(np.int64)
+    g[:, [0, 2]] = np.clip(g[:, [0, 2]], 0, w - 1)
+    g[:, [1, 3]] = np.clip(g[:, [1, 3]], 0, h - 1)
+    return g[(g[:, 2] >= g[:, 0]) & (g[:, 3] >= g[:, 1])]
+
+
+def apply(frame: np.ndarray, regions: np.ndarray, style: str) -> np.ndarray:
+    """Blur, pixelate or fill ``regions`` (K, 4) inclusive int pixels of an RGB frame, in place."""
+    import cv2
+
+    for x1, y1, x2, y2 in regions.tolist():  # a loop over a frame's few faces
+        roi = frame[y1 : y2 + 1, x1 : x2 + 1]
+        rh, rw = roi.shape[:2]
+        if style == "box":
+            roi[:] = 0
+        elif style == "pixelate":  # about 8 blocks across the face: nothing of it survives
+            small = cv2.resize(roi, (max(1, rw // max(1, rw // 8)), max(1, rh // max(1, rh // 8))),
+                               interpolation=cv2.INTER_AREA)
+            roi[:] = cv2.resize(small, (rw, rh), interpolation=cv2.INTER_NEAREST)
+        else:  # blur: shrink first (a cheap strong low-pass), then a Gaussian over what is left
+            small = cv2.resize(roi, (max(1, rw // 6), max(1, rh // 6)), interpolation=cv2.INTER_AREA)
+            small = cv2.GaussianBlur(small, (0, 0), sigmaX=max(1.0, min(small.shape[:2]) / 4))
+            roi[:] = cv2.resize(small, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    return frame
+
+
+def _frames(path: str, size: tuple[int, int] | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
+    """(pts, seconds on the stream's clock, RGB frame) for every frame, in presentation order."""
+    import av
+
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        s.thread_type = "AUTO"
+        tb = float(s.time_base)
+        for f in c.decode(s):
+            if f.pts is None:
+                continue
+            arr = f.to_ndarray(format="rgb24") if size is None else \
+                f.to_ndarray(format="rgb24", width=size[0], height=size[1])
+            yield int(f.pts), f.pts * tb, arr
+
+
+def _check_target(src: str, to: str) -> Path:
+    dst = Path(to)
+    if dst.suffix.lower() not in (".mp4", ".mov", ".mkv", ".m4v"):
+        raise RedactError(f"{to}: write to a .mp4, .mov, .m4v or .mkv file")
+    if "://" not in src and os.path.exists(to) and os.path.samefile(src, to):
+        raise RedactError(f"{to} is the source video itself: write the redacted copy to another file")
+    if "://" not in src and os.path.realpath(src) == os.path.realpath(to):
+        raise RedactError(f"{to} is the source video itself: write the redacted copy to another file")
+    parent = dst.parent if str(dst.parent) else Path(".")
+    if not parent.is_dir():
+        raise RedactError(f"{to}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise RedactError(f"{to}: the folder {parent} is not writable")
+    if dst.is_dir():
+        raise RedactError(f"{to} is a folder: name the file to write")
+    return dst
+
+
+def redact(out: str, video: str, to: str, keep: list[str] | None = None, only: list[str] | None = None,
+           style: str = "blur", margin: float = 0.25, every: int = 1, max_side: int = 1280, crf: int = 18,
+           device: str = "cpu", carry_s: float = 0.5, keep_boxes: bool = False, progress: bool = True) -> Redaction:
+    """Write a copy of ``video`` (id, path or file name in the index ``out``) to ``to`` with faces
+    blurred: everyone's but ``keep`` (person ids or names; ``keep=[]`` keeps no one) or only
+    ``only``'s. See the module's docstring for how every frame is covered."""
+    from tqdm import tqdm
+
+    from vidx.workers import decode
+    from vidx.workers.retinaface import RetinaFace
+    from vidx.workers.sources import SourceError, local_file
+
+    if style not in STYLES:
+        raise RedactError(f"unknown style {style!r} (choose from {', '.join(STYLES)})")
+    if not 0 <= margin <= 2:
+        raise RedactError(f"margin must be between 0 and 2 (a share of the face's size), not {margin}")
+    if every < 1:
+        raise RedactError(f"detect every N frames needs N >= 1, not {every}")
+    if not 0 <= crf <= 51:
+        raise RedactError(f"quality (x264 CRF) must be 0-51, not {crf}")
+    if (keep is None) == (only is None):
+        raise RedactError("say whose faces stay: --keep PERSON... (blur everyone else), --keep-none (blur "
+                          "everyone) or --only PERSON... (blur just them), one of them")
+    if only is not None and not only:
+        raise RedactError("--only needs at least one person")
+    v = _video(out, video)
+    dst = _check_target(v["path"], to)
+    named, keeping = _people(out, list(keep if keep is not None else only)), keep is not None
+    tr = _tracks(out, v["video_id"], named, keeping)
+    t0 = time.perf_counter()
+    timing = {"decode_s": 0.0, "detect_s": 0.0, "redact_s": 0.0, "encode_s": 0.0}
+    try:
+        with local_file(v["path"]) as path:
+            return _run(path, dst, tr, v, style, margin, every, max_side, crf, device, carry_s, keep_boxes, progress,
+                        timing, t0, decode, RetinaFace, tqdm)
+    except SourceError as e:
+        raise RedactError(f"{v['path']}: {e}") from None
+
+
+def _run(path, dst, tr, v, style, margin, every, max_side, crf, device, carry_s, keep_boxes, progress, timing, t0,
+         decode, RetinaFace, tqdm) -> Redaction:
+    import av
+
+    try:
+        with av.open(path) as c:
+            s = c.streams.video[0]
+            w, h = s.codec_context.width, s.codec_context.height
+            n_guess = s.frames or None
+    except (av.error.FFmpegError, IndexError) as e:
+        raise RedactError(f"{v['path']}: cannot be read as a video ({e})") from None
+    first = decode.stream_start(path)
+    dw, dh = decode.scaled_size(w, h, max_side) if max_side else (w, h)
+    sx, sy = w / dw, h / dh
+    det = RetinaFace(device, score_threshold=DETECT_SCORE)
+    res = Redaction(output=str(dst))
+
+    # pass 1: faces on every (Nth) frame, attributed to the index's tracks
+    pts_all, t_all, found = [], [], {}  # found: frame position -> (K, 4) boxes in video pixels
+    batch_pos, batch_img = [], []
+
+    def flush():
+        if not batch_img:
+            return
+        t = time.perf_counter()
+        for p, d in zip(batch_pos, det.detect(batch_img)):
+            found[p] = d.boxes * np.array([sx, sy, sx, sy]) if len(d) else np.zeros((0, 4))
+        timing["detect_s"] += time.perf_counter() - t
+        batch_pos.clear()
+        batch_img.clear()
+
+    bar = tqdm(total=n_guess, desc="redact: finding faces", unit="frame", disable=None if progress else True,
+               leave=False)
+    t = time.perf_counter()
+    try:
+        for i, (pts, ts, img) in enumerate(_frames(path, (dw, dh))):
+            pts_all.append(pts)
+            t_all.append(ts - first)
+            if i % every == 0:
+                batch_pos.append(i)
+                batch_img.append(img)
+                if len(batch_img) == BATCH:
+                    timing["decode_s"] += time.perf_counter() - t
+                    flush()
+                    t = time.perf_counter()
+            bar.update(1)
+    except av.error.FFmpegError as e:
+        raise RedactError(f"{v['path']}: decoding stopped at frame {len(pts_all)} ({e}); redacting a damaged "
+                          "file is not supported") from None
+    timing["decode_s"] += time.perf_counter() - t
+    flush()
+    bar.close()
+    n = len(pts_all)
+    if not n:
+        raise RedactError(f"{v['path']}: no frame could be decoded")
+    times = np.asarray(t_all)
+    regions = _regions(found, times, tr, every, carry_s, margin, w, h, res)
+
+    # pass 2: every frame again, redacted, encoded with its own timestamp; audio copied
+    tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+    try:
+        _write(path, tmp, regions, pts_all, style, crf, timing, progress, n, tqdm, res)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    res.frames = n
+    res.seconds = float(times[-1] + (np.median(np.diff(times)) if n > 1 else 0.0))
+    res.wall_s = time.perf_counter() - t0
+    res.timing = {k: round(x, 3) for k, x in timing.items()}
+    if keep_boxes:
+        res.boxes = {p: regions[i] for i, p in enumerate(pts_all)}
+    return res
+
+
+def _regions(found: dict, times: np.ndarray, tr: _Tracks, every: int, carry_s: float, margin: float, w: int, h: int,
+             res: Redaction) -> list[np.ndarray]:
+    """Per frame, the regions to blur (widened, inclusive int pixels), a block of frames at a time."""
+    n = len(times)
+    out: list[np.ndarray] = [np.zeros((0, 4), np.int64)] * n
+    det_pos = np.array(sorted(found), np.int64)
+    block = 256
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        at = _at(tr, times[b0:b1], carry_s)  # (B, M, 4)
+        # each frame takes the faces found on the detected frames within `every` of it (every=1: the
+        # frame and its two neighbours, so a face the detector misses on one frame stays covered)
+        reach = max(1, every)
+        lo, hi = np.searchsorted(det_pos, b0 - reach), np.searchsorted(det_pos, b1 + reach)
+        cand_f, cand_b, cand_own = [], [], []
+        for p in det_pos[lo:hi].tolist():  # a loop over detected frames near the block
+            bx = found[p]
+            if not len(bx):
+                continue
+            for f in range(max(b0, p - reach), min(b1, p + reach + 1)):
+                cand_f.append(np.full(len(bx), f - b0))
+                cand_b.append(bx)
+                cand_own.append(np.full(len(bx), f == p))
+        red_b = [[] for _ in range(b1 - b0)]
+        if cand_f:
+            cf, cb, own = np.concatenate(cand_f), np.concatenate(cand_b), np.concatenate(cand_own)
+            iou = _iou(cb[:, None, :], at[cf])  # (C, M): each found face against the tracks at its frame
+            best = iou.argmax(1) if iou.shape[1] else np.zeros(len(cf), np.int64)
+            hit = iou[np.arange(len(cf)), best] >= ATTRIBUTE_IOU if iou.shape[1] else np.zeros(len(cf), bool)
+            blur = ~hit | (tr.redacted[best] if len(tr.ids) else True)
+            res.faces_found += int(own.sum())
+            res.unattributed += int((own & ~hit).sum())
+            res.kept += int((own & ~blur).sum())
+            for f, bx in zip(cf[blur].tolist(), cb[blur]):
+                red_b[f].append(bx)
+        red_t = at[:, tr.redacted, :] if len(tr.ids) else np.zeros((b1 - b0, 0, 4))  # redacted people's tracks
+        for f in range(b1 - b0):  # per frame: stack its boxes (small arrays)
+            parts = [np.asarray(red_b[f]).reshape(-1, 4), red_t[f][~np.isnan(red_t[f]).any(1)]]
+            g = _widen(np.concatenate(parts), margin, w, h)
+            out[b0 + f] = g
+            if len(g):
+                res.redacted_frames += 1
+                res.regions += len(g)
+    return out
+
+
+def _write(path: str, tmp: Path, regions: list[np.ndarray], pts_all: list[int], style: str, crf: int, timing: dict,
+           progress: bool, n: int, tqdm, res: Redaction) -> None:
+    import av
+
+    pos = {p: i for i, p in enumerate(pts_all)}
+    with av.open(path) as i, av.open(str(tmp), "w") as o:
+        iv = i.streams.video[0]
+        iv.thread_type = "AUTO"
+        ias = list(i.streams.audio)
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        ov = o.add_stream(codec, rate=iv.average_rate or iv.guessed_rate or 25)
+        ov.width, ov.height = iv.codec_context.width, iv.codec_context.height
+        ov.pix_fmt = "yuv420p" if ov.width % 2 == 0 and ov.height % 2 == 0 else "yuv444p"
+        ov.time_base = iv.time_base
+        ov.codec_context.time_base = iv.time_base
+        if codec == "libx264":
+            ov.options = {"crf": str(crf), "preset": "fast"}
+        try:
+            oas = {a.index: o.add_stream_from_template(a) for a in ias}
+        except (ValueError, av.error.FFmpegError) as e:
+            raise RedactError(f"{tmp.suffix} cannot hold this video's audio ({e}); write to a .mkv file") from None
+        bar = tqdm(total=n, desc="redact: writing", unit="frame", disable=None if progress else True, leave=False)
+        t = time.perf_counter()
+        for pkt in i.demux(iv, *ias):
+            if pkt.stream.type == "audio":
+                if pkt.dts is not None:
+                    pkt.stream = oas[pkt.stream.index]  # copied untouched
+                    o.mux(pkt)
+                continue
+            try:
+                frames = pkt.decode()
+            except av.error.FFmpegError:  # damage: the frames FFmpeg gives are written, as pass 1 saw them
+                continue
+            for f in frames:
+                if f.pts is None:
+                    continue
+                arr = f.to_ndarray(format="rgb24")
+                timing["decode_s"] += time.perf_counter() - t
+                t = time.perf_counter()
+                k = pos.get(int(f.pts))
+                if k is not None and len(regions[k]):
+                    apply(arr, regions[k], style)
+                timing["redact_s"] += time.perf_counter() - t
+                t = time.perf_counter()
+                nf = av.VideoFrame.from_ndarray(arr, format="rgb24")
+                nf.pts, nf.time_base = f.pts, f.time_base
+                for p in ov.encode(nf):
+                    o.mux(p)
+                timing["encode_s"] += time.perf_counter() - t
+                t = time.perf_counter()
+                bar.update(1)
+        for p in ov.encode():
+            o.mux(p)
+        timing["encode_s"] += time.perf_counter() - t
+        bar.close()
+
+
+# ---------------------------------------------------------------------------- checking a redaction
+
+
+def reference_faces(path: str, score: float = 0.8, device: str = "cpu") -> dict[int, np.ndarray]:
+    """Every face visible on every frame, for checking a redaction: RetinaFace at the file's full
+    resolution on each frame, faces scoring ``score`` or more; frame pts -> (K, 4) boxes."""
+    from vidx.workers.retinaface import RetinaFace
+
+    det = RetinaFace(device, score_threshold=score)
+    out: dict[int, np.ndarray] = {}
+    pts, imgs = [], []
+
+    def flush():
+        for p, d in zip(pts, det.detect(imgs)):
+            out[p] = d.boxes.astype(np.float64) if len(d) else np.zeros((0, 4))
+        pts.clear()
+        imgs.clear()
+
+    for p, _, img in _frames(path):
+        pts.append(p)
+        imgs.append(img)
+        if len(imgs) == BATCH:
+            flush()
+    flush()
+    return out
+
+
+def covered(faces: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """Per face box (K, 4), the share of its area inside the union of ``regions`` (inclusive ints)."""
+    if not len(faces):
+        return np.zeros(0)
+    res = np.zeros(len(faces))
+    for k, (x1, y1, x2, y2) in enumerate(np.round(faces).astype(np.int64).tolist()):  # a frame's few faces
+        w, h = max(1, x2 - x1 + 1), max(1, y2 - y1 + 1)
+        m = np.zeros((h, w), bool)
+        for a1, b1, a2, b2 in regions.tolist():
+            m[max(0, b1 - y1): max(0, b2 - y1 + 1), max(0, a1 - x1): max(0, a2 - x1 + 1)] = True
+        res[k] = m.mean()
+    return res
