@@ -65,7 +65,9 @@ def test_keep_obama_leaves_him_visible(out, data_dir, tmp_path):
     ref = reference_faces(str(src))
     r = redact(str(out), "hk_obama.mp4", str(tmp_path / "kept.mp4"), keep=["barack obama"], keep_boxes=True,
                progress=False)
-    cov = np.concatenate([covered(f, r.boxes[p]) for p, f in ref.items() if len(f)])
+    # his face: the largest on each frame (the reference may also find a small false face)
+    big = {p: f[[int(((f[:, 2] - f[:, 0]) * (f[:, 3] - f[:, 1])).argmax())]] for p, f in ref.items() if len(f)}
+    cov = np.concatenate([covered(f, r.boxes[p]) for p, f in big.items()])
     assert len(cov) >= 140 and (cov > 0.1).mean() < 0.01, f"{(cov > 0.1).sum()} of {len(cov)} face-frames blurred"
     r = redact(str(out), "hk_obama.mp4", str(tmp_path / "only.mp4"), only=["Barack Obama"], keep_boxes=True,
                progress=False)  # only him: every face-frame of his covered
