@@ -91,6 +91,11 @@ class QueryEngine:
         n = identities.num_rows
         self.n_tracks = n
         has = pc.is_in(identities["track_id"], value_set=self.person_actions["track_id"].unique())
+        # each person's best track quality (the gallery puts people of weak tracks only aside)
+        best = identities.group_by("person_id").aggregate([("quality", "max")])
+        self.person_quality = dict(zip(best["person_id"].to_pylist(),
+                                       [0.0 if q is None else float(q) for q in best["quality_max"].to_pylist()]))
+        self.weak_people = sum(q < self.cfg.min_quality for q in self.person_quality.values())
         self.identities = pa.table({  # row = the track's row in faces.vectors
             "track_id": identities["track_id"], "person_id": identities["person_id"],
             "video_id": identities["video_id"]}).combine_chunks()

@@ -49,6 +49,23 @@ def engine_for_index(out: str, detector: str | None = None, embedder: str | None
                       photo_side=PHOTO_SIDE)
 
 
+def photo_boxes(path: str, engine) -> tuple[int, int, list[list[int]]]:
+    """(width, height, boxes): the faces of a photo the index's engine would offer, numbered as
+    :func:`pick_faces` numbers them (left to right); boxes [left, top, right, bottom] pixels."""
+    import numpy as np
+
+    from vidx.workers.images import ImageReadError, load_rgb
+
+    try:
+        img = load_rgb(path)
+    except ImageReadError as e:
+        raise PeopleError(str(e)) from None
+    faces = engine([img])
+    kept = np.flatnonzero(faces.kept)
+    order = kept[np.argsort(faces.boxes[kept, 0], kind="stable")]
+    return img.shape[1], img.shape[0], [[int(v) for v in faces.boxes[i]] for i in order]
+
+
 def pick_faces(photos: list[tuple[str, int | None]], engine) -> list[PhotoFace]:
     """One face per photo (``(path, face index or None)``), faces numbered left to right.  A photo
     that cannot be read, has no face, or has several and no index given is refused, naming it."""

@@ -291,8 +291,16 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
 
     @app.get("/api/people")
     def list_people(offset: int = Q(0, ge=0), limit: int = Q(100, ge=1, le=1000)) -> dict[str, Any]:
-        ppl = state.engine.people.sort_by([("tracks", "descending"), ("person_id", "ascending")])
-        return {"total": ppl.num_rows, "offset": offset, "items": ppl.slice(offset, limit).to_pylist()}
+        e = state.engine
+        # named people first, then by appearances; each with its best track's quality, and whether
+        # every track of it is below people.min_quality (a weak person: the gallery hides them)
+        ppl = e.people.append_column("unnamed", pc.is_null(e.people["name"]))
+        ppl = ppl.sort_by([("unnamed", "ascending"), ("tracks", "descending"), ("person_id", "ascending")])
+        items = ppl.drop_columns(["unnamed"]).slice(offset, limit).to_pylist()
+        for x in items:
+            x["quality"] = e.person_quality.get(x["person_id"], 0.0)
+            x["weak"] = x["quality"] < e.cfg.min_quality
+        return {"total": ppl.num_rows, "offset": offset, "weak": e.weak_people, "items": items}
 
     @app.get("/api/people/{person_id}")
     def person(person_id: str, offset: int = Q(0, ge=0), limit: int = Q(100, ge=1, le=1000)) -> dict[str, Any]:
@@ -348,6 +356,24 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
             state.reload()
         return {"forgot": res.names or res.person_ids, "tracks": res.tracks, "detections": res.detections,
                 "gallery_photos": res.gallery_photos, "videos": res.videos}
+
+    @app.post("/api/faces")
+    async def photo_faces(photo: UploadFile = File(...)) -> dict[str, Any]:
+        """The faces of an uploaded photo, numbered as /api/enroll and /api/search/face take
+        ``face`` (left to right): for a picker when a photo shows several people."""
+        from vidx.jobs.engines import photo_boxes
+
+        data = await photo.read(MAX_UPLOAD + 1)
+        if len(data) > MAX_UPLOAD:
+            raise HTTPException(413, f"photo larger than {MAX_UPLOAD >> 20} MB")
+        with tempfile.NamedTemporaryFile(suffix=".img") as f:
+            f.write(data)
+            f.flush()
+            try:
+                w, h, boxes = photo_boxes(f.name, state.faces())
+            except people_mod.PeopleError as e:
+                raise HTTPException(422, str(e).replace(f.name, photo.filename or "the photo")) from None
+        return {"width": w, "height": h, "faces": [{"face": k, "box": b} for k, b in enumerate(boxes)]}
 
     @app.post("/api/enroll")
     async def enroll(name: str = Form(...), photo: UploadFile = File(...), face: int | None = Form(None)):

@@ -249,3 +249,69 @@ def test_page_seeks_to_the_index_frame_on_a_late_starting_clip(data_dir, tmp_pat
     small = {i: np.asarray(Image.fromarray(frames[i]).resize((w, h), Image.BILINEAR), np.float32) for i in want}
     right, early = (float(np.abs(shown - small[i]).mean()) for i in want)
     assert right < 12 and right < early / 3, (right, early)  # the index's frame, not the one 0.85 s before
+
+
+def test_page_review_loop(data_dir, tmp_path):
+    """Enrol from a photo of two people through the face picker; the rule (tightened to 0.2 for a
+    near miss) names no one, so the page suggests the nearest people and "This is NAME" names
+    Obama's person; the gallery puts him first and counts right; a merge refreshes the gallery;
+    forget lives on the person's page behind a confirmation."""
+    from vidx.jobs.engines import engine_for_index, photo_boxes, pick_faces
+
+    out = tmp_path / "index"
+    v, f = data_dir / "videos", data_dir / "faces"
+    p = index(v / "hk_obama.mp4", v / "shd_obama.mp4", v / "hk_biden.mp4", "--out", out,
+              "--set", "people.match_distance=0.2")
+    assert p.returncode == 0, p.stderr[-3000:]
+    group = f / "fr_knntest_obama_and_biden.jpg"
+    eng = engine_for_index(str(out))
+    ref = pick_faces([(str(f / "fr_obama.jpg"), None)], eng)[0].embedding
+    n = len(photo_boxes(str(group), eng)[2])  # Obama, Biden and someone behind them
+    embs = [pick_faces([(str(group), k)], eng)[0].embedding for k in range(n)]
+    obama_face = int(np.argmin([eng.space.distance(ref[None], e[None])[0] for e in embs]))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with served_page(out) as (page, url, errors):
+        page.goto(f"{url}/")
+        page.wait_for_selector("#people .card")
+        before = page.locator("#people .card").count()
+        page.fill("#enroll-name", "Barack Obama")
+        page.set_input_files("#enroll-photo", str(group))
+        page.click("#enroll-btn")
+        page.wait_for_selector("#enroll-picker .face-pick", timeout=60_000)
+        assert page.locator("#enroll-picker .face-pick").count() == n >= 2
+        page.screenshot(path=str(SHOTS / "vidx-serve-enroll-picker.png"), full_page=True)
+        page.click(f"#enroll-picker .face-pick[data-face='{obama_face}']")
+        sug = page.wait_for_selector("#enroll-result .suggestion", timeout=60_000)
+        first = page.locator("#enroll-result .suggestion").first
+        assert "2 appearances in 2 videos" in first.inner_text() and "over the rule" in first.inner_text()
+        page.screenshot(path=str(SHOTS / "vidx-serve-suggestions.png"), full_page=True)
+        pid = sug.get_attribute("data-person-id")
+        first.locator("button.confirm").click()
+        page.wait_for_selector(f"#people .card[data-person-id='{pid}'] .who:has-text('Barack Obama')")
+        cards = page.locator("#people .card")
+        assert cards.first.get_attribute("data-person-id") == pid  # named people first
+        assert "2 appearances in 2 videos" in cards.first.inner_text()
+        assert page.locator("#people .card:has-text('1 appearance in 1 video')").count() >= 1  # counts spelled right
+        weak = page.request.get(f"{url}/api/people").json()["weak"]
+        assert f"show {weak} " in page.inner_text("#weak-label")
+        page.screenshot(path=str(SHOTS / "vidx-serve-gallery.png"), full_page=True)
+        other = page.locator("#people .card").nth(1).get_attribute("data-person-id")
+        page.check(f"#people .card[data-person-id='{pid}'] .merge")
+        page.check(f"#people .card[data-person-id='{other}'] .merge")
+        page.click("#merge-btn")  # Obama and Biden were never on screen together: the merge goes through
+        page.wait_for_function(f"document.querySelectorAll('#people .card').length === {before - 1}")
+        assert "3 appearances in 3 videos" in page.locator(f"#people .card[data-person-id='{pid}']").inner_text()
+        assert page.locator("#people .card button:has-text('Forget')").count() == 0  # not on the gallery
+        page.goto(f"{url}/#person/{pid}")
+        page.wait_for_selector("#person-tracks .card")
+        page.once("dialog", lambda d: d.dismiss())  # the confirmation: dismissed, nothing happens
+        page.click("#forget-btn")
+        page.goto(f"{url}/#people")
+        page.wait_for_selector(f"#people .card[data-person-id='{pid}']")
+        page.goto(f"{url}/#person/{pid}")
+        page.wait_for_selector("#person-tracks .card")
+        page.once("dialog", lambda d: d.accept())
+        page.click("#forget-btn")
+        page.wait_for_selector("#view-people:not([hidden])")
+        page.wait_for_function(f"!document.querySelector(\"#people .card[data-person-id='{pid}']\")", timeout=60_000)
+    assert not errors, errors

@@ -144,25 +144,78 @@ async function timeline(videoId) {
 
 const post = (path, body) => api(path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
 
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+const thumb = (track) => `/api/thumbnails/${encodeURIComponent(track)}`;
+
 async function peopleView() {
-  let items;
-  try { items = await loadLists(); } catch (e) { showError(e.message); return; }
-  $("people").replaceChildren(...items.map((p) => {
+  let items, weak;
+  try { [items, weak] = await Promise.all([loadLists(), api("/api/people?limit=1000").then((r) => r.weak)]); }
+  catch (e) { showError(e.message); return; }
+  const showWeak = $("show-weak").checked;
+  $("weak-label").textContent = `show ${plural(weak, "person", "people")} seen only in weak appearances (small, dark, blurred or turned)`;
+  $("people").replaceChildren(...items.filter((p) => showWeak || !p.weak || p.name).map((p) => {
     const name = el("input", { value: p.name || "", placeholder: "name", size: 14 });
-    return el("div", { class: "card", "data-person-id": p.person_id },
+    return el("div", { class: "card" + (p.weak ? " weak" : ""), "data-person-id": p.person_id },
       el("a", { href: `#person/${encodeURIComponent(p.person_id)}`, title: "review this person's appearances" },
-        el("img", { src: `/api/thumbnails/${encodeURIComponent(p.thumbnail_track)}`, alt: p.person_id })),
+        el("img", { src: thumb(p.thumbnail_track), alt: p.name || p.person_id })),
       el("div", { class: "who" }, p.name || p.person_id),
-      el("div", { class: "muted" }, `${p.person_id}: ${p.tracks} appearances in ${p.videos} videos`),
+      el("div", { class: "muted" }, (p.name ? `${p.person_id}: ` : "") +
+        `${plural(p.tracks, "appearance", "appearances")} in ${plural(p.videos, "video", "videos")}`),
       el("label", {}, el("input", { type: "checkbox", class: "merge", value: p.person_id }), " merge"),
       el("div", {}, name, el("button", { onclick: async () => {
-        try { await api(`/api/people/${p.person_id}/rename`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ name: name.value }) }); peopleView(); } catch (e) { showError(e.message); }
-      } }, "Rename")),
-      el("button", { onclick: async () => {
-        if (!confirm(`Forget ${p.name || p.person_id}? Every trace of them leaves the index.`)) return;
-        try { await api(`/api/people/${p.person_id}`, { method: "DELETE" }); peopleView(); } catch (e) { showError(e.message); }
-      } }, "Forget"));
+        try { await post(`/api/people/${encodeURIComponent(p.person_id)}/rename`, { name: name.value }); peopleView(); } catch (e) { showError(e.message); }
+      } }, "Rename")));
   }));
+}
+
+// Enrol from a photo: a photo with several faces asks which one; a name that the rule gives to no
+// one shows the nearest people, to confirm one ("this is NAME", a rename kept across re-indexing).
+async function enrollStart(ev) {
+  ev.preventDefault();
+  const name = $("enroll-name").value.trim(), file = $("enroll-photo").files[0];
+  if (!name || !file) { showError("give a name and a photo of them"); return; }
+  showError("");
+  const fd = new FormData();
+  fd.append("photo", file);
+  let faces;
+  try { faces = (await api("/api/faces", { method: "POST", body: fd })).faces; } catch (e) { showError(e.message); return; }
+  if (!faces.length) { showError("no face found in this photo"); return; }
+  if (faces.length === 1) { enrollFace(name, file, 0); return; }
+  const img = await createImageBitmap(file);
+  $("enroll-picker").replaceChildren(el("div", { class: "muted" }, `${faces.length} faces in this photo: which one is ${name}?`),
+    ...faces.map((f) => {
+      const [l, t, r, b] = f.box, w = r - l + 1, h = b - t + 1, c = document.createElement("canvas");
+      c.width = 96; c.height = Math.round((96 * h) / w);
+      c.getContext("2d").drawImage(img, l, t, w, h, 0, 0, c.width, c.height);
+      return el("button", { class: "face-pick", "data-face": String(f.face), onclick: () => enrollFace(name, file, f.face) }, c, ` face ${f.face}`);
+    }));
+}
+
+async function enrollFace(name, file, face) {
+  const fd = new FormData();
+  fd.append("name", name); fd.append("photo", file); fd.append("face", String(face));
+  let r;
+  try { r = await api("/api/enroll", { method: "POST", body: fd }); } catch (e) { showError(e.message); return; }
+  $("enroll-picker").replaceChildren();
+  const res = $("enroll-result");
+  if (r.people.length) {
+    res.replaceChildren(el("div", {}, `enrolled ${name}: ${plural(r.people.length, "person", "people")} named by the photo`));
+  } else if (!r.suggestions.length) {
+    res.replaceChildren(el("div", {}, `enrolled ${name}; no indexed person is near the photo yet`));
+  } else {
+    res.replaceChildren(el("div", {}, `enrolled ${name}, but no indexed person is close enough to name. The nearest:`),
+      el("div", { class: "cards" }, ...r.suggestions.map((x) => el("div", { class: "card suggestion", "data-person-id": x.person_id },
+        el("img", { src: thumb(x.thumbnail_track), alt: x.person_id }),
+        el("div", { class: "who" }, x.name || x.person_id),
+        el("div", { class: "muted" }, `distance ${x.distance.toFixed(3)}` + (x.over > 0 ? `, ${x.over.toFixed(3)} over the rule` : ", within the rule")),
+        el("div", { class: "muted" }, `${plural(x.tracks, "appearance", "appearances")} in ${plural(x.videos, "video", "videos")}`),
+        el("button", { class: "confirm", onclick: async () => {
+          try { await post(`/api/people/${encodeURIComponent(x.person_id)}/rename`, { name }); } catch (e) { showError(e.message); return; }
+          res.replaceChildren(el("div", {}, `${x.person_id} is now ${name}`)); peopleView();
+        } }, `This is ${name}`)))));
+  }
+  for (const w of r.warnings || []) res.append(el("div", { class: "muted" }, `warning: ${w}`));
+  peopleView();
 }
 
 // One person's tracks, farthest from the person's centre first (the likeliest mistakes): tick
@@ -173,7 +226,7 @@ async function personView(pid) {
   catch (e) { showError(e.message); return; }
   const title = p.name ? `${p.name} (${p.person_id})` : p.person_id;
   const named = p.name ? (p.name_source === "manual" ? "named by hand" : `named by the photos, distance ${p.name_distance.toFixed(3)}`) : "not named";
-  $("person-title").textContent = `${title}: ${p.tracks} appearances in ${p.videos} videos, ${named}`;
+  $("person-title").textContent = `${title}: ${plural(p.tracks, "appearance", "appearances")} in ${plural(p.videos, "video", "videos")}, ${named}`;
   const target = $("move-target");
   target.replaceChildren(...everyone.filter((x) => x.person_id !== p.person_id)
     .map((x) => el("option", { value: x.person_id }, x.name ? `${x.name} (${x.person_id})` : x.person_id)));
@@ -198,6 +251,10 @@ async function personView(pid) {
   };
   $("export-only").onclick = () => exportAs({ only: [pid] }, "this person blurred");
   $("export-keep").onclick = () => exportAs({ keep: [pid] }, "only this person visible");
+  $("forget-btn").onclick = async () => {
+    if (!confirm(`Forget ${p.name || p.person_id}? Every trace of them (${plural(p.tracks, "appearance", "appearances")}, their photos) leaves the index; this cannot be undone.`)) return;
+    try { await api(`/api/people/${encodeURIComponent(pid)}`, { method: "DELETE" }); location.hash = "#people"; } catch (e) { showError(e.message); }
+  };
   const picked = () => [...document.querySelectorAll(".pick:checked")].map((x) => x.value);
   $("split-btn").onclick = async () => {
     const tracks = picked();
@@ -214,6 +271,9 @@ async function personView(pid) {
 function route() {
   // the landing page is the people gallery; #search and #person/ID are the other views
   const h = location.hash;
+  $("player-box").hidden = true;  // the player belongs to the view that opened it
+  $("player").pause();
+  showError("");
   const view = h === "#search" ? "search" : h.startsWith("#person/") ? "person" : "people";
   $("view-search").hidden = view !== "search";
   $("view-people").hidden = view !== "people";
@@ -227,6 +287,8 @@ $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); searc
 $("clear-btn").addEventListener("click", () => { $("photo").value = ""; $("person").value = ""; $("actions").value = ""; $("video").value = ""; });
 $("prev").addEventListener("click", () => search(Math.max(0, state.offset - state.limit)));
 $("next").addEventListener("click", () => search(state.offset + state.limit));
+$("enroll-form").addEventListener("submit", enrollStart);
+$("show-weak").addEventListener("change", () => peopleView());
 $("merge-btn").addEventListener("click", async () => {
   const ids = [...document.querySelectorAll(".merge:checked")].map((x) => x.value);
   if (ids.length < 2) { showError("tick two or more people to merge"); return; }
