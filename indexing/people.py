@@ -468,7 +468,7 @@ class Assignment:
 def replay(assign: Assignment, ops: list[dict[str, Any]]) -> dict[str, str]:
     """Apply corrections in order to ``assign`` (changed in place); returns the manual names
     (person -> name).  Tracks an op names that are no longer indexed are skipped."""
-    keys = ("into", "from", "tracks")
+    keys = ("into", "from", "tracks", "anchor")
     flat = [t for op in ops for k in keys for t in op.get(k) or ()]
     found = pc.index_in(pa.array(flat, pa.string()), value_set=assign.track_ids).to_numpy(zero_copy_only=False)
     at = 0
@@ -497,6 +497,12 @@ def replay(assign: Assignment, ops: list[dict[str, Any]]) -> dict[str, str]:
             into = assign.plurality(r["into"])
             if into is not None:
                 assign.code[r["tracks"]] = into
+        elif kind == "not":  # "these tracks are not that person": out of the anchor's person, whoever put them back
+            anchor = assign.plurality(r["anchor"])
+            if anchor is not None and len(r["tracks"]):
+                back = r["tracks"][assign.code[r["tracks"]] == anchor]
+                if len(back):
+                    assign.code[back] = assign.code_of(op["person_id"])
         elif kind == "rename":
             p = assign.plurality(r["tracks"])
             if p is not None:
@@ -505,6 +511,25 @@ def replay(assign: Assignment, ops: list[dict[str, Any]]) -> dict[str, str]:
                 else:
                     names.pop(assign.names[p], None)
     return names
+
+
+def refused_names(assign: Assignment, ops: list[dict[str, Any]]) -> dict[int, set[str]]:
+    """Person code -> the names its tracks were marked as not being ("not this person"): naming
+    never gives them one of these."""
+    out: dict[int, set[str]] = {}
+    nots = [op for op in ops if op["op"] == "not" and op.get("name")]
+    if not nots:
+        return out
+    flat = [t for op in nots for t in op["tracks"]]
+    found = pc.index_in(pa.array(flat, pa.string()), value_set=assign.track_ids).to_numpy(zero_copy_only=False)
+    at = 0
+    for op in nots:
+        x = found[at : at + len(op["tracks"])]
+        at += len(op["tracks"])
+        rows = x[~np.isnan(x)].astype(np.int64) if x.dtype.kind == "f" else x.astype(np.int64)
+        for c in np.unique(assign.code[rows]).tolist():
+            out.setdefault(c, set()).add(op["name"])
+    return out
 
 
 # ---------------------------------------------------------------------------- files
@@ -677,9 +702,11 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False, purg
         log.info("people: clustering every track (%s)", why)
         built = _full(store, ft, parts, cfg, sp, old)
     manual = replay(built.assign, ops)
+    refused = refused_names(built.assign, ops)
     role = np.where(built.assign.code != built.auto, "manual", built.role)
     cannot = built.cannot if built.cannot is not None else co_occurring(built.tracks)
-    identities, people = _tables(built.tracks, built.emb, built.assign, manual, gallery, cfg, sp, role, cannot)
+    identities, people = _tables(built.tracks, built.emb, built.assign, manual, gallery, cfg, sp, role, cannot,
+                                 refused)
 
     if built.changed:
         built.index.meta.face_tracks_version = snap.version if snap else -1
@@ -830,7 +857,8 @@ def nearest_photos(dist: np.ndarray) -> np.ndarray:
 
 
 def name_people(centre: np.ndarray, gallery: pa.Table, sp: Space, match_distance: float,
-                together: set[tuple[int, int]], taken: list[str | None]) -> tuple[list[str | None], list[float | None]]:
+                together: set[tuple[int, int]], taken: list[str | None],
+                refused: list[set[str]] | None = None) -> tuple[list[str | None], list[float | None]]:
     """An enrolled name (and its distance) per person, or None: the nearest name by
     :func:`nearest_photos` below ``match_distance``; of people on screen together (``together``:
     person index pairs) only the nearest gets a name; ``taken``: manual names, which win."""
@@ -844,6 +872,10 @@ def name_people(centre: np.ndarray, gallery: pa.Table, sp: Space, match_distance
     dist = sp.pairwise(centre, g)  # (people, photos)
     names_u = sorted(set(gnames.tolist()))
     nd = np.stack([nearest_photos(dist[:, gnames == nm]) for nm in names_u], 1)  # (people, names)
+    for i, no in enumerate(refused or ()):  # "not this person": never that name
+        for nm in no:
+            if nm in names_u:
+                nd[i, names_u.index(nm)] = np.inf
     best = nd.argmin(1)
     bd = nd[np.arange(n), best]
     holders: dict[str, list[int]] = {}
@@ -860,7 +892,7 @@ def name_people(centre: np.ndarray, gallery: pa.Table, sp: Space, match_distance
 
 def _tables(tracks: pa.Table, emb: np.ndarray, assign: Assignment, manual: dict[str, str],
             gallery: pa.Table, cfg: PeopleConfig, sp: Space, role: np.ndarray,
-            cannot: np.ndarray) -> tuple[pa.Table, pa.Table]:
+            cannot: np.ndarray, refused: dict[int, set[str]] | None = None) -> tuple[pa.Table, pa.Table]:
     """identities (a row a track) and people (a row a person), with array operations only: a
     million tracks take seconds, not a loop per person."""
     from scipy.sparse import csr_matrix
@@ -900,7 +932,13 @@ def _tables(tracks: pa.Table, emb: np.ndarray, assign: Assignment, manual: dict[
     diff = a != b
     together = set(zip(np.minimum(a, b)[diff].tolist(), np.maximum(a, b)[diff].tolist()))
     taken = [manual.get(p) for p in names_sorted]
-    enrolled, name_d = name_people(centre, gallery, sp, cfg.match_distance, together, taken)
+    if refused:  # a manual name its tracks were since marked as not being goes too
+        pos = {p: i for i, p in enumerate(assign.names)}
+        taken = [None if t and t in refused.get(pos[p], ()) else t for p, t in zip(names_sorted, taken)]
+    no = None
+    if refused:  # person index -> the names its tracks are marked as not being
+        no = [refused.get(pos[p], set()) for p in names_sorted]
+    enrolled, name_d = name_people(centre, gallery, sp, cfg.match_distance, together, taken, no)
     name = [t or e for t, e in zip(taken, enrolled)]
     source = ["manual" if t else ("enrolled" if e else None) for t, e in zip(taken, enrolled)]
     name_d = [None if t else d for t, d in zip(taken, name_d)]
@@ -971,8 +1009,12 @@ def suggestions(out: str, name: str, k: int = 3) -> list[Suggestion]:
     g = gallery.filter(pc.equal(gallery["name"], name))
     if not g.num_rows:
         raise PeopleError(f"no photos are enrolled as {name!r}")
-    _, people = load(out)
+    identities, people = load(out)
     people = people.filter(pc.invert(pc.fill_null(pc.equal(people["name"], name), False)))
+    marked = [t for op in read_corrections(store) if op["op"] == "not" and op.get("name") == name for t in op["tracks"]]
+    if marked:  # people marked as not NAME are not suggested for it
+        no = identities.filter(pc.is_in(identities["track_id"], value_set=pa.array(marked, pa.string())))["person_id"]
+        people = people.filter(pc.invert(pc.is_in(people["person_id"], value_set=no.unique())))
     if not people.num_rows:
         return []
     d = nearest_photos(sp.pairwise(_emb(people), _emb(g)))
@@ -1059,6 +1101,23 @@ def on_screen_together(out: str, a: list[str], b: list[str], limit: int = 5) -> 
     return [f"{ta} and {tb} (video {v}, {s:.1f}-{e:.1f} s)" for ta, tb, v, s, e in rows]
 
 
+def _refuse_not(ops: list[dict[str, Any]], result: set[str], what: str, name: str | None = None) -> None:
+    """Refuse a correction whose person (tracks ``result``, named ``name``) contradicts a "not this
+    person" mark: its tracks together with the person they were marked apart from, or the name
+    they were marked as not being."""
+    for op in ops:
+        if op["op"] != "not":
+            continue
+        mine = result & set(op["tracks"])
+        if mine and result & set(op.get("anchor") or ()):
+            raise PeopleError(f"{what} would put {', '.join(sorted(mine)[:3])} back with "
+                              f"{op.get('name') or op.get('was') or 'the person'} they were marked as not being "
+                              f"({op.get('at', '')[:10]}); 'vidx people' shows the marks")
+        if mine and name and op.get("name") and op["name"].casefold() == name.casefold():
+            raise PeopleError(f"{what}: {', '.join(sorted(mine)[:3])} were marked as not {op['name']} "
+                              f"({op.get('at', '')[:10]})")
+
+
 def _refuse_together(out: str, a: list[str], b: list[str], what: str) -> None:
     clash = on_screen_together(out, a, b)
     if clash:
@@ -1076,6 +1135,7 @@ def correct(out: str, op: str, people_args: list[str], name: str | None = None, 
     store = Store(out)
     identities, people = load(out)
     persons = [resolve_people(people, p) for p in people_args]
+    done = read_corrections(store)
     if op == "merge":
         if len(persons) < 2:
             raise PeopleError("merge needs at least two people")
@@ -1085,6 +1145,7 @@ def correct(out: str, op: str, people_args: list[str], name: str | None = None, 
             raise PeopleError("those are already one person")
         if not force:
             _refuse_together(out, into, rec["from"], "merging " + " and ".join(people_args))
+        _refuse_not(done, set(into) | set(rec["from"]), "merging " + " and ".join(people_args))
         rec["force"] = force
     elif op == "move":
         if len(persons) != 1 or not tracks:
@@ -1099,9 +1160,32 @@ def correct(out: str, op: str, people_args: list[str], name: str | None = None, 
             raise PeopleError(f"those tracks already belong to {people_args[0]}")
         if not force:
             _refuse_together(out, into, moved, f"moving those tracks into {people_args[0]}")
+        _refuse_not(done, set(into) | set(moved), f"moving those tracks into {people_args[0]}")
         rec = {"op": "move", "tracks": moved, "into": into, "force": force}
     elif op == "rename":
         rec = {"op": "rename", "tracks": _tracks_of(identities, persons[0]), "name": name or ""}
+        if name:
+            _refuse_not(done, set(rec["tracks"]), f"naming {people_args[0]} {name}", name)
+    elif op == "not":  # tracks of a person that are not them, or (name) a person who is not NAME
+        own = _tracks_of(identities, persons[0])
+        label = people.filter(pc.is_in(people["person_id"], value_set=pa.array(persons[0])))["name"].to_pylist()
+        was = next((x for x in label if x), None)
+        if tracks:
+            missing = sorted(set(tracks) - set(own))
+            if missing:
+                raise PeopleError(f"track(s) {', '.join(missing)} do not belong to {people_args[0]}")
+            anchor = [t for t in own if t not in set(tracks)]
+            if not anchor and not (name or was):
+                raise PeopleError(f"those are every track of {people_args[0]}: nothing is left to keep them apart "
+                                  "from; name who they are not (--name NAME)")
+            rec = {"op": "not", "tracks": list(tracks), "anchor": anchor, "name": name or was or "",
+                   "was": people_args[0], "person_id": person_id_for(list(tracks), salt="not:")}
+        elif name:
+            rec = {"op": "not", "tracks": own, "anchor": [], "name": name, "was": people_args[0],
+                   "person_id": persons[0][0]}
+        else:
+            raise PeopleError("not needs --tracks TRACK_ID... (these appearances are not PERSON) or --name NAME "
+                              "(PERSON is not NAME)")
     elif op == "split":
         own = identities.filter(pc.is_in(identities["person_id"], value_set=pa.array(persons[0])))
         if video:

@@ -278,6 +278,10 @@ def cmd_people(args) -> int:
             if len(args.people) != 1:
                 raise people.PeopleError("usage: vidx people move OUT PERSON --tracks TRACK_ID...")
             res = people.correct(args.out, "move", args.people, tracks=args.tracks, force=args.force)
+        elif args.action == "not":
+            if len(args.people) != 1:
+                raise people.PeopleError("usage: vidx people not OUT PERSON --tracks TRACK_ID... | --name NAME")
+            res = people.correct(args.out, "not", args.people, tracks=args.tracks, name=args.name)
         else:
             if len(args.people) != 1:
                 raise people.PeopleError("usage: vidx people split OUT PERSON --video VIDEO_ID | --tracks TRACK_ID...")
@@ -784,17 +788,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("photos", nargs="+", metavar="PHOTO[@N]", help="photos of the person (@N: the Nth face, from 0)")
     _face_options(e, index=True)
     e.set_defaults(func=cmd_enroll)
-    pp = sub.add_parser("people", help="list or show people, or correct them: rename, merge, split, move "
-                        "(kept across re-indexing)",
+    pp = sub.add_parser("people", help="list or show people, or correct them: rename, merge, split, move, "
+                        "not (kept across re-indexing)",
                         description="list OUT | show OUT PERSON | rename OUT PERSON NAME | merge OUT PERSON PERSON... | "
                         "split OUT PERSON --video VIDEO_ID | --tracks TRACK_ID... | move OUT PERSON --tracks TRACK_ID... "
-                        "(PERSON: id or name). A merge or move that would make one person of faces on screen "
-                        "together is refused unless --force.")
-    pp.add_argument("action", choices=("list", "show", "rename", "merge", "split", "move"), help="what to do")
+                        "| not OUT PERSON --tracks TRACK_ID... (these appearances are not PERSON) | not OUT PERSON "
+                        "--name NAME (PERSON is not NAME) (PERSON: id or name). A merge or move that would make one "
+                        "person of faces on screen together is refused unless --force; one that contradicts a "
+                        "'not' is refused. Every correction is kept across re-indexing.")
+    pp.add_argument("action", choices=("list", "show", "rename", "merge", "split", "move", "not"), help="what to do")
     pp.add_argument("out", metavar="OUT", help="index folder or URI")
     pp.add_argument("people", nargs="*", metavar="PERSON", help="person ids or names (rename: PERSON NEW_NAME)")
     pp.add_argument("--video", help="split: move the person's tracks in this video to a new person")
-    pp.add_argument("--tracks", nargs="+", help="split: move these tracks to a new person; move: into PERSON")
+    pp.add_argument("--tracks", nargs="+", help="split: move these tracks to a new person; move: into PERSON; "
+                    "not: these tracks are not PERSON")
+    pp.add_argument("--name", help="not: PERSON is not NAME (never named NAME, never suggested for it)")
     pp.add_argument("--force", action="store_true", help="merge/move even faces seen on screen together")
     pp.add_argument("--json", action="store_true", help="print JSON (one object per line)")
     pp.set_defaults(func=cmd_people)

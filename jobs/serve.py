@@ -94,6 +94,11 @@ class Tracks(BaseModel):
     force: bool = False  # move: even tracks on screen together with the person's
 
 
+class NotPerson(BaseModel):
+    tracks: list[str] = []  # these tracks are not the person
+    name: str | None = None  # or: the person is not NAME
+
+
 class Redact(BaseModel):
     keep: list[str] | None = None  # people left visible; every other face blurred ([]: blur everyone)
     only: list[str] | None = None  # people blurred; the others stay
@@ -332,6 +337,17 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
             res = people_mod.correct(out, "move", [person_id], tracks=body.tracks, force=body.force)
             state.reload()
         return {"person_id": person_id, "moved": body.tracks, "people": res.people}
+
+    @app.post("/api/people/{person_id}/not")
+    def not_person(person_id: str, body: NotPerson) -> dict[str, Any]:
+        """"Not this person": ``tracks`` of the person are not them (they leave and never come
+        back), or with only ``name``: the person is not NAME (never named or suggested so)."""
+        if not body.tracks and not body.name:
+            raise HTTPException(400, "give the tracks that are not this person, or the name this person is not")
+        with state.lock:
+            res = people_mod.correct(out, "not", [person_id], tracks=body.tracks or None, name=body.name)
+            state.reload()
+        return {"people": res.people}
 
     @app.post("/api/people/{person_id}/rename")
     def rename(person_id: str, body: Rename) -> dict[str, Any]:

@@ -292,3 +292,37 @@ def test_graph_linkage_gives_scikit_learns_clusters_and_stops_at_the_distance():
         got = people.graph_linkage(x, g.row, g.col, thr, metric)
         pairs = lambda lab: {(a, b) for a, b in zip(*np.triu_indices(len(lab), 1)) if lab[a] == lab[b]}  # noqa: E731
         assert 60 <= len(set(got)) < 1200 and pairs(got) == pairs(want)
+
+
+def test_not_this_person_is_kept_through_refreshes_names_and_corrections(tmp_path):
+    """A track marked "not Ann" leaves Ann's person and never goes back: not by re-clustering, not
+    by a merge or a move (refused, saying why); its new person never gets the name Ann, and a
+    person marked as not Ann is no longer suggested for her."""
+    out = str(tmp_path)
+    write_index(out, {"v1": [("a1", 0, 5, A)], "v2": [("a2", 0, 5, near(A, 0.05, 2))],
+                      "v3": [("a3", 0, 5, near(A, 0.05, 3))], "v4": [("b1", 0, 5, B)]})
+    people.enroll(out, "Ann", [people.PhotoFace("ann.jpg", 0, [0, 0, 99, 99], near(A, 0.05, 9))])
+    pid = _pid(out)
+    assert pid["a1"] == pid["a2"] == pid["a3"]
+    people.correct(out, "not", ["Ann"], tracks=["a3"])
+    for full in (False, True):
+        p2 = _pid(out)
+        _, ppl = people.load(out)
+        names = dict(zip(ppl["person_id"].to_pylist(), ppl["name"].to_pylist()))
+        assert p2["a3"] != p2["a1"] == p2["a2"] and names[p2["a1"]] == "Ann" and names[p2["a3"]] is None
+        people.refresh(out, force=full)
+    with pytest.raises(people.PeopleError, match="marked as not being"):
+        people.correct(out, "merge", ["Ann", _pid(out)["a3"]])
+    with pytest.raises(people.PeopleError, match="marked as not being"):
+        people.correct(out, "move", ["Ann"], tracks=["a3"])
+    with pytest.raises(people.PeopleError, match="marked as not Ann"):
+        people.correct(out, "rename", [_pid(out)["a3"]], name="Ann")
+    assert [s.person_id for s in people.suggestions(out, "Ann")] == [_pid(out)["b1"]]  # not a3's person
+    # a whole person marked as not Ann: loses the name and is not suggested for it
+    people.correct(out, "not", ["Ann"], name="Ann")
+    _, ppl = people.load(out)
+    assert "Ann" not in set(ppl["name"].to_pylist())
+    sug = {s.person_id for s in people.suggestions(out, "Ann")}
+    assert _pid(out)["a1"] not in sug and _pid(out)["a3"] not in sug and _pid(out)["b1"] in sug
+    with pytest.raises(people.PeopleError, match="not needs"):
+        people.correct(out, "not", [_pid(out)["b1"]])

@@ -150,6 +150,12 @@ def test_a_near_miss_is_suggested_and_confirming_it_names_every_appearance(tmp_p
             r = c.post("/api/enroll", data={"name": "Barack Obama"}, files={"photo": ("o.jpg", fh, "image/jpeg")})
         assert r.status_code == 200 and r.json()["people"] == [], r.text
         assert r.json()["suggestions"][0]["person_id"] == pid and r.json()["suggestions"][0]["over"] > 0
+    biden = next(p for p, r in people.items() if p != pid)
+    assert biden in p.stderr  # the second nearest, until marked as not him
+    p = vidx("people", "not", out, biden, "--name", "Barack Obama")
+    assert p.returncode == 0, p.stderr
+    p = vidx("query", out, "--person", "barack obama")
+    assert p.returncode == 2 and pid in p.stderr and biden not in p.stderr, p.stderr
     assert vidx("people", "rename", out, pid, "Barack Obama").returncode == 0  # the confirmation
     for _ in range(2):
         cov = coverage(rows(vidx("query", out, "--person", "Barack Obama", "--json")))

@@ -212,7 +212,11 @@ async function enrollFace(name, file, face) {
         el("button", { class: "confirm", onclick: async () => {
           try { await post(`/api/people/${encodeURIComponent(x.person_id)}/rename`, { name }); } catch (e) { showError(e.message); return; }
           res.replaceChildren(el("div", {}, `${x.person_id} is now ${name}`)); peopleView();
-        } }, `This is ${name}`)))));
+        } }, `This is ${name}`),
+        el("button", { class: "not", onclick: async (ev) => {
+          try { await post(`/api/people/${encodeURIComponent(x.person_id)}/not`, { name }); } catch (e) { showError(e.message); return; }
+          ev.target.closest(".suggestion").remove();  // kept: never suggested or named so again
+        } }, `Not ${name}`)))));
   }
   for (const w of r.warnings || []) res.append(el("div", { class: "muted" }, `warning: ${w}`));
   peopleView();
@@ -256,6 +260,11 @@ async function personView(pid) {
     try { await api(`/api/people/${encodeURIComponent(pid)}`, { method: "DELETE" }); location.hash = "#people"; } catch (e) { showError(e.message); }
   };
   const picked = () => [...document.querySelectorAll(".pick:checked")].map((x) => x.value);
+  $("not-btn").onclick = async () => {
+    const tracks = picked();
+    if (!tracks.length) { showError("select the appearances that are not this person"); return; }
+    try { await post(`/api/people/${encodeURIComponent(pid)}/not`, { tracks }); showError(""); personView(pid); } catch (e) { showError(e.message); }
+  };
   $("split-btn").onclick = async () => {
     const tracks = picked();
     if (!tracks.length) { showError("select the appearances to move out"); return; }
