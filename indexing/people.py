@@ -74,7 +74,7 @@ IDENTITIES = pa.schema([
     pa.field("distance", pa.float32()),  # the track's distance to its person's centre (the embedder's metric)
     pa.field("quality", pa.float32()),  # the track's quality (face_tracks.quality)
     # core: a confident track that formed the person; joined: a weak track that joined it; alone: a weak
-    # track no person was clearly nearest to; manual: placed by a correction
+    # track no person was clearly nearest to; manual: placed by a correction; reviewed: accepted by hand
     pa.field("role", pa.string()),
     # the track's own facts, copied so that queries and the next refresh read one narrow table
     pa.field("face_id", pa.int64()),  # its id in the FAISS index (faces_index.track_hash)
@@ -493,7 +493,7 @@ def replay(assign: Assignment, ops: list[dict[str, Any]]) -> dict[str, str]:
                 names.pop(assign.names[p], None)  # the first person keeps its name; the others' go
         elif kind == "split":
             assign.code[r["tracks"]] = assign.code_of(op["person_id"])
-        elif kind == "move":  # tracks moved into another person
+        elif kind in ("move", "accept"):  # tracks moved into another person; accepted: kept in theirs
             into = assign.plurality(r["into"])
             if into is not None:
                 assign.code[r["tracks"]] = into
@@ -704,6 +704,11 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False, purg
     manual = replay(built.assign, ops)
     refused = refused_names(built.assign, ops)
     role = np.where(built.assign.code != built.auto, "manual", built.role)
+    accepted = [t for op in ops if op["op"] in ("accept", "not") for t in op["tracks"]]
+    if accepted:  # reviewed by hand (accepted, or marked not their person): out of the review queue
+        seen = pc.is_in(built.tracks["track_id"], value_set=pa.array(accepted, pa.string())).to_numpy(
+            zero_copy_only=False)
+        role = np.where(seen & (role != "manual"), "reviewed", role)
     cannot = built.cannot if built.cannot is not None else co_occurring(built.tracks)
     identities, people = _tables(built.tracks, built.emb, built.assign, manual, gallery, cfg, sp, role, cannot,
                                  refused)
@@ -1074,6 +1079,73 @@ def person_tracks(out: str, who: str) -> tuple[dict[str, Any], list[dict[str, An
     return row, [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
+REVIEW_CANDIDATES = 2000  # tracks farthest from their own person whose runner-up is measured for the queue
+
+
+def review_queue(out: str, limit: int = 50, offset: int = 0,
+                 candidates: int = REVIEW_CANDIDATES) -> tuple[int, list[dict[str, Any]]]:
+    """Appearances to review, the least certain first: (how many are open, a page of them).
+
+    A track's certainty is its margin: the distance to the nearest *other* person's centre minus
+    the distance to its own (small or negative: it could as well be someone else), low quality
+    first among equal margins. Tracks already reviewed or corrected by hand are not offered. Of
+    the open tracks, the ``candidates`` farthest from their own person are measured (one FAISS
+    search against the people's centres), so the queue costs the same at a million tracks."""
+    import duckdb
+    import faiss
+
+    store = Store(out)
+    sp = index_space(store.require_manifest())
+    identities, people = load(out)
+    role = identities["role"].to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(~np.isin(role, ["manual", "reviewed"]))
+    if not len(rows) or people.num_rows < 2:
+        return 0, []
+    own_d = identities["distance"].to_numpy(zero_copy_only=False).astype(np.float64)[rows]
+    rows = rows[np.argsort(-np.nan_to_num(own_d, nan=np.inf), kind="stable")[:candidates]]
+    vec = np.asarray(read_vectors(store, identities.num_rows)[rows], np.float32)
+    centres = _emb(people).astype(np.float32)
+    pid = people["person_id"].to_pylist()
+    pos = {p: i for i, p in enumerate(pid)}
+    own = np.array([pos[p] for p in identities["person_id"].take(pa.array(rows)).to_pylist()], np.int64)
+    if sp.metric == "cosine":
+        unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # noqa: E731
+        index = faiss.IndexFlatIP(centres.shape[1])
+        index.add(unit(centres))
+        sim, nn = index.search(unit(vec), min(3, len(pid)))
+        dist = 1.0 - sim
+    else:
+        index = faiss.IndexFlatL2(centres.shape[1])
+        index.add(centres)
+        d2, nn = index.search(vec, min(3, len(pid)))
+        dist = np.sqrt(np.maximum(d2, 0))
+    other = np.where(nn[:, 0] != own, 0, 1)  # the nearest that is not the track's own person
+    o_idx = nn[np.arange(len(rows)), other]
+    o_d = dist[np.arange(len(rows)), other].astype(np.float64)
+    d = sp.distance(vec.astype(np.float64), centres[own].astype(np.float64))
+    margin = o_d - d
+    quality = identities["quality"].to_numpy(zero_copy_only=False).astype(np.float64)[rows]
+    order = np.lexsort((np.nan_to_num(quality), margin))[offset: offset + limit]
+    names = people["name"].to_pylist()
+    q = pa.table({"row": pa.array(rows[order]), "margin": pa.array(margin[order]), "distance": pa.array(d[order]),
+                  "other_person": pa.array([pid[i] for i in o_idx[order]], pa.string()),
+                  "other_name": pa.array([names[i] for i in o_idx[order]], pa.string()),
+                  "other_distance": pa.array(o_d[order]), "rank": pa.array(np.arange(len(order)))})
+    con = duckdb.connect()
+    con.register("q", q)
+    con.register("i", identities.drop_columns(["distance"]).append_column(
+        "row", pa.array(np.arange(identities.num_rows))))
+    con.register("p", people.select(["person_id", "name"]))
+    con.register("v", read_index_table(out, "videos", ["video_id", "path"]))
+    cur = con.execute("""
+        SELECT i.track_id, i.video_id, v.path, i.start_s, i.end_s, i.thumbnail_t, i.quality, i.role,
+               i.person_id, p.name, q.distance, q.other_person, q.other_name, q.other_distance, q.margin
+        FROM q JOIN i USING (row) LEFT JOIN p USING (person_id) LEFT JOIN v USING (video_id)
+        ORDER BY q.rank""")
+    cols = [c[0] for c in cur.description]
+    return len(rows), [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
 # ---------------------------------------------------------------------------- corrections
 
 
@@ -1166,6 +1238,14 @@ def correct(out: str, op: str, people_args: list[str], name: str | None = None, 
         rec = {"op": "rename", "tracks": _tracks_of(identities, persons[0]), "name": name or ""}
         if name:
             _refuse_not(done, set(rec["tracks"]), f"naming {people_args[0]} {name}", name)
+    elif op == "accept":  # reviewed: the tracks are the person (out of the review queue, kept there)
+        if not tracks:
+            raise PeopleError("accept needs --tracks TRACK_ID...")
+        own = _tracks_of(identities, persons[0])
+        missing = sorted(set(tracks) - set(own))
+        if missing:
+            raise PeopleError(f"track(s) {', '.join(missing)} do not belong to {people_args[0]}")
+        rec = {"op": "accept", "tracks": list(tracks), "into": own}
     elif op == "not":  # tracks of a person that are not them, or (name) a person who is not NAME
         own = _tracks_of(identities, persons[0])
         label = people.filter(pc.is_in(people["person_id"], value_set=pa.array(persons[0])))["name"].to_pylist()

@@ -448,6 +448,52 @@ def _write(path: str, tmp: Path, regions: list[np.ndarray], pts_all: list[int], 
         bar.close()
 
 
+def face_frame(out: str, track_id: str, max_side: int = 640) -> bytes:
+    """A JPEG of the frame at a track's thumbnail time with the track's face box drawn: the
+    review queue shows where on the frame the face is (the thumbnail is only the crop)."""
+    import io
+
+    import av
+    from PIL import Image, ImageDraw
+
+    from vidx.indexing import people
+    from vidx.workers import decode
+    from vidx.workers.sources import local_file
+
+    identities, _ = people.load(out)
+    row = identities.filter(pc.equal(identities["track_id"], track_id)).to_pylist()
+    if not row:
+        raise RedactError(f"no track {track_id!r}")
+    row = row[0]
+    v = _video(out, row["video_id"])
+    tr = _tracks(out, row["video_id"], set(), True)
+    if track_id not in tr.ids:
+        raise RedactError(f"track {track_id!r} has no detections in the index")
+    t = float(row["thumbnail_t"])
+    box = _at(tr, np.array([t]), 1e9)[0, tr.ids.index(track_id)]
+    with local_file(v["path"]) as path:
+        start = decode.stream_start(path)
+        with av.open(path) as c:
+            s = c.streams.video[0]
+            tb = float(s.time_base)
+            c.seek(int((t + start) / tb), stream=s, backward=True, any_frame=False)
+            img = None
+            for f in c.decode(s):
+                if f.pts is not None and f.pts * tb - start >= t - 1e-3:
+                    img = f.to_image()
+                    break
+                img = f.to_image()
+    if img is None:
+        raise RedactError(f"{v['path']}: no frame at {t:.2f} s")
+    d = ImageDraw.Draw(img)
+    wd = max(2, round(max(img.size) / 320))
+    d.rectangle([float(x) for x in box], outline=(250, 204, 21), width=wd)
+    img.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
 # ---------------------------------------------------------------------------- checking a redaction
 
 

@@ -338,6 +338,33 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
             state.reload()
         return {"person_id": person_id, "moved": body.tracks, "people": res.people}
 
+    @app.get("/api/review")
+    def review(offset: int = Q(0, ge=0), limit: int = Q(50, ge=1, le=500)) -> dict[str, Any]:
+        """Appearances to review, the least certain first (margin: distance to the runner-up
+        person minus distance to their own); accept or mark "not this person" to clear them."""
+        total, items = people_mod.review_queue(out, limit, offset)
+        return {"total": total, "offset": offset,
+                "items": [{**x, "name_of_video": Path(x["path"] or x["video_id"]).name} for x in items]}
+
+    @app.post("/api/people/{person_id}/accept")
+    def accept(person_id: str, body: Tracks) -> dict[str, Any]:
+        """Reviewed: these tracks are this person (kept so, out of the review queue)."""
+        with state.lock:
+            res = people_mod.correct(out, "accept", [person_id], tracks=body.tracks)
+            state.reload()
+        return {"people": res.people}
+
+    @app.get("/api/tracks/{track_id}/frame", responses={200: {"content": {"image/jpeg": {}}}})
+    def track_frame(track_id: str):
+        """The frame at the track's thumbnail time, its face box drawn."""
+        from vidx.jobs.redact import RedactError, face_frame
+
+        try:
+            data = face_frame(out, track_id)
+        except RedactError as e:
+            raise HTTPException(404, str(e)) from None
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
     @app.post("/api/people/{person_id}/not")
     def not_person(person_id: str, body: NotPerson) -> dict[str, Any]:
         """"Not this person": ``tracks`` of the person are not them (they leave and never come

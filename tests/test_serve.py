@@ -336,3 +336,36 @@ def test_page_review_loop(data_dir, tmp_path):
         page.wait_for_selector("#view-people:not([hidden])")
         page.wait_for_function(f"!document.querySelector(\"#people .card[data-person-id='{pid}']\")", timeout=60_000)
     assert not errors, errors
+
+
+def test_review_queue_by_keyboard(out, tmp_path):
+    """The review tab: the least certain appearance first on its frame with the face boxed; n marks
+    it not their person, x selects, j moves on, a accepts the selection; each leaves the queue."""
+    copy = tmp_path / "index"
+    shutil.copytree(out, copy)
+    with served_page(copy) as (page, url, errors):
+        queue = page.request.get(f"{url}/api/review").json()
+        assert queue["total"] == 3 and queue["items"] == sorted(queue["items"], key=lambda x: x["margin"])
+        page.goto(f"{url}/#review")
+        page.wait_for_selector("#review-list .card.current")
+        page.wait_for_function("document.getElementById('review-frame').complete && "
+                               "document.getElementById('review-frame').naturalWidth > 0", timeout=60_000)
+        first = page.locator("#review-list .card.current").get_attribute("data-track")
+        assert first == queue["items"][0]["track_id"]
+        page.screenshot(path=str(SHOTS / "vidx-serve-review.png"), full_page=True)
+        page.keyboard.press("n")  # not this person
+        page.wait_for_function("document.querySelectorAll('#review-list .card').length === 2")
+        assert page.locator(f"#review-list .card[data-track='{first}']").count() == 0
+        page.keyboard.press("x")
+        page.keyboard.press("j")
+        page.keyboard.press("x")
+        assert page.locator("#review-list .rsel:checked").count() == 2
+        page.keyboard.press("a")  # accept both
+        page.wait_for_selector("#review-current:has-text('nothing left to review')")
+    assert not errors, errors
+    p = vidx("people", "list", copy, "--json")
+    assert p.returncode == 0
+    from vidx.indexing import people
+
+    ident, _ = people.load(str(copy))
+    assert set(ident["role"].to_pylist()) <= {"reviewed", "manual"}

@@ -277,18 +277,73 @@ async function personView(pid) {
   };
 }
 
+// The review queue: one appearance at a time on its frame (face boxed), keyboard first.
+const review = { items: [], at: 0 };
+
+async function reviewView() {
+  let r;
+  try { [r] = await Promise.all([api("/api/review?limit=100"), loadLists()]); } catch (e) { showError(e.message); return; }
+  review.items = r.items;
+  $("review-summary").textContent = `${plural(r.total, "appearance", "appearances")} to review`;
+  $("review-list").replaceChildren(...r.items.map((x, i) => el("div", { class: "card review", "data-track": x.track_id },
+    el("img", { src: thumb(x.track_id), alt: x.track_id, onclick: () => reviewAt(i) }),
+    el("div", { class: "who" }, x.name || x.person_id),
+    el("div", { class: "muted" }, `${x.name_of_video} ${fmt(x.start_s)} – ${fmt(x.end_s)}`),
+    el("div", { class: "muted" }, `margin ${x.margin.toFixed(3)}: ${x.distance.toFixed(3)} to them, ${x.other_distance.toFixed(3)} to ${x.other_name || x.other_person}`),
+    el("label", {}, el("input", { type: "checkbox", class: "rsel", value: x.track_id }), " select"))));
+  reviewAt(review.at);
+}
+
+function reviewAt(i) {
+  review.at = Math.max(0, Math.min(i, review.items.length - 1));
+  document.querySelectorAll("#review-list .card").forEach((c, k) => c.classList.toggle("current", k === review.at));
+  const x = review.items[review.at];
+  if (!x) { $("review-current").replaceChildren(el("div", {}, "nothing left to review")); return; }
+  $("review-current").replaceChildren(
+    el("img", { id: "review-frame", src: `/api/tracks/${encodeURIComponent(x.track_id)}/frame`, alt: "the frame, the face boxed" }),
+    el("div", { id: "review-what" }, `${x.name || x.person_id} in ${x.name_of_video} at ${fmt(x.thumbnail_t)} (from its first frame); ` +
+      `margin ${x.margin.toFixed(3)}, the runner-up: ${x.other_name || x.other_person}, quality ${x.quality.toFixed(2)}`));
+  document.querySelector("#review-list .card.current")?.scrollIntoView({ block: "nearest" });
+}
+
+async function reviewAct(kind) {
+  const sel = [...document.querySelectorAll(".rsel:checked")].map((c) => c.value);
+  const targets = sel.length ? review.items.filter((x) => sel.includes(x.track_id)) : [review.items[review.at]].filter(Boolean);
+  const by = new Map();
+  for (const x of targets) by.set(x.person_id, [...(by.get(x.person_id) || []), x.track_id]);
+  try {
+    for (const [pid, tracks] of by) await post(`/api/people/${encodeURIComponent(pid)}/${kind}`, { tracks });
+    showError("");
+  } catch (e) { showError(e.message); }
+  await reviewView();
+}
+
+document.addEventListener("keydown", (ev) => {
+  if (location.hash !== "#review" || ev.target.closest("input:not([type=checkbox]), select, textarea")) return;
+  const k = ev.key;
+  if (k === "j" || k === "ArrowRight") reviewAt(review.at + 1);
+  else if (k === "k" || k === "ArrowLeft") reviewAt(review.at - 1);
+  else if (k === "a") reviewAct("accept");
+  else if (k === "n") reviewAct("not");
+  else if (k === "x") { const c = document.querySelectorAll("#review-list .rsel")[review.at]; if (c) c.checked = !c.checked; }
+  else return;
+  ev.preventDefault();
+});
+
 function route() {
   // the landing page is the people gallery; #search and #person/ID are the other views
   const h = location.hash;
   $("player-box").hidden = true;  // the player belongs to the view that opened it
   $("player").pause();
   showError("");
-  const view = h === "#search" ? "search" : h.startsWith("#person/") ? "person" : "people";
+  const view = h === "#search" ? "search" : h === "#review" ? "review" : h.startsWith("#person/") ? "person" : "people";
   $("view-search").hidden = view !== "search";
+  $("view-review").hidden = view !== "review";
   $("view-people").hidden = view !== "people";
   $("view-person").hidden = view !== "person";
   if (view === "search") loadLists().catch((e) => showError(e.message));
   if (view === "people") peopleView();
+  if (view === "review") reviewView();
   if (view === "person") personView(decodeURIComponent(h.slice("#person/".length)));
 }
 
@@ -297,6 +352,9 @@ $("clear-btn").addEventListener("click", () => { $("photo").value = ""; $("perso
 $("prev").addEventListener("click", () => search(Math.max(0, state.offset - state.limit)));
 $("next").addEventListener("click", () => search(state.offset + state.limit));
 $("enroll-form").addEventListener("submit", enrollStart);
+$("review-accept").addEventListener("click", () => reviewAct("accept"));
+$("review-not").addEventListener("click", () => reviewAct("not"));
+$("review-next").addEventListener("click", () => reviewAt(review.at + 1));
 $("show-weak").addEventListener("change", () => peopleView());
 $("merge-btn").addEventListener("click", async () => {
   const ids = [...document.querySelectorAll(".merge:checked")].map((x) => x.value);
