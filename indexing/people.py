@@ -1079,6 +1079,34 @@ def person_tracks(out: str, who: str) -> tuple[dict[str, Any], list[dict[str, An
     return row, [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
+def similar_people(out: str, who: str, k: int = 5) -> list[dict[str, Any]]:
+    """"Possibly the same person": the ``k`` people whose centres are nearest this person's, each
+    with its distance and whether a merge would be refused (faces on screen together, or a "not
+    this person" mark), nearest first."""
+    identities, people = load(out)
+    pids = resolve_people(people, who)
+    if len(pids) > 1:
+        raise PeopleError(f"{who!r} names {len(pids)} people ({', '.join(pids)}); give one id")
+    sp = index_space(Store(out).require_manifest())
+    me = people.filter(pc.equal(people["person_id"], pids[0]))
+    others = people.filter(pc.not_equal(people["person_id"], pids[0]))
+    if not others.num_rows:
+        return []
+    d = sp.pairwise(_emb(me), _emb(others))[0]
+    rows = others.drop_columns(["embedding"]).to_pylist()
+    mine = _tracks_of(identities, pids)
+    ops = [op for op in read_corrections(Store(out)) if op["op"] == "not"]
+    got = []
+    for i in np.argsort(d, kind="stable")[:k].tolist():  # a loop over k people
+        theirs = _tracks_of(identities, [rows[i]["person_id"]])
+        clash = on_screen_together(out, mine, theirs, limit=1)
+        marked = any(set(op["tracks"]) & set(mine + theirs) and set(op.get("anchor") or ()) & set(mine + theirs)
+                     for op in ops)
+        got.append({**rows[i], "distance": float(d[i]),
+                    "refused": "on screen together" if clash else "marked not the same person" if marked else None})
+    return got
+
+
 REVIEW_CANDIDATES = 2000  # tracks farthest from their own person whose runner-up is measured for the queue
 
 

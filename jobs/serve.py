@@ -338,6 +338,11 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
             state.reload()
         return {"person_id": person_id, "moved": body.tracks, "people": res.people}
 
+    @app.get("/api/people/{person_id}/similar")
+    def similar(person_id: str, k: int = Q(5, ge=1, le=50)) -> dict[str, Any]:
+        """"Possibly the same person": the nearest other people, and whether a merge would be refused."""
+        return {"items": people_mod.similar_people(out, person_id, k)}
+
     @app.get("/api/review")
     def review(offset: int = Q(0, ge=0), limit: int = Q(50, ge=1, le=500)) -> dict[str, Any]:
         """Appearances to review, the least certain first (margin: distance to the runner-up

@@ -138,6 +138,18 @@ def test_the_cli_explains_itself(tmp_path):
     assert "breakdancing" in p.stdout
 
 
+def test_every_command_answers_help(capsys):
+    from vidx.jobs import cli
+
+    commands = list(cli.build_parser()._subparsers._group_actions[0].choices)
+    for argv in [[c] for c in commands] + [["faces", "compare"], ["actions", "train"], ["actions", "labels"]]:
+        with pytest.raises(SystemExit) as e:
+            cli.main([*argv, "--help"])
+        assert e.value.code == 0
+        text = capsys.readouterr().out
+        assert text.startswith(f"usage: vidx {' '.join(argv)}") and "options:" in text, argv
+
+
 def test_missing_inputs_are_refused_before_ray_and_leave_nothing(tmp_path):
     out = tmp_path / "idx"
     p = run("index", tmp_path / "nope.mp4", tmp_path / "gone", "--out", out, "--verbose", check_rc=2)

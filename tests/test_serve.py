@@ -313,6 +313,12 @@ def test_page_review_loop(data_dir, tmp_path):
         page.wait_for_function(f"document.querySelectorAll('#people .card').length === {before + 1}")
         apart = [c.get_attribute("data-person-id") for c in page.locator("#people .card").all()
                  if c.get_attribute("data-person-id") not in (pid, biden_id)][0]
+        page.goto(f"{url}/#person/{pid}")  # "possibly the same person": the nearest people, nearest first
+        page.wait_for_selector(f"#similar .card[data-person-id='{apart}']")
+        assert "cannot merge: marked not the same person" in page.inner_text(f"#similar .card[data-person-id='{apart}']")
+        assert page.locator(f"#similar .card[data-person-id='{biden_id}'] button.merge-similar").count() == 1
+        page.goto(f"{url}/#people")
+        page.wait_for_selector(f"#people .card[data-person-id='{apart}']")
         page.check(f"#people .card[data-person-id='{pid}'] .merge")
         page.check(f"#people .card[data-person-id='{apart}'] .merge")
         page.click("#merge-btn")  # merging it back is refused, saying why

@@ -255,6 +255,15 @@ async function personView(pid) {
   };
   $("export-only").onclick = () => exportAs({ only: [pid] }, "this person blurred");
   $("export-keep").onclick = () => exportAs({ keep: [pid] }, "only this person visible");
+  api(`/api/people/${encodeURIComponent(pid)}/similar`).then((r) => $("similar").replaceChildren(...r.items.map((x) =>
+    el("div", { class: "card similar", "data-person-id": x.person_id },
+      el("a", { href: `#person/${encodeURIComponent(x.person_id)}` }, el("img", { src: thumb(x.thumbnail_track), alt: x.person_id })),
+      el("div", { class: "who" }, x.name || x.person_id),
+      el("div", { class: "muted" }, `distance ${x.distance.toFixed(3)}, ${plural(x.tracks, "appearance", "appearances")}`),
+      x.refused ? el("div", { class: "muted" }, `cannot merge: ${x.refused}`)
+        : el("button", { class: "merge-similar", onclick: async () => {
+          try { await post("/api/people/merge", { people: [pid, x.person_id] }); showError(""); personView(pid); } catch (e) { showError(e.message); }
+        } }, "Same person: merge"))))).catch((e) => showError(e.message));
   $("forget-btn").onclick = async () => {
     if (!confirm(`Forget ${p.name || p.person_id}? Every trace of them (${plural(p.tracks, "appearance", "appearances")}, their photos) leaves the index; this cannot be undone.`)) return;
     try { await api(`/api/people/${encodeURIComponent(pid)}`, { method: "DELETE" }); location.hash = "#people"; } catch (e) { showError(e.message); }
