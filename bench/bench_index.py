@@ -101,7 +101,7 @@ def compare(a: str, b: str) -> dict:
     import numpy as np
     import pyarrow.compute as pc
 
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
 
     def dets(out):
         t = read_index_table(out, "face_detections").sort_by([("video_id", "ascending"), ("frame", "ascending"),

@@ -146,7 +146,7 @@ def measure(out: str) -> int:
     from pathlib import Path
 
     from vidx.indexing import evaluate, people
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
 
     truth = Path(__file__).resolve().parents[1] / "tests" / "truth" / "shared_clips.csv"
     sp = people.index_space(people.Store(out).require_manifest())

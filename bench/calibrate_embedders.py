@@ -51,7 +51,7 @@ def detections(out: str, labels: dict[str, str]):
     """The index's kept, labelled detections with their frames decoded at native size."""
     import pyarrow.compute as pc
 
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
     from vidx.workers import decode
 
     videos = {v["video_id"]: v["path"] for v in read_index_table(out, "videos").to_pylist()}

@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("out")
     ap.add_argument("--min-s", type=float, default=1.0, help="tracks shorter than this are left out")
     args = ap.parse_args()
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
 
     lines = [x for x in open(ROOT / "tests" / "truth" / "shared_clips.csv") if not x.startswith("#")]
     scene = {r["video"]: r["action"] for r in csv.DictReader(lines) if r["action"] and not r["person"]}

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import pyarrow.compute as pc
 
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
     from vidx.workers import decode
 
     args.sheets.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,8 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from vidx.indexing import people as people_mod
-from vidx.indexing.store import Store, read_index_table
+from vidx.indexing.store import Store
+from vidx.indexing.tables import read_index_table
 
 STEP_S = 0.02  # the time grid seconds are counted on
 IOU = 0.5  # temporal IoU an action segment needs to match a truth segment

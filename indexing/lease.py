@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator
 import pyarrow.fs as pafs
 
 from vidx.indexing.objects import AlreadyExists, Changed, Objects
-from vidx.indexing.store import MANIFEST, IndexError_, Store
+from vidx.indexing.store import MANIFEST, WRITER_CHECKS, IndexError_, Store
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +216,12 @@ def writing(out: str, command: str) -> Iterator[Lease | None]:
         lease = Lease(store, command)
         lease.acquire()
         _held[key] = (lease, 1)
+        WRITER_CHECKS[key] = lease.check  # every commit of this process checks it (Store.check_writer)
         try:
             yield lease
         finally:
             del _held[key]
+            WRITER_CHECKS.pop(key, None)
             lease.release()
 
 

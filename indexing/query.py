@@ -35,8 +35,8 @@ import pyarrow.dataset as pads
 
 from vidx.configs.spaces import BY_MODEL, SPACES, space
 from vidx.indexing import faces_index, packs, people, schemas
-from vidx.indexing.store import IndexError_, Store, read_index_table
-from vidx.indexing.tables import IndexTable, video_of
+from vidx.indexing.store import IndexError_, Store
+from vidx.indexing.tables import IndexTable, read_index_table, video_of
 
 class QueryError(ValueError):
     """The query cannot be answered as asked (unknown person or video, bad range...)."""

@@ -17,7 +17,7 @@ import os
 import posixpath
 import re
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -66,6 +66,11 @@ def storage_error(e: OSError) -> str | None:
             return msg.format(bucket=repr(bucket.group(1)) if bucket else "", detail=detail,
                               endpoint=f" at {endpoint}" if endpoint else "")
     return f"object store error: {detail}"
+
+
+# index root -> the check of the write lease this process holds on it (set and cleared by
+# indexing.lease): tables and the lease use the store, never the other way round
+WRITER_CHECKS: dict[str, Callable[[], None]] = {}
 
 
 class Store:
@@ -141,23 +146,12 @@ class Store:
 
     def check_writer(self) -> None:
         """Before a commit, a compaction, a deletion or the manifest: a writer whose lease was taken
-        over (or cannot be confirmed) stops here (LeaseLost)."""
-        from vidx.indexing.lease import held
-
-        lease = held(self)
-        if lease:
-            lease.check()
+        over (or cannot be confirmed) stops here (LeaseLost). The lease module registers the check
+        of the lease this process holds (``WRITER_CHECKS``): the store does not import it."""
+        check = WRITER_CHECKS.get(self.path(""))
+        if check is not None:
+            check()
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         self.check_writer()
         self.write_bytes(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-
-
-def read_index_table(out: str, name: str, columns: list[str] | None = None) -> pa.Table:
-    """One of videos, face_detections, track_segments, face_tracks, action_windows,
-    action_segments, person_windows, person_actions: every row its Delta log commits."""
-    from vidx.indexing.tables import read_table
-
-    store = Store(out)
-    store.require_manifest()
-    return read_table(store, name, columns)

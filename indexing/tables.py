@@ -237,6 +237,14 @@ def replace_table(store: Store, name: str, table: pa.Table, schema: pa.Schema, p
     t.checkpoint_if_due()
 
 
+def read_index_table(out: str, name: str, columns: list[str] | None = None) -> pa.Table:
+    """One of videos, face_detections, track_segments, face_tracks, action_windows,
+    action_segments, person_windows, person_actions: every row its Delta log commits."""
+    store = Store(out)
+    store.require_manifest()
+    return read_table(store, name, columns)
+
+
 def read_table(store: Store, name: str, columns: list[str] | None = None) -> pa.Table:
     return IndexTable(store, name).read(columns=columns)
 

@@ -217,7 +217,9 @@ def cmd_enroll(args) -> int:
             print(f"  {r['person_id']}: {r['tracks']} track(s) in {r['videos']} video(s), named {how}"
                   + (f" (distance to its nearest photos {r['name_distance']:.3f})" if r["name_distance"] is not None else ""))
     else:
-        rule = people.people_config(people.Store(args.out).require_manifest()).match_distance
+        from vidx.indexing.store import Store
+
+        rule = people.people_config(Store(args.out).require_manifest()).match_distance
         sug = people.suggestions(args.out, args.name)
         print(f"  no indexed person is within {rule:g} of these photos (people.match_distance)"
               + ("; the nearest:" if sug else " yet"))

@@ -78,7 +78,7 @@ class _Tracks:
 
 
 def _video(out: str, video: str) -> dict:
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
 
     v = read_index_table(out, "videos").to_pylist()
     hits = [r for r in v if video in (r["video_id"], r["path"], Path(r["path"]).name) or video in (r.get("paths") or [])]
@@ -110,7 +110,7 @@ def _people(out: str, names: list[str]) -> set[str]:
 
 def _tracks(out: str, video_id: str, named: set[str], keep: bool) -> _Tracks:
     from vidx.indexing import people
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
 
     identities, _ = people.load(out)
     idn = identities.filter(pc.equal(identities["video_id"], video_id)).select(["track_id", "person_id"])

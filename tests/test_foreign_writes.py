@@ -18,8 +18,8 @@ import pytest
 from synthetic_index import person_vectors, write_index
 from vidx.indexing import people
 from vidx.indexing.delta_log import ProtocolError
-from vidx.indexing.store import Store, read_index_table
-from vidx.indexing.tables import IndexTable
+from vidx.indexing.store import Store
+from vidx.indexing.tables import IndexTable, read_index_table
 
 VIDX = os.path.join(os.path.dirname(sys.executable), "vidx")
 ENV = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONWARNINGS="ignore")

@@ -200,7 +200,7 @@ def test_index_with_real_actions_per_person(data_dir, i3d_weights, tmp_path):
     actions carry the real label."""
     import pyarrow.compute as pc
 
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
 
     clip = tmp_path / "v" / "decord_flipping_a_pancake.mkv"
     clip.parent.mkdir()

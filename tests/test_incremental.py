@@ -182,7 +182,7 @@ def test_growing_past_the_exact_index_trains_ivf_without_clustering_everything(t
 
 def test_action_packs_follow_their_tables(tmp_path):
     from vidx.indexing import packs
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
 
     out = str(tmp_path / "idx")
 

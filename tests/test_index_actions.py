@@ -39,7 +39,7 @@ def run(setup, out, *extra, weights="weights"):
 
 
 def test_actions_are_indexed_beside_faces(setup, tmp_path):
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
 
     p = run(setup, tmp_path / "idx")
     assert p.returncode == 0, p.stderr[-3000:]
@@ -57,7 +57,7 @@ def test_actions_are_indexed_beside_faces(setup, tmp_path):
 
 
 def test_no_actions_indexes_faces_only(setup, tmp_path):
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
 
     p = run(setup, tmp_path / "idx", "--no-actions", weights="missing")
     assert p.returncode == 0, p.stderr[-3000:]

@@ -32,7 +32,7 @@ def index(*args, timeout=600):
 
 
 def table(out, name):
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
 
     return read_index_table(str(out), name)
 

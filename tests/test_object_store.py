@@ -105,7 +105,7 @@ def test_an_index_on_s3_answers_and_forgets(s3, data_dir, tmp_path):
     assert p.returncode == 0 and "Obama" in p.stdout
 
     # what an embedding of his looks like in the objects before forget (float32 bytes of each vector)
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
 
     os.environ.update({"AWS_ENDPOINT_URL": endpoint, **KEYS})
     try:
@@ -177,7 +177,7 @@ def test_sigkill_on_s3_then_rerun_equals_a_local_uninterrupted_run(s3, data_dir,
     p = vidx(env, "index", "--no-actions", *args, "--out", out)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "already done" in p.stdout and " 0 already done" not in p.stdout  # resumed
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
 
     os.environ.update({"AWS_ENDPOINT_URL": endpoint, **KEYS})
     try:

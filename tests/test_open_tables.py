@@ -11,7 +11,8 @@ import textwrap
 import pytest
 
 from synthetic_index import person_vectors, write_index
-from vidx.indexing.store import IndexError_, Store, read_index_table
+from vidx.indexing.store import IndexError_, Store
+from vidx.indexing.tables import read_index_table
 
 VIDX = f"{sys.prefix}/bin/vidx"
 

@@ -13,7 +13,8 @@ from synthetic_index import near, person_vectors, write_index
 from vidx.indexing import faces_index, people
 from vidx.indexing.forget import forget
 from vidx.indexing.query import Query, QueryEngine, QueryError
-from vidx.indexing.store import Store, read_index_table
+from vidx.indexing.store import Store
+from vidx.indexing.tables import read_index_table
 
 A, B, C = person_vectors(3, seed=3)
 

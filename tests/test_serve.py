@@ -205,7 +205,7 @@ def test_page_seeks_to_the_index_frame_on_a_late_starting_clip(data_dir, tmp_pat
     frame 0.85 s before it (across the clip's cut, another shot)."""
     from test_damage_frames import _remux
 
-    from vidx.indexing.store import read_index_table
+    from vidx.indexing.tables import read_index_table
     from vidx.workers import decode
 
     shift = 0.852

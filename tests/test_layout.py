@@ -1,0 +1,43 @@
+"""The import graph runs one way: the store is used by the tables and the lease, never the other
+way round, and each module of the people package uses only the ones above it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEOPLE = ["files", "clustering", "corrections", "naming", "assemble", "refresh", "edits", "review"]
+
+
+def _imports(path: Path) -> set[str]:
+    """Every vidx module a file imports, at the top or inside functions."""
+    got = set()
+    for n in ast.walk(ast.parse(path.read_text())):
+        if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("vidx"):
+            got.add(n.module)
+            got.update(f"{n.module}.{a.name}" for a in n.names)
+        elif isinstance(n, ast.Import):
+            got.update(a.name for a in n.names if a.name.startswith("vidx"))
+    return got
+
+
+def test_the_store_imports_neither_the_tables_nor_the_lease():
+    got = _imports(ROOT / "indexing" / "store.py")
+    assert not {m for m in got if m.startswith(("vidx.indexing.tables", "vidx.indexing.lease", "vidx.indexing.people"))}
+
+
+def test_each_people_module_uses_only_those_above_it():
+    for i, name in enumerate(PEOPLE):
+        got = {m.split(".")[3] for m in _imports(ROOT / "indexing" / "people" / f"{name}.py")
+               if m.startswith("vidx.indexing.people.")}
+        assert got <= set(PEOPLE[:i]), f"people.{name} imports {sorted(got - set(PEOPLE[:i]))}"
+
+
+def test_a_fresh_interpreter_imports_each_module_first():
+    import subprocess
+    import sys
+
+    for mod in ("vidx.indexing.tables", "vidx.indexing.lease", "vidx.indexing.store", "vidx.indexing.people.review"):
+        p = subprocess.run([sys.executable, "-c", f"import {mod}"], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
