@@ -187,6 +187,8 @@ class Report:
     actions: list[ActionScore] = field(default_factory=list)
     actions_indexed: bool = True  # False: the index was built with --no-actions (action rows not scored)
     person_actions: list[ActionScore] = field(default_factory=list)  # rows with a person and an action
+    # recall by face quality: the tracks the truth gives to one person, by the track's quality
+    by_quality: list[dict[str, Any]] = field(default_factory=list)
 
     def totals(self, named_only: bool = False) -> dict[str, Any]:
         ps = [p for p in self.people if p.named or not named_only]
@@ -217,6 +219,7 @@ class Report:
             "actions_indexed": self.actions_indexed,
             "person_actions": [{**asdict(a), "precision": _r(a.precision), "recall": _r(a.recall), "f1": _r(a.f1)}
                                for a in self.person_actions],
+            "by_quality": self.by_quality,
         }
 
 
@@ -353,6 +356,31 @@ def _people(out: str, m: dict, rows: list[TruthRow], person_rows: list[TruthRow]
     report.people.sort(key=lambda s: (not s.named, s.person))
     report.bcubed = _bcubed(out, con, person_rows)
     report.mixed = mixed_tracks(out, person_rows)
+    report.by_quality = _by_quality(out, con, person_rows, identities, matched, hold)
+
+
+QUALITY_BINS = (0.0, 0.15, 0.25, 0.5, 1.0)  # track quality; people.min_quality (0.25) is an edge
+
+
+def _by_quality(out: str, con, person_rows: list[TruthRow], identities: pa.Table, matched: dict[str, list[str]],
+                hold: float) -> list[dict[str, Any]]:
+    """Recall by face quality: of the tracks the truth gives to one person, the seconds that went to
+    the vidx person matched to them, by the track's quality (where the hard faces are lost)."""
+    att = attribute_tracks(out, person_rows, con)
+    if not att:
+        return []
+    tid = identities["track_id"].to_pylist()
+    q = dict(zip(tid, identities["quality"].to_pylist()))
+    span = dict(zip(tid, (e - s + hold for s, e in zip(identities["start_s"].to_pylist(),
+                                                       identities["end_s"].to_pylist()))))
+    rows = []
+    for lo, hi in zip(QUALITY_BINS[:-1], QUALITY_BINS[1:]):
+        ts = [t for t in att if lo <= (q.get(t) or 0.0) < hi or (hi == QUALITY_BINS[-1] and (q.get(t) or 0) >= hi)]
+        sec = sum(span[t] for t in ts)
+        found = sum(span[t] for t in ts if att[t][1] in matched.get(att[t][0], []))
+        rows.append({"quality": f"{lo:.2f}-{hi:.2f}", "tracks": len(ts), "seconds": round(sec, 2),
+                     "found_s": round(found, 2), "recall": _r(found / sec if sec else None)})
+    return rows
 
 
 def attribute_tracks(out: str, person_rows: list[TruthRow], con: duckdb.DuckDBPyConnection | None = None
@@ -473,6 +501,10 @@ def format_report(rep: Report) -> str:
     if b:
         lines.append(f"clustering (B-cubed over {b['tracks']} attributed tracks): precision {_pct(b['precision'])}, "
                      f"recall {_pct(b['recall'])}, F1 {_pct(b['f1'])}")
+    if rep.by_quality:
+        lines.append("recall by face quality (tracks the truth gives to one person): " + "; ".join(
+            f"{b['quality']}: {_pct(b['recall'])} of {b['seconds']:.2f} s ({b['tracks']} tracks)"
+            for b in rep.by_quality if b["tracks"]))
     lines.append(f"tracks of one person overlapping in time: {len(rep.overlapping)}")
     lines.append(f"tracks holding two people (by the truth's times and face positions): {len(rep.mixed)}")
     for m in rep.mixed[:10]:

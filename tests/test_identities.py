@@ -226,6 +226,27 @@ def test_eval_numbers_on_a_hand_built_index(tmp_path):
     t = rep.totals()
     assert t["true_s"] == pytest.approx(20.0) and t["false_s"] == pytest.approx(1.0)
     assert "recall 100.0% of 20.00 s" in evaluate.format_report(rep)
+    # every track at quality 1: all four in the top bin, every second found
+    top = rep.by_quality[-1]
+    assert top["quality"] == "0.50-1.00" and top["tracks"] == 4 and top["recall"] == 1.0
+    assert sum(b["tracks"] for b in rep.by_quality) == 4
+    assert "recall by face quality" in evaluate.format_report(rep)
+
+
+def test_eval_recall_by_face_quality_shows_where_weak_tracks_are_lost(tmp_path):
+    """A weak track (quality 0.1) of Ann stays a person of its own: the 0.00-0.15 bin's recall is 0
+    while the good tracks' bin is whole."""
+    out = str(tmp_path / "ix")
+    write_index(out, {"v1": [("a1", 0.0, 9.5, A, 1.0, 100)], "v2": [("a2", 0.0, 4.5, near(A, 0.05, 1), 1.0, 300)],
+                      "v3": [("w1", 0.0, 3.5, near(A, 0.7, 5), 0.1, 300)]})
+    people.refresh(out)
+    assert len(set(_pid(out).values())) == 2  # the weak track is not clearly nearest to Ann: alone
+    truth = tmp_path / "truth.csv"
+    truth.write_text("video,person,start_s,end_s\nv1.mp4,ann,0,10\nv2.mp4,ann,0,5\nv3.mp4,ann,0,4\n")
+    rep = evaluate.evaluate(out, str(truth))
+    bins = {b["quality"]: b for b in rep.by_quality}
+    assert bins["0.00-0.15"]["tracks"] == 1 and bins["0.00-0.15"]["recall"] == 0.0
+    assert bins["0.50-1.00"]["tracks"] == 2 and bins["0.50-1.00"]["recall"] == 1.0
 
 
 def test_eval_counts_a_person_in_two_places_and_merged_people(tmp_path):
