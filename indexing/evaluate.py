@@ -359,13 +359,21 @@ def _people(out: str, m: dict, rows: list[TruthRow], person_rows: list[TruthRow]
     report.by_quality = _by_quality(out, con, person_rows, identities, matched, hold)
 
 
+def _index_names(con) -> list[str]:
+    """The names of the index's people (the ``people`` table registered on ``con``)."""
+    return [r[0] for r in con.execute("SELECT DISTINCT name FROM people WHERE name IS NOT NULL").fetchall()]
+
+
 QUALITY_BINS = (0.0, 0.15, 0.25, 0.5, 1.0)  # track quality; people.min_quality (0.25) is an edge
 
 
 def _by_quality(out: str, con, person_rows: list[TruthRow], identities: pa.Table, matched: dict[str, list[str]],
                 hold: float) -> list[dict[str, Any]]:
-    """Recall by face quality: of the tracks the truth gives to one person, the seconds that went to
-    the vidx person matched to them, by the track's quality (where the hard faces are lost)."""
+    """Recall by face quality: of the tracks the truth gives to one person (by time and face
+    position), the seconds that went to that person's vidx person, by the track's quality (where
+    the hard faces are lost). A named truth person's vidx person is the one of that name; anyone
+    else's is the vidx person holding most of their tracks' seconds (by position, so two people on
+    screen at the same times are told apart)."""
     att = attribute_tracks(out, person_rows, con)
     if not att:
         return []
@@ -373,11 +381,19 @@ def _by_quality(out: str, con, person_rows: list[TruthRow], identities: pa.Table
     q = dict(zip(tid, identities["quality"].to_pylist()))
     span = dict(zip(tid, (e - s + hold for s, e in zip(identities["start_s"].to_pylist(),
                                                        identities["end_s"].to_pylist()))))
+    named = {r.person for r in person_rows if r.person and r.person.casefold() in
+             {n.casefold() for n in _index_names(con)}}
+    held: dict[str, dict[str, float]] = {}
+    for t, (who, pid) in att.items():
+        held.setdefault(who, {}).setdefault(pid, 0.0)
+        held[who][pid] += span[t]
+    home = {who: matched.get(who, []) if who in named else [max(h, key=lambda p: (h[p], p))]
+            for who, h in held.items()}
     rows = []
     for lo, hi in zip(QUALITY_BINS[:-1], QUALITY_BINS[1:]):
         ts = [t for t in att if lo <= (q.get(t) or 0.0) < hi or (hi == QUALITY_BINS[-1] and (q.get(t) or 0) >= hi)]
         sec = sum(span[t] for t in ts)
-        found = sum(span[t] for t in ts if att[t][1] in matched.get(att[t][0], []))
+        found = sum(span[t] for t in ts if att[t][1] in home[att[t][0]])
         rows.append({"quality": f"{lo:.2f}-{hi:.2f}", "tracks": len(ts), "seconds": round(sec, 2),
                      "found_s": round(found, 2), "recall": _r(found / sec if sec else None)})
     return rows
