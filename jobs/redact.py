@@ -458,7 +458,7 @@ def face_frame(out: str, track_id: str, max_side: int = 640) -> bytes:
 
     from vidx.indexing import people
     from vidx.workers import decode
-    from vidx.workers.sources import local_file
+    from vidx.workers.sources import SourceError, local_file
 
     identities, _ = people.load(out)
     row = identities.filter(pc.equal(identities["track_id"], track_id)).to_pylist()
@@ -471,18 +471,21 @@ def face_frame(out: str, track_id: str, max_side: int = 640) -> bytes:
         raise RedactError(f"track {track_id!r} has no detections in the index")
     t = float(row["thumbnail_t"])
     box = _at(tr, np.array([t]), 1e9)[0, tr.ids.index(track_id)]
-    with local_file(v["path"]) as path:
-        start = decode.stream_start(path)
-        with av.open(path) as c:
-            s = c.streams.video[0]
-            tb = float(s.time_base)
-            c.seek(int((t + start) / tb), stream=s, backward=True, any_frame=False)
-            img = None
-            for f in c.decode(s):
-                if f.pts is not None and f.pts * tb - start >= t - 1e-3:
+    try:
+        with local_file(v["path"]) as path:
+            start = decode.stream_start(path)
+            with av.open(path) as c:
+                s = c.streams.video[0]
+                tb = float(s.time_base)
+                c.seek(int((t + start) / tb), stream=s, backward=True, any_frame=False)
+                img = None
+                for f in c.decode(s):
+                    if f.pts is not None and f.pts * tb - start >= t - 1e-3:
+                        img = f.to_image()
+                        break
                     img = f.to_image()
-                    break
-                img = f.to_image()
+    except (av.error.FFmpegError, OSError, SourceError) as e:
+        raise RedactError(f"{v['path']} cannot be read ({e}): moved or deleted since it was indexed?") from None
     if img is None:
         raise RedactError(f"{v['path']}: no frame at {t:.2f} s")
     d = ImageDraw.Draw(img)

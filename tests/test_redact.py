@@ -112,3 +112,25 @@ def test_page_exports_a_redacted_copy(out, tmp_path):
     assert not errors, errors
     with av.open(str(tmp_path / "x.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 153  # hk_obama's frames
+
+
+def test_a_video_gone_since_indexing_is_one_line(data_dir, tmp_path):
+    """The clip indexed from a copy that is then deleted: redacting it and its review frame say so."""
+    import shutil
+
+    from vidx.indexing import people
+    from vidx.jobs.redact import RedactError, face_frame, redact
+
+    clip = tmp_path / "obama.mp4"
+    shutil.copy(data_dir / "videos" / "shd_obama.mp4", clip)
+    o = tmp_path / "index"
+    p = index(clip, "--out", o)
+    assert p.returncode == 0, p.stderr[-3000:]
+    track = people.load(str(o))[0]["track_id"][0].as_py()
+    assert face_frame(str(o), track)[:2] == b"\xff\xd8"  # a JPEG while the file is there
+    clip.unlink()
+    with pytest.raises(RedactError, match="cannot be read"):
+        face_frame(str(o), track)
+    with pytest.raises(RedactError, match="cannot be read"):
+        redact(str(o), "obama.mp4", str(tmp_path / "x.mp4"), keep=[], progress=False)
+    assert not (tmp_path / "x.mp4").exists()
