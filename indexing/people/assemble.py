@@ -62,12 +62,11 @@ def _tables(tracks: pa.Table, emb: np.ndarray, assign: Assignment, manual: dict[
     diff = a != b
     together = set(zip(np.minimum(a, b)[diff].tolist(), np.maximum(a, b)[diff].tolist()))
     taken = [manual.get(p) for p in names_sorted]
-    if refused:  # a manual name its tracks were since marked as not being goes too
-        pos = {p: i for i, p in enumerate(assign.names)}
-        taken = [None if t and t in refused.get(pos[p], ()) else t for p, t in zip(names_sorted, taken)]
     no = None
-    if refused:  # person index -> the names its tracks are marked as not being
+    if refused:  # per person, the names its tracks are marked as not being: a manual one goes too
+        pos = {p: i for i, p in enumerate(assign.names)}
         no = [refused.get(pos[p], set()) for p in names_sorted]
+        taken = [None if t in n else t for t, n in zip(taken, no)]
     enrolled, name_d = name_people(centre, gallery, sp, cfg.match_distance, together, taken, no)
     name = [t or e for t, e in zip(taken, enrolled)]
     source = ["manual" if t else ("enrolled" if e else None) for t, e in zip(taken, enrolled)]
