@@ -356,19 +356,14 @@ def _people(out: str, m: dict, rows: list[TruthRow], person_rows: list[TruthRow]
     report.people.sort(key=lambda s: (not s.named, s.person))
     report.bcubed = _bcubed(out, con, person_rows)
     report.mixed = mixed_tracks(out, person_rows)
-    report.by_quality = _by_quality(out, con, person_rows, identities, matched, hold)
-
-
-def _index_names(con) -> list[str]:
-    """The names of the index's people (the ``people`` table registered on ``con``)."""
-    return [r[0] for r in con.execute("SELECT DISTINCT name FROM people WHERE name IS NOT NULL").fetchall()]
+    report.by_quality = _by_quality(out, con, person_rows, identities, matched, named, hold)
 
 
 QUALITY_BINS = (0.0, 0.15, 0.25, 0.5, 1.0)  # track quality; people.min_quality (0.25) is an edge
 
 
 def _by_quality(out: str, con, person_rows: list[TruthRow], identities: pa.Table, matched: dict[str, list[str]],
-                hold: float) -> list[dict[str, Any]]:
+                named: set[str], hold: float) -> list[dict[str, Any]]:
     """Recall by face quality: of the tracks the truth gives to one person (by time and face
     position), the seconds that went to that person's vidx person, by the track's quality (where
     the hard faces are lost). A named truth person's vidx person is the one of that name; anyone
@@ -381,8 +376,6 @@ def _by_quality(out: str, con, person_rows: list[TruthRow], identities: pa.Table
     q = dict(zip(tid, identities["quality"].to_pylist()))
     span = dict(zip(tid, (e - s + hold for s, e in zip(identities["start_s"].to_pylist(),
                                                        identities["end_s"].to_pylist()))))
-    named = {r.person for r in person_rows if r.person and r.person.casefold() in
-             {n.casefold() for n in _index_names(con)}}
     held: dict[str, dict[str, float]] = {}
     for t, (who, pid) in att.items():
         held.setdefault(who, {}).setdefault(pid, 0.0)
