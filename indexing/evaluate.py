@@ -354,22 +354,22 @@ def _people(out: str, m: dict, rows: list[TruthRow], person_rows: list[TruthRow]
         report.people.append(PersonScore(p, p in named, matched.get(p, []), true_s * STEP_S, found * STEP_S,
                                          reported * STEP_S, false * STEP_S))
     report.people.sort(key=lambda s: (not s.named, s.person))
-    report.bcubed = _bcubed(out, con, person_rows)
+    att = attribute_tracks(out, person_rows, con)  # read once: B-cubed and recall by quality share it
+    report.bcubed = _bcubed(att)
     report.mixed = mixed_tracks(out, person_rows)
-    report.by_quality = _by_quality(out, con, person_rows, identities, matched, named, hold)
+    report.by_quality = _by_quality(att, identities, matched, named, hold)
 
 
 QUALITY_BINS = (0.0, 0.15, 0.25, 0.5, 1.0)  # track quality; people.min_quality (0.25) is an edge
 
 
-def _by_quality(out: str, con, person_rows: list[TruthRow], identities: pa.Table, matched: dict[str, list[str]],
+def _by_quality(att: dict[str, tuple[str, str]], identities: pa.Table, matched: dict[str, list[str]],
                 named: set[str], hold: float) -> list[dict[str, Any]]:
     """Recall by face quality: of the tracks the truth gives to one person (by time and face
     position), the seconds that went to that person's vidx person, by the track's quality (where
     the hard faces are lost). A named truth person's vidx person is the one of that name; anyone
     else's is the vidx person holding most of their tracks' seconds (by position, so two people on
-    screen at the same times are told apart)."""
-    att = attribute_tracks(out, person_rows, con)
+    screen at the same times are told apart). ``att``: :func:`attribute_tracks`."""
     if not att:
         return []
     tid = identities["track_id"].to_pylist()
@@ -382,9 +382,11 @@ def _by_quality(out: str, con, person_rows: list[TruthRow], identities: pa.Table
         held[who][pid] += span[t]
     home = {who: matched.get(who, []) if who in named else [max(h, key=lambda p: (h[p], p))]
             for who, h in held.items()}
+    tracks = list(att)
+    bins = np.digitize([q.get(t) or 0.0 for t in tracks], QUALITY_BINS[1:-1])  # the top bin holds quality 1
     rows = []
-    for lo, hi in zip(QUALITY_BINS[:-1], QUALITY_BINS[1:]):
-        ts = [t for t in att if lo <= (q.get(t) or 0.0) < hi or (hi == QUALITY_BINS[-1] and (q.get(t) or 0) >= hi)]
+    for k, (lo, hi) in enumerate(zip(QUALITY_BINS[:-1], QUALITY_BINS[1:])):
+        ts = [t for t, b in zip(tracks, bins) if b == k]
         sec = sum(span[t] for t in ts)
         found = sum(span[t] for t in ts if att[t][1] in home[att[t][0]])
         rows.append({"quality": f"{lo:.2f}-{hi:.2f}", "tracks": len(ts), "seconds": round(sec, 2),
@@ -446,9 +448,9 @@ def mixed_tracks(out: str, person_rows: list[TruthRow]) -> list[dict[str, Any]]:
             for tid, who in sorted(seen.items()) if len(who) > 1]
 
 
-def _bcubed(out: str, con: duckdb.DuckDBPyConnection, person_rows: list[TruthRow]) -> dict[str, Any]:
-    """B-cubed precision / recall of vidx's people over the tracks the truth attributes to one person."""
-    att = attribute_tracks(out, person_rows, con)
+def _bcubed(att: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """B-cubed precision / recall of vidx's people over the tracks the truth attributes to one person
+    (``att``: :func:`attribute_tracks`)."""
     tids = sorted(att)
     if not tids:
         return {"tracks": 0, "precision": None, "recall": None, "f1": None}
