@@ -49,9 +49,9 @@ def engine_for_index(out: str, detector: str | None = None, embedder: str | None
                       photo_side=PHOTO_SIDE)
 
 
-def photo_boxes(path: str, engine) -> tuple[int, int, list[list[int]]]:
-    """(width, height, boxes): the faces of a photo the index's engine would offer, numbered as
-    :func:`pick_faces` numbers them (left to right); boxes [left, top, right, bottom] pixels."""
+def _offered(path: str, engine):
+    """(image, faces, order): a photo's faces through ``engine`` and the ones offered to pick, left
+    to right (faces an engine with quality gates refused are not offered)."""
     import numpy as np
 
     from vidx.workers.images import ImageReadError, load_rgb
@@ -62,28 +62,24 @@ def photo_boxes(path: str, engine) -> tuple[int, int, list[list[int]]]:
         raise PeopleError(str(e)) from None
     faces = engine([img])
     kept = np.flatnonzero(faces.kept)
-    order = kept[np.argsort(faces.boxes[kept, 0], kind="stable")]
+    return img, faces, kept[np.argsort(faces.boxes[kept, 0], kind="stable")]
+
+
+def photo_boxes(path: str, engine) -> tuple[int, int, list[list[int]]]:
+    """(width, height, boxes): the faces of a photo the index's engine would offer, numbered as
+    :func:`pick_faces` numbers them (left to right); boxes [left, top, right, bottom] pixels."""
+    img, faces, order = _offered(path, engine)
     return img.shape[1], img.shape[0], [[int(v) for v in faces.boxes[i]] for i in order]
 
 
 def pick_faces(photos: list[tuple[str, int | None]], engine) -> list[PhotoFace]:
     """One face per photo (``(path, face index or None)``), faces numbered left to right.  A photo
     that cannot be read, has no face, or has several and no index given is refused, naming it."""
-    import numpy as np
-
-    from vidx.workers.images import ImageReadError, load_rgb
-
     picked = []
     for path, want in photos:
-        try:
-            img = load_rgb(path)
-        except ImageReadError as e:
-            raise PeopleError(str(e)) from None
-        faces = engine([img])
-        kept = np.flatnonzero(faces.kept)  # faces an engine with quality gates refused are not offered
-        order = kept[np.argsort(faces.boxes[kept, 0], kind="stable")]
+        img, faces, order = _offered(path, engine)
         if len(order) == 0:
-            gated = len(faces) - len(kept)
+            gated = len(faces) - int(faces.kept.sum())
             why = (f"{gated} too weak or small for the index's quality gates" if gated
                    else "faces need about 80 px" if getattr(engine.detector, "name", "") == "dlib_mmod" else "none detected")
             raise PeopleError(f"{path}: no face found ({img.shape[1]}x{img.shape[0]}; {why})")
