@@ -35,7 +35,7 @@ import time
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import orjson
@@ -166,24 +166,27 @@ class State:
         self._engine, self._seen = QueryEngine(self.out), stamp
 
 
-async def _photo(upload: UploadFile, face: int | None, state: State) -> np.ndarray:
-    """The embedding of one face in an uploaded photo (size limit, content check, one face)."""
-    import tempfile
-
+async def _uploaded(upload: UploadFile, read: Callable[[str], Any]) -> Any:
+    """``read(path)`` of an uploaded photo saved under a generated name (never the client's), after
+    the size and emptiness checks; its refusals name the upload, not the temporary file."""
     data = await upload.read(MAX_UPLOAD + 1)
     if len(data) > MAX_UPLOAD:
         raise HTTPException(413, f"photo larger than {MAX_UPLOAD >> 20} MB")
     if not data:
         raise HTTPException(400, "empty upload")
-    with tempfile.NamedTemporaryFile(suffix=".img") as f:  # a generated name, never the client's
+    with tempfile.NamedTemporaryFile(suffix=".img") as f:
         f.write(data)
         f.flush()
         try:
-            picked = pick_faces([(f.name, face)], state.faces())[0]
+            return read(f.name)
         except people_mod.PeopleError as e:
             msg = str(e).replace(f.name, upload.filename or "the photo").replace("@N", " and choose a face")
             raise HTTPException(422, msg) from None
-    return picked
+
+
+async def _photo(upload: UploadFile, face: int | None, state: State) -> np.ndarray:
+    """The embedding of one face in an uploaded photo (size limit, content check, one face)."""
+    return await _uploaded(upload, lambda path: pick_faces([(path, face)], state.faces())[0])
 
 
 def _media_type(name: str) -> str | None:
@@ -411,16 +414,7 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
         ``face`` (left to right): for a picker when a photo shows several people."""
         from vidx.jobs.engines import photo_boxes
 
-        data = await photo.read(MAX_UPLOAD + 1)
-        if len(data) > MAX_UPLOAD:
-            raise HTTPException(413, f"photo larger than {MAX_UPLOAD >> 20} MB")
-        with tempfile.NamedTemporaryFile(suffix=".img") as f:
-            f.write(data)
-            f.flush()
-            try:
-                w, h, boxes = photo_boxes(f.name, state.faces())
-            except people_mod.PeopleError as e:
-                raise HTTPException(422, str(e).replace(f.name, photo.filename or "the photo")) from None
+        w, h, boxes = await _uploaded(photo, lambda path: photo_boxes(path, state.faces()))
         return {"width": w, "height": h, "faces": [{"face": k, "box": b} for k, b in enumerate(boxes)]}
 
     @app.post("/api/enroll")
