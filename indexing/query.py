@@ -252,7 +252,7 @@ class QueryEngine:
             try:
                 pids = people.resolve_people(self.people, who) if q.person else [q.person_id]
             except people.PeopleError as e:
-                enrolled = {n.casefold(): n for n in people.enrolled_names(self.out)} if q.person else {}
+                enrolled = {n.casefold(): n for n in self.gallery["name"].to_pylist()} if q.person else {}
                 if q.person and q.person.casefold() in enrolled:  # enrolled, but the rule named no one
                     raise QueryError(f"{enrolled[q.person.casefold()]!r} is enrolled but names no one: "
                                      + people.near_misses(self.out, enrolled[q.person.casefold()])) from None

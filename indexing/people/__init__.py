@@ -95,7 +95,6 @@ from vidx.indexing.people.refresh import RefreshResult, refresh  # noqa: F401
 from vidx.indexing.people.review import (  # noqa: F401
     REVIEW_CANDIDATES,
     Suggestion,
-    enrolled_names,
     near_misses,
     person_tracks,
     review_queue,

@@ -90,11 +90,6 @@ def _quote(s: str) -> str:
     return shlex.quote(s)
 
 
-def enrolled_names(out: str) -> list[str]:
-    """Names with photos in the gallery (named people or not)."""
-    return sorted(set(read_gallery(Store(out))["name"].to_pylist()))
-
-
 def person_tracks(out: str, who: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the person's row, its tracks): video path, times (seconds from the video's first frame),
     detections, quality, distance to the person's centre and role; the farthest (the likeliest
