@@ -58,6 +58,17 @@ class Query:
     max_distance: float | None = None  # face query: default the index's people.match_distance
 
 
+def video_keys(videos) -> dict[str, set[str]]:
+    """How a video is asked for: its id, any of its paths, or a path's file name -> the video ids
+    (``videos``: rows with video_id, path and paths)."""
+    keys: dict[str, set[str]] = {}
+    for r in videos:
+        for p in [r["video_id"], *{r["path"], *(r.get("paths") or [])} - {None}]:
+            for key in {p, p.rsplit("/", 1)[-1]}:
+                keys.setdefault(key, set()).add(r["video_id"])
+    return keys
+
+
 class QueryEngine:
     """Loads an index's narrow tables once; :meth:`search` answers :class:`Query` objects.
 
@@ -118,11 +129,7 @@ class QueryEngine:
             r = vt.get(v) or {"path": None, "paths": None}
             self._videos.append({"video_id": v, "path": r["path"],
                                  "other_paths": [x for x in (r["paths"] or []) if x != r["path"]]})
-        self._video_keys: dict[str, set[str]] = {}
-        for vid, r in vt.items():  # a video is asked for by id, path or file name (any of its paths)
-            for p in [vid, *{r["path"], *(r["paths"] or [])} - {None}]:
-                for key in {p, p.rsplit("/", 1)[-1]}:
-                    self._video_keys.setdefault(key, set()).add(vid)
+        self._video_keys = video_keys(vt.values())
         self._labels = sorted({x for x in self.segments["label"].to_pylist() + self.person_actions["label"].to_pylist()
                                if x})
         lab = {x: i for i, x in enumerate(self._labels)}

@@ -32,6 +32,7 @@ import uuid
 from typing import Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -243,6 +244,18 @@ def read_index_table(out: str, name: str, columns: list[str] | None = None) -> p
     store = Store(out)
     store.require_manifest()
     return read_table(store, name, columns)
+
+
+def read_video_rows(out: str, name: str, video_id: str, columns: list[str] | None = None) -> pa.Table:
+    """One video's rows of a per-chunk table, read from that video's parts only (and any part
+    holding several videos)."""
+    store = Store(out)
+    store.require_manifest()
+    table = IndexTable(store, name)
+    parts = [p for p in table.snapshot().files.values() if video_of(p) in (video_id, None)]
+    rows = table.read(parts, columns=None if columns is None else sorted({*columns, "video_id"}))
+    rows = rows.filter(pc.equal(rows["video_id"], video_id))
+    return rows if columns is None else rows.select(columns)
 
 
 def read_table(store: Store, name: str, columns: list[str] | None = None) -> pa.Table:

@@ -580,11 +580,7 @@ def cmd_index(args) -> int:
 def cmd_redact(args) -> int:
     from vidx.jobs.redact import RedactError, redact
 
-    keep = [] if args.all else args.keep
-    if sum(x is not None and x is not False for x in (args.keep, args.only, args.all or None)) != 1:
-        log.error("vidx redact: say whose faces stay: --keep PERSON... (blur everyone else), --only PERSON... "
-                  "(blur just them) or --all (blur every face), one of them")
-        return 2
+    keep = [] if args.all else args.keep  # argparse lets one of --keep, --only, --all through; redact() asks for one
     try:
         r = redact(args.out, args.video, args.to, keep=keep, only=args.only, style=args.style, margin=args.margin,
                    every=args.detect_every, max_side=args.max_side, crf=args.quality, device=args.device)

@@ -78,20 +78,21 @@ class _Tracks:
 
 
 def _video(out: str, video: str) -> dict:
+    """The indexed video ``video`` names (id, path or file name, as ``vidx query --video``; or a local
+    path spelled another way)."""
+    from vidx.indexing.query import video_keys
     from vidx.indexing.tables import read_index_table
 
-    v = read_index_table(out, "videos").to_pylist()
-    hits = [r for r in v if video in (r["video_id"], r["path"], Path(r["path"]).name) or video in (r.get("paths") or [])]
-    if not hits and os.path.exists(video):
-        real = os.path.realpath(video)
-        hits = [r for r in v if "://" not in r["path"] and os.path.exists(r["path"])
-                and os.path.realpath(r["path"]) == real]
-    if not hits:
+    rows = {r["video_id"]: r for r in read_index_table(out, "videos").to_pylist()}
+    ids = sorted(video_keys(rows.values()).get(video, ()))
+    if not ids and os.path.exists(video):
+        ids = [v for v, r in rows.items() if "://" not in r["path"] and os.path.exists(r["path"])
+               and os.path.samefile(r["path"], video)]
+    if not ids:
         raise RedactError(f"no indexed video with id, path or file name {video!r} (see 'vidx query {out} --video ...')")
-    ids = sorted({r["video_id"] for r in hits})
     if len(ids) > 1:
         raise RedactError(f"{video!r} names {len(ids)} indexed videos ({', '.join(ids)}): give the video id")
-    r = hits[0]
+    r = rows[ids[0]]
     if r["status"] == "failed":
         raise RedactError(f"{r['path']} was not indexed ({r.get('error') or 'failed'}): index it before redacting it")
     return r
@@ -108,31 +109,33 @@ def _people(out: str, names: list[str]) -> set[str]:
         raise RedactError(str(e)) from None
 
 
-def _tracks(out: str, video_id: str, named: set[str], keep: bool) -> _Tracks:
+def _tracks(out: str, video_id: str, named: set[str], keep: bool, identities: pa.Table | None = None) -> _Tracks:
+    """The video's tracks with their sampled boxes (from the parts of that video only) and whether
+    each is redacted: ``keep``: the ``named`` people stay and everyone else goes; else only they go."""
     from vidx.indexing import people
-    from vidx.indexing.tables import read_index_table
+    from vidx.indexing.tables import read_video_rows
 
-    identities, _ = people.load(out)
-    idn = identities.filter(pc.equal(identities["video_id"], video_id)).select(["track_id", "person_id"])
+    if identities is None:
+        identities, _ = people.load(out)
+    idn = identities.filter(pc.equal(identities["video_id"], video_id))
     person = dict(zip(idn["track_id"].to_pylist(), idn["person_id"].to_pylist()))
-    tracks = read_index_table(out, "face_tracks", ["track_id", "video_id", "segments"])
-    tracks = tracks.filter(pc.equal(tracks["video_id"], video_id))
-    seg_track = {s: t for t, segs in zip(tracks["track_id"].to_pylist(), tracks["segments"].to_pylist())
-                 for s in (segs or [t])}
-    det = read_index_table(out, "face_detections", ["video_id", "t", "x1", "y1", "x2", "y2", "segment_id"])
-    det = det.filter(pc.and_(pc.equal(det["video_id"], video_id), pc.is_valid(det["segment_id"])))
-    seg = np.array(det["segment_id"].to_pylist(), dtype=object)
-    tid = np.array([seg_track.get(s) for s in seg], dtype=object)
+    tracks = read_video_rows(out, "face_tracks", video_id, ["track_id", "segments"])
+    segs = pa.table({"segment_id": pc.list_flatten(tracks["segments"]),
+                     "track_id": pc.list_parent_indices(tracks["segments"])})
+    segs = segs.set_column(1, "track_id", tracks["track_id"].take(segs["track_id"]))
+    det = read_video_rows(out, "face_detections", video_id, ["t", "x1", "y1", "x2", "y2", "segment_id"])
+    det = det.filter(pc.is_valid(det["segment_id"])).join(segs, "segment_id", join_type="inner")
+    det = det.sort_by([("track_id", "ascending"), ("t", "ascending")])
+    tid = det["track_id"].to_numpy(zero_copy_only=False)
     t = det["t"].to_numpy()
     box = np.stack([det[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in ("x1", "y1", "x2", "y2")], 1) \
         if det.num_rows else np.zeros((0, 4))
-    ids = sorted({x for x in tid.tolist() if x is not None})
-    ts, bs = [], []
-    for k in ids:  # a loop over tracks, not frames
-        m = tid == k
-        o = np.argsort(t[m], kind="stable")
-        ts.append(t[m][o])
-        bs.append(box[m][o])
+    cut = np.flatnonzero(tid[1:] != tid[:-1]) + 1 if len(tid) else np.zeros(0, np.int64)
+    first = np.r_[0, cut] if len(tid) else cut
+    ids = tid[first].tolist()
+    ts, bs = np.split(t, cut), np.split(box, cut)
+    if not ids:
+        ts, bs = [], []
     # a track whose person the tables do not know (indexed after the last refresh) is blurred
     red = np.array([(person.get(k) in named) != keep if person.get(k) else True for k in ids], bool)
     return _Tracks(ids, red, ts, bs, np.array([x[0] for x in ts]) if ids else np.zeros(0),
@@ -197,6 +200,29 @@ def apply(frame: np.ndarray, regions: np.ndarray, style: str) -> np.ndarray:
     return frame
 
 
+def _detected(det, items, timing: dict | None = None) -> Iterator[tuple[object, np.ndarray]]:
+    """(key, (K, 4) boxes) for each (key, image) of ``items``, ``BATCH`` images a detector call;
+    ``timing["detect_s"]`` adds up the detector's time."""
+    keys, imgs = [], []
+
+    def run():
+        t = time.perf_counter()
+        got = [(k, d.boxes.astype(np.float64) if len(d) else np.zeros((0, 4))) for k, d in zip(keys, det.detect(imgs))]
+        if timing is not None:
+            timing["detect_s"] += time.perf_counter() - t
+        keys.clear()
+        imgs.clear()
+        return got
+
+    for k, img in items:
+        keys.append(k)
+        imgs.append(img)
+        if len(imgs) == BATCH:
+            yield from run()
+    if imgs:
+        yield from run()
+
+
 def _frames(path: str, size: tuple[int, int] | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
     """(pts, seconds on the stream's clock, RGB frame) for every frame, in presentation order."""
     import av
@@ -217,9 +243,7 @@ def _check_target(src: str, to: str) -> Path:
     dst = Path(to)
     if dst.suffix.lower() not in (".mp4", ".mov", ".mkv", ".m4v"):
         raise RedactError(f"{to}: write to a .mp4, .mov, .m4v or .mkv file")
-    if "://" not in src and os.path.exists(to) and os.path.samefile(src, to):
-        raise RedactError(f"{to} is the source video itself: write the redacted copy to another file")
-    if "://" not in src and os.path.realpath(src) == os.path.realpath(to):
+    if "://" not in src and os.path.exists(to) and os.path.exists(src) and os.path.samefile(src, to):
         raise RedactError(f"{to} is the source video itself: write the redacted copy to another file")
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.is_dir():
@@ -237,10 +261,6 @@ def redact(out: str, video: str, to: str, keep: list[str] | None = None, only: l
     """Write a copy of ``video`` (id, path or file name in the index ``out``) to ``to`` with faces
     blurred: everyone's but ``keep`` (person ids or names; ``keep=[]`` keeps no one) or only
     ``only``'s. See the module's docstring for how every frame is covered."""
-    from tqdm import tqdm
-
-    from vidx.workers import decode
-    from vidx.workers.retinaface import RetinaFace
     from vidx.workers.sources import SourceError, local_file
 
     if style not in STYLES:
@@ -252,8 +272,8 @@ def redact(out: str, video: str, to: str, keep: list[str] | None = None, only: l
     if not 0 <= crf <= 51:
         raise RedactError(f"quality (x264 CRF) must be 0-51, not {crf}")
     if (keep is None) == (only is None):
-        raise RedactError("say whose faces stay: --keep PERSON... (blur everyone else), --keep-none (blur "
-                          "everyone) or --only PERSON... (blur just them), one of them")
+        raise RedactError("say whose faces stay: --keep PERSON... (blur everyone else), --only PERSON... "
+                          "(blur just them) or --all (blur every face), one of them")
     if only is not None and not only:
         raise RedactError("--only needs at least one person")
     v = _video(out, video)
@@ -265,14 +285,18 @@ def redact(out: str, video: str, to: str, keep: list[str] | None = None, only: l
     try:
         with local_file(v["path"]) as path:
             return _run(path, dst, tr, v, style, margin, every, max_side, crf, device, carry_s, keep_boxes, progress,
-                        timing, t0, decode, RetinaFace, tqdm)
+                        timing, t0)
     except SourceError as e:
         raise RedactError(f"{v['path']}: {e}") from None
 
 
-def _run(path, dst, tr, v, style, margin, every, max_side, crf, device, carry_s, keep_boxes, progress, timing, t0,
-         decode, RetinaFace, tqdm) -> Redaction:
+def _run(path, dst, tr, v, style, margin, every, max_side, crf, device, carry_s, keep_boxes, progress, timing,
+         t0) -> Redaction:
     import av
+    from tqdm import tqdm
+
+    from vidx.workers import decode
+    from vidx.workers.retinaface import RetinaFace
 
     try:
         with av.open(path) as c:
@@ -287,40 +311,26 @@ def _run(path, dst, tr, v, style, margin, every, max_side, crf, device, carry_s,
     det = RetinaFace(device, score_threshold=DETECT_SCORE)
     res = Redaction(output=str(dst))
 
-    # pass 1: faces on every (Nth) frame, attributed to the index's tracks
-    pts_all, t_all, found = [], [], {}  # found: frame position -> (K, 4) boxes in video pixels
-    batch_pos, batch_img = [], []
-
-    def flush():
-        if not batch_img:
-            return
-        t = time.perf_counter()
-        for p, d in zip(batch_pos, det.detect(batch_img)):
-            found[p] = d.boxes * np.array([sx, sy, sx, sy]) if len(d) else np.zeros((0, 4))
-        timing["detect_s"] += time.perf_counter() - t
-        batch_pos.clear()
-        batch_img.clear()
-
+    # pass 1: faces on every (Nth) frame (found: frame position -> (K, 4) boxes in video pixels)
+    pts_all, t_all = [], []
     bar = tqdm(total=n_guess, desc="redact: finding faces", unit="frame", disable=None if progress else True,
                leave=False)
-    t = time.perf_counter()
-    try:
+
+    def sampled():
         for i, (pts, ts, img) in enumerate(_frames(path, (dw, dh))):
             pts_all.append(pts)
             t_all.append(ts - first)
-            if i % every == 0:
-                batch_pos.append(i)
-                batch_img.append(img)
-                if len(batch_img) == BATCH:
-                    timing["decode_s"] += time.perf_counter() - t
-                    flush()
-                    t = time.perf_counter()
             bar.update(1)
+            if i % every == 0:
+                yield i, img
+
+    t = time.perf_counter()
+    try:
+        found = {i: b * np.array([sx, sy, sx, sy]) for i, b in _detected(det, sampled(), timing)}
     except av.error.FFmpegError as e:
         raise RedactError(f"{v['path']}: decoding stopped at frame {len(pts_all)} ({e}); redacting a damaged "
                           "file is not supported") from None
-    timing["decode_s"] += time.perf_counter() - t
-    flush()
+    timing["decode_s"] += time.perf_counter() - t - timing["detect_s"]
     bar.close()
     n = len(pts_all)
     if not n:
@@ -331,7 +341,7 @@ def _run(path, dst, tr, v, style, margin, every, max_side, crf, device, carry_s,
     # pass 2: every frame again, redacted, encoded with its own timestamp; audio copied
     tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
     try:
-        _write(path, tmp, regions, pts_all, style, crf, timing, progress, n, tqdm, res)
+        _write(path, tmp, regions, pts_all, style, crf, timing, progress, n, res)
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -392,8 +402,9 @@ def _regions(found: dict, times: np.ndarray, tr: _Tracks, every: int, carry_s: f
 
 
 def _write(path: str, tmp: Path, regions: list[np.ndarray], pts_all: list[int], style: str, crf: int, timing: dict,
-           progress: bool, n: int, tqdm, res: Redaction) -> None:
+           progress: bool, n: int, res: Redaction) -> None:
     import av
+    from tqdm import tqdm
 
     pos = {p: i for i, p in enumerate(pts_all)}
     with av.open(path) as i, av.open(str(tmp), "w") as o:
@@ -454,7 +465,7 @@ def face_frame(out: str, track_id: str, max_side: int = 640) -> bytes:
     import io
 
     import av
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     from vidx.indexing import people
     from vidx.workers import decode
@@ -466,7 +477,7 @@ def face_frame(out: str, track_id: str, max_side: int = 640) -> bytes:
         raise RedactError(f"no track {track_id!r}")
     row = row[0]
     v = _video(out, row["video_id"])
-    tr = _tracks(out, row["video_id"], set(), True)
+    tr = _tracks(out, row["video_id"], set(), True, identities)
     if track_id not in tr.ids:
         raise RedactError(f"track {track_id!r} has no detections in the index")
     t = float(row["thumbnail_t"])
@@ -506,22 +517,7 @@ def reference_faces(path: str, score: float = 0.8, device: str = "cpu") -> dict[
     from vidx.workers.retinaface import RetinaFace
 
     det = RetinaFace(device, score_threshold=score)
-    out: dict[int, np.ndarray] = {}
-    pts, imgs = [], []
-
-    def flush():
-        for p, d in zip(pts, det.detect(imgs)):
-            out[p] = d.boxes.astype(np.float64) if len(d) else np.zeros((0, 4))
-        pts.clear()
-        imgs.clear()
-
-    for p, _, img in _frames(path):
-        pts.append(p)
-        imgs.append(img)
-        if len(imgs) == BATCH:
-            flush()
-    flush()
-    return out
+    return dict(_detected(det, ((p, img) for p, _, img in _frames(path))))
 
 
 def covered(faces: np.ndarray, regions: np.ndarray) -> np.ndarray:
