@@ -45,6 +45,7 @@ async function loadLists() {
   const vs = $("video");
   vs.replaceChildren(el("option", { value: "" }, "(all videos)"));
   for (const x of v.items) vs.append(el("option", { value: x.video_id }, x.name));
+  state.weak = p.weak;  // people seen only in weak appearances (the gallery's toggle)
   return p.items;
 }
 
@@ -148,9 +149,9 @@ const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
 const thumb = (track) => `/api/thumbnails/${encodeURIComponent(track)}`;
 
 async function peopleView() {
-  let items, weak;
-  try { [items, weak] = await Promise.all([loadLists(), api("/api/people?limit=1000").then((r) => r.weak)]); }
-  catch (e) { showError(e.message); return; }
+  let items;
+  try { items = await loadLists(); } catch (e) { showError(e.message); return; }
+  const weak = state.weak;
   const showWeak = $("show-weak").checked;
   $("weak-label").textContent = `show ${plural(weak, "person", "people")} seen only in weak appearances (small, dark, blurred or turned)`;
   $("people").replaceChildren(...items.filter((p) => showWeak || !p.weak || p.name).map((p) => {
