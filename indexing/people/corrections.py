@@ -46,15 +46,15 @@ class Assignment:
         return min(codes[best].tolist(), key=lambda c: self.names[c])
 
 
-def replay(assign: Assignment, ops: list[dict[str, Any]]) -> dict[str, str]:
-    """Apply corrections in order to ``assign`` (changed in place); returns the manual names
-    (person -> name).  Tracks an op names that are no longer indexed are skipped."""
-    keys = ("into", "from", "tracks", "anchor")
+def _rows(assign: Assignment, ops: list[dict[str, Any]],
+          keys: tuple[str, ...] = ("into", "from", "tracks", "anchor")) -> list[dict[str, np.ndarray]]:
+    """Each op's track lists as rows of the assignment, one hash lookup for all ops; tracks no
+    longer indexed are left out."""
     flat = [t for op in ops for k in keys for t in op.get(k) or ()]
     found = pc.index_in(pa.array(flat, pa.string()), value_set=assign.track_ids).to_numpy(zero_copy_only=False)
     at = 0
     rows: list[dict[str, np.ndarray]] = []
-    for op in ops:  # each op's track lists as rows of the assignment (one hash lookup for all ops)
+    for op in ops:
         r = {}
         for k in keys:
             m = len(op.get(k) or ())
@@ -62,6 +62,13 @@ def replay(assign: Assignment, ops: list[dict[str, Any]]) -> dict[str, str]:
             r[k] = x[~np.isnan(x)].astype(np.int64) if x.dtype.kind == "f" else x.astype(np.int64)
             at += m
         rows.append(r)
+    return rows
+
+
+def replay(assign: Assignment, ops: list[dict[str, Any]]) -> dict[str, str]:
+    """Apply corrections in order to ``assign`` (changed in place); returns the manual names
+    (person -> name).  Tracks an op names that are no longer indexed are skipped."""
+    rows = _rows(assign, ops)
     names: dict[str, str] = {}
     for op, r in zip(ops, rows):
         kind = op["op"]
@@ -99,16 +106,8 @@ def refused_names(assign: Assignment, ops: list[dict[str, Any]]) -> dict[int, se
     never gives them one of these."""
     out: dict[int, set[str]] = {}
     nots = [op for op in ops if op["op"] == "not" and op.get("name")]
-    if not nots:
-        return out
-    flat = [t for op in nots for t in op["tracks"]]
-    found = pc.index_in(pa.array(flat, pa.string()), value_set=assign.track_ids).to_numpy(zero_copy_only=False)
-    at = 0
-    for op in nots:
-        x = found[at : at + len(op["tracks"])]
-        at += len(op["tracks"])
-        rows = x[~np.isnan(x)].astype(np.int64) if x.dtype.kind == "f" else x.astype(np.int64)
-        for c in np.unique(assign.code[rows]).tolist():
+    for op, r in zip(nots, _rows(assign, nots, ("tracks",)) if nots else ()):
+        for c in np.unique(assign.code[r["tracks"]]).tolist():
             out.setdefault(c, set()).add(op["name"])
     return out
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vidx.indexing.people.corrections import _tracks_of, on_screen_together
+from vidx.indexing.people.corrections import _refuse_not, _tracks_of, on_screen_together
 from vidx.indexing.people.files import (
     PeopleError,
     _emb,
@@ -130,13 +130,16 @@ def similar_people(out: str, who: str, k: int = 5) -> list[dict[str, Any]]:
     d = sp.pairwise(_emb(me), _emb(others))[0]
     rows = others.drop_columns(["embedding"]).to_pylist()
     mine = _tracks_of(identities, pids)
-    ops = [op for op in read_corrections(Store(out)) if op["op"] == "not"]
+    ops = read_corrections(Store(out))
     got = []
     for i in np.argsort(d, kind="stable")[:k].tolist():  # a loop over k people
         theirs = _tracks_of(identities, [rows[i]["person_id"]])
         clash = on_screen_together(out, mine, theirs, limit=1)
-        marked = any(set(op["tracks"]) & set(mine + theirs) and set(op.get("anchor") or ()) & set(mine + theirs)
-                     for op in ops)
+        try:  # the rule a merge would meet (vidx people merge refuses on it)
+            _refuse_not(ops, set(mine) | set(theirs), "merging")
+            marked = False
+        except PeopleError:
+            marked = True
         got.append({**rows[i], "distance": float(d[i]),
                     "refused": "on screen together" if clash else "marked not the same person" if marked else None})
     return got
