@@ -44,19 +44,6 @@ def vidx(*args) -> subprocess.CompletedProcess:
     return p
 
 
-def leaks(ref: dict, regions: dict) -> tuple[int, int]:
-    """(face-frames, of them less than 90% covered)."""
-    from vidx.jobs.redact import covered
-
-    n = bad = 0
-    for p, faces in ref.items():
-        if len(faces):
-            c = covered(faces, regions.get(p, np.zeros((0, 4), np.int64)))
-            n += len(faces)
-            bad += int((c < 0.9).sum())
-    return n, bad
-
-
 def largest(faces: np.ndarray) -> np.ndarray:
     """The largest face of a frame: on a single-speaker clip, the speaker (the reference also finds
     the odd small false face, e.g. on hk_biden's microphone)."""
@@ -66,18 +53,13 @@ def largest(faces: np.ndarray) -> np.ndarray:
     return faces[[int(a.argmax())]]
 
 
-def touched(ref: dict, regions: dict) -> tuple[int, int]:
-    """(the speaker's face-frames, of them more than 10% inside a blurred region)."""
+def coverage(ref: dict, regions: dict, pick=lambda f: f) -> np.ndarray:
+    """Per reference face-frame (``pick`` chooses a frame's faces), the share of it inside the
+    blurred regions."""
     from vidx.jobs.redact import covered
 
-    n = hit = 0
-    for p, faces in ref.items():
-        faces = largest(faces)
-        if len(faces):
-            c = covered(faces, regions.get(p, np.zeros((0, 4), np.int64)))
-            n += len(faces)
-            hit += int((c > 0.1).sum())
-    return n, hit
+    got = [covered(pick(f), regions.get(p, np.zeros((0, 4), np.int64))) for p, f in ref.items() if len(f)]
+    return np.concatenate(got) if got else np.zeros(0)
 
 
 def found_again(ref: dict, written: str) -> int:
@@ -114,7 +96,8 @@ def main(argv=None) -> int:
         for every in args.every:
             dst = work / f"all-{every}-{clip}"
             r = redact(str(out), clip, str(dst), keep=[], every=every, keep_boxes=True, progress=False)
-            n, bad = leaks(ref, r.boxes)
+            cov = coverage(ref, r.boxes)
+            n, bad = len(cov), int((cov < 0.9).sum())  # leaked: less than 90% of the face inside
             row = {"clip": clip, "mode": "all", "every": every, "frames": r.frames, "face_frames": n,
                    "leaked": bad, "leaked_pct": round(100 * bad / n, 2) if n else None,
                    "found_again": found_again(ref, str(dst)) if every == args.every[0] else None,
@@ -122,7 +105,8 @@ def main(argv=None) -> int:
             rows.append(row)
         if person:
             r = redact(str(out), clip, str(work / f"keep-{clip}"), keep=[person], keep_boxes=True, progress=False)
-            n, hit = touched(ref, r.boxes)
+            cov = coverage(ref, r.boxes, largest)
+            n, hit = len(cov), int((cov > 0.1).sum())  # blurred: more than 10% of the face inside
             rows.append({"clip": clip, "mode": f"keep {person}", "every": 1, "frames": r.frames, "face_frames": n,
                          "kept_blurred": hit, "kept_blurred_pct": round(100 * hit / n, 2) if n else None,
                          "fps": round(r.fps, 1), **r.timing})
