@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-
 from vidx.indexing.store import Store
 
 EMBEDDER = "dlib_resnet_v1"
@@ -37,6 +37,8 @@ INDEX_FILE = "faces.faiss"
 META_FILE = "faces.faiss.json"
 IDS_FILE = "faces.ids.parquet"  # (id, track_id) sorted by id: no Python dict of a million entries
 OLD_IDS_FILE = "faces.ids.json"  # before 2026-12: read, never written
+SHARD_DIR = "faces.shards"  # <n>.faiss + <n>.ids.parquet: vectors added by incremental refreshes
+MAX_SHARDS = 32  # more, and the next refresh writes the index whole again
 
 
 class FaceIndexError(RuntimeError):
@@ -82,6 +84,7 @@ class Meta:
     codec: str = ""  # SQ8, PQ16x8, ... for ivf
     nprobe: int = 0
     face_tracks_version: int = -1  # the version of the face_tracks Delta table it was built from
+    shards: list[str] = field(default_factory=list)  # added since the index was written whole (SHARD_DIR)
 
 
 def gpu_available() -> bool:
@@ -110,9 +113,9 @@ def train_ivf(sample: np.ndarray, nlist: int, codec: str = "SQ8") -> faiss.Index
 
 
 class FaceIndex:
-    def __init__(self, index: faiss.Index, meta: Meta, id_hash: np.ndarray, id_track: pa.Array):
+    def __init__(self, index: faiss.Index, meta: Meta, id_hash: np.ndarray, id_track: pa.Array, has_ids: bool = True):
         order = np.argsort(id_hash, kind="stable")
-        self.index, self.meta = index, meta
+        self.index, self.meta, self.has_ids = index, meta, has_ids  # has_ids: False when loaded without them
         self.id_hash = np.asarray(id_hash, np.int64)[order]  # sorted: ids map to tracks by searchsorted
         self.id_track = id_track.take(pa.array(order))
 
@@ -171,14 +174,16 @@ class FaceIndex:
         if not len(track_ids):
             return
         hid = track_hash(track_ids)
-        if np.isin(hid, self.id_hash).any() or len(set(hid.tolist())) != len(hid):
+        if len(set(hid.tolist())) != len(hid) or self.has_ids and IdRows(self.id_hash).rows(hid).max() >= 0:
             raise FaceIndexError("duplicate track ids")
         self.index.add_with_ids(unit(embeddings), hid)
+        self.meta.count += len(hid)
+        if not self.has_ids:  # loaded without them (the caller checked the ids)
+            return
         all_hash = np.concatenate([self.id_hash, hid])
         all_track = pa.concat_arrays([self.id_track, pa.array(list(track_ids), pa.string())])
         order = np.argsort(all_hash, kind="stable")
         self.id_hash, self.id_track = all_hash[order], all_track.take(pa.array(order))
-        self.meta.count += len(hid)
 
     def search_ids(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Cosine similarities and the int64 ids (``track_hash``; -1 = empty slot), (Q, k) each."""
@@ -199,22 +204,64 @@ class FaceIndex:
         return int(n)
 
     def save(self, where: Store | str | Path) -> None:
-        """Into an index folder on any filesystem pyarrow.fs reaches (the index as bytes)."""
+        """Into an index folder on any filesystem pyarrow.fs reaches (the index as bytes), whole:
+        the shards an incremental refresh added are folded in and deleted."""
+        if not self.has_ids:
+            raise FaceIndexError("a face index loaded without its ids cannot be written whole")
         store = _store(where)
-        buf = pa.BufferOutputStream()
-        pq.write_table(pa.table({"id": self.id_hash, "track_id": self.id_track}), buf)
+        self.meta.shards = []
         for name, data in ((INDEX_FILE, faiss.serialize_index(self.index).tobytes()),
-                           (IDS_FILE, buf.getvalue().to_pybytes()),
+                           (IDS_FILE, _ids_bytes(self.id_hash, self.id_track)),
                            (META_FILE, json.dumps(asdict(self.meta), indent=1).encode())):
             store.write_bytes(name, data)  # meta last: a reader trusts the pair only when both are there
         if store.exists(OLD_IDS_FILE):
             store.fs.delete_file(store.path(OLD_IDS_FILE))
+        sel = pafs.FileSelector(store.path(SHARD_DIR), allow_not_found=True)
+        for info in store.fs.get_file_info(sel):  # every shard is in the index now
+            if info.type == pafs.FileType.File:
+                store.fs.delete_file(info.path)
+
+    def save_added(self, where: Store | str | Path, embeddings: np.ndarray, track_ids: list[str]) -> None:
+        """Add tracks and write only them, as a shard beside the index (faiss ``contrib/ondisk.py``:
+        the same trained lists, stable ids), instead of the whole index: what an incremental
+        refresh costs is what it adds.  An exact index, or one with MAX_SHARDS shards, is written
+        whole (its ids read first if it was loaded without them)."""
+        store = _store(where)
+        whole = self.meta.kind != "ivf" or len(self.meta.shards) >= MAX_SHARDS
+        if whole and not self.has_ids:
+            stored = FaceIndex.load(store)
+            self.id_hash, self.id_track, self.has_ids = stored.id_hash, stored.id_track, True
+        self.add(embeddings, track_ids)
+        if whole:
+            self.save(store)
+            return
+        hid = track_hash(track_ids)
+        shard = faiss.clone_index(self._trained())
+        shard.add_with_ids(unit(embeddings), hid)
+        name = f"{max([int(x) for x in self.meta.shards] + [0]) + 1:06d}"
+        store.write_bytes(f"{SHARD_DIR}/{name}.faiss", faiss.serialize_index(shard).tobytes())
+        store.write_bytes(f"{SHARD_DIR}/{name}.ids.parquet", _ids_bytes(hid, pa.array(list(track_ids), pa.string())))
+        self.meta.shards.append(name)
+        store.write_bytes(META_FILE, json.dumps(asdict(self.meta), indent=1).encode())  # last: the shard counts now
+
+    def _trained(self) -> faiss.Index:
+        """An empty copy of this IVF index: its trained lists, no vectors."""
+        empty = faiss.clone_index(self.index)
+        empty.reset()
+        return empty
 
     @classmethod
     def load(cls, where: Store | str | Path, embedder: str | None = None, with_ids: bool = True) -> "FaceIndex":
         """``with_ids=False``: skip the id -> track id table (a caller mapping FAISS ids itself,
-        as the query engine does through ``identities.face_id``)."""
-        store = _store(where)
+        as the query engine does through ``identities.face_id``).  A shard deleted between
+        reading the metadata and the shard (a full refresh folded it in) is looked for again once."""
+        try:
+            return cls._load(_store(where), embedder, with_ids)
+        except FileNotFoundError:
+            return cls._load(_store(where), embedder, with_ids)
+
+    @classmethod
+    def _load(cls, store: Store, embedder: str | None, with_ids: bool) -> "FaceIndex":
         if not store.exists(META_FILE):
             raise FaceIndexError(f"{store.uri} has no face index ({META_FILE}); build it with 'vidx reindex'")
         meta = Meta(**json.loads(store.read_bytes(META_FILE)))
@@ -222,21 +269,33 @@ class FaceIndex:
             raise FaceIndexError(f"the face index in {store.uri} was built with embedder {meta.embedder!r}; "
                                  f"queries use {embedder!r}: rebuild it with 'vidx reindex'")
         index = faiss.deserialize_index(np.frombuffer(store.read_bytes(INDEX_FILE), np.uint8))
+        ids = [pq.read_table(pa.BufferReader(store.read_bytes(IDS_FILE)))] if with_ids and store.exists(IDS_FILE) else []
+        for name in meta.shards:  # an incremental refresh's additions, merged in (their lists are the index's)
+            shard = faiss.deserialize_index(np.frombuffer(store.read_bytes(f"{SHARD_DIR}/{name}.faiss"), np.uint8))
+            index.merge_from(shard, 0)
+            if ids:
+                ids.append(pq.read_table(pa.BufferReader(store.read_bytes(f"{SHARD_DIR}/{name}.ids.parquet"))))
         if index.ntotal != meta.count:  # the files are written one after another: a writer stopped between them
             raise FaceIndexError(f"the face index in {store.uri} is incomplete ({index.ntotal} vectors, its metadata "
                                  f"says {meta.count}); rebuild it with 'vidx reindex'")
         if meta.kind == "ivf":
             faiss.extract_index_ivf(index).nprobe = meta.nprobe
         if not with_ids:
-            return cls(index, meta, np.zeros(0, np.int64), pa.array([], pa.string()))
-        if store.exists(IDS_FILE):
-            ids = pq.read_table(pa.BufferReader(store.read_bytes(IDS_FILE)))
-            if ids.num_rows != index.ntotal:
+            return cls(index, meta, np.zeros(0, np.int64), pa.array([], pa.string()), has_ids=False)
+        if ids:
+            t = pa.concat_tables(ids)
+            if t.num_rows != index.ntotal:
                 raise FaceIndexError(f"the face index in {store.uri} is incomplete ({index.ntotal} vectors, "
-                                     f"{ids.num_rows} ids); rebuild it with 'vidx reindex'")
-            return cls(index, meta, ids["id"].to_numpy(), ids["track_id"].combine_chunks())
+                                     f"{t.num_rows} ids); rebuild it with 'vidx reindex'")
+            return cls(index, meta, t["id"].to_numpy(), t["track_id"].combine_chunks())
         old = json.loads(store.read_bytes(OLD_IDS_FILE))
         return cls(index, meta, np.array([int(k) for k in old], np.int64), pa.array(list(old.values()), pa.string()))
+
+
+def _ids_bytes(id_hash: np.ndarray, id_track: pa.Array) -> bytes:
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.table({"id": pa.array(id_hash, pa.int64()), "track_id": id_track}), buf)
+    return buf.getvalue().to_pybytes()
 
 
 def _store(where: Store | str | Path) -> Store:

@@ -21,7 +21,6 @@ import logging
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
 from vidx.indexing.store import Store
 from vidx.indexing.tables import SCHEMAS, IndexTable, video_of
 
@@ -30,21 +29,31 @@ log = logging.getLogger(__name__)
 PACKS = {"action_segments": "packs/action_segments.parquet", "person_actions": "packs/person_actions.parquet"}
 
 
-def _live(store: Store, name: str) -> tuple[IndexTable, dict]:
+def read_file(store: Store, rel: str, schema: pa.Schema) -> pa.Table:
+    """One Parquet file, without pyarrow.dataset (whose import - pandas with it - costs a
+    server's start a quarter of a second)."""
+    with store.fs.open_input_file(store.path(rel)) as f:
+        return pq.ParquetFile(f).read().cast(schema)
+
+
+def _live(store: Store, name: str) -> tuple[IndexTable, dict, int]:
     t = IndexTable(store, name)
-    return t, (dict(t.snapshot().files) if t.log.version >= 0 else {})
+    if t.log.version < 0:
+        return t, {}, -1
+    snap = t.snapshot()
+    return t, dict(snap.files), snap.version
 
 
-def update(store: Store, was: dict[str, dict[str, str | None]] | None) -> dict[str, dict[str, str | None]]:
-    """Bring every pack up to date with its table; ``was``: the parts each pack held (from the
-    basis), None when unknown.  Returns the parts each pack holds now."""
+def update(store: Store, was: dict[str, dict] | None) -> dict[str, dict]:
+    """Bring every pack up to date with its table; ``was``: what each pack held (from the basis:
+    the table's version and parts), None when unknown.  Returns what each pack holds now."""
     now = {}
     for name, rel in PACKS.items():
-        table, parts = _live(store, name)
+        table, parts, version = _live(store, name)
         files = {p: video_of(part) for p, part in parts.items()}
-        old = (was or {}).get(name)
+        old = ((was or {}).get(name) or {}).get("files")
         if old == files and store.exists(rel):
-            now[name] = files
+            now[name] = {"version": version, "files": files}
             continue
         if old is not None and store.exists(rel) and None not in files.values() and None not in old.values():
             changed = {old[p] for p in set(old) - set(files)} | {files[p] for p in set(files) - set(old)}
@@ -58,17 +67,18 @@ def update(store: Store, was: dict[str, dict[str, str | None]] | None) -> dict[s
         buf = pa.BufferOutputStream()
         pq.write_table(rows, buf, compression="zstd")
         store.write_bytes(rel, buf.getvalue().to_pybytes())
-        now[name] = files
+        now[name] = {"version": version, "files": files}
     return now
 
 
 def read(store: Store, name: str, basis: dict | None) -> pa.Table:
-    """Every row of table ``name``: from its pack when the pack holds exactly the table's live
-    parts, else from the table's parts."""
-    table, parts = _live(store, name)
-    held = ((basis or {}).get("packs") or {}).get(name)
-    if held is not None and held == {p: video_of(part) for p, part in parts.items()} and store.exists(PACKS[name]):
-        return store.read_table(PACKS[name], SCHEMAS[name])
+    """Every row of table ``name``: from its pack when the pack was made from the table's newest
+    version (one listing of its log: no commit since, so the same live parts), else from the
+    table's parts."""
+    held = ((basis or {}).get("packs") or {}).get(name) or {}
+    if "version" in held and IndexTable(store, name).log.version == held["version"] and store.exists(PACKS[name]):
+        return read_file(store, PACKS[name], SCHEMAS[name])
+    table, parts, _ = _live(store, name)
     if len(parts) > 100:
         log.info("%s: reading %d parts (run 'vidx reindex %s' to pack them into one file)", name, len(parts), store.uri)
     return table.read(parts.values())

@@ -31,12 +31,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
-
 from vidx.configs.spaces import BY_MODEL, SPACES, space
 from vidx.indexing import faces_index, packs, people, schemas
 from vidx.indexing.store import IndexError_, Store
 from vidx.indexing.tables import IndexTable, read_index_table, video_of
+
 
 class QueryError(ValueError):
     """The query cannot be answered as asked (unknown person or video, bad range...)."""
@@ -85,7 +84,7 @@ class QueryEngine:
             m = self.store.require_manifest()
             self.cfg = people.people_config(m)
             self.space = people.index_space(m)
-            identities, ppl = people.load(out)
+            identities, ppl = people.load(out, narrow=True)  # the pack, memory-mapped
         except (IndexError_, people.PeopleError) as e:
             raise QueryError(str(e)) from None
         if identities.num_rows and identities["face_id"].null_count:
@@ -101,7 +100,14 @@ class QueryEngine:
         self.gallery = people.read_gallery(self.store)  # enrolled photos: a query by name measures to them
         n = identities.num_rows
         self.n_tracks = n
-        has = pc.is_in(identities["track_id"], value_set=self.person_actions["track_id"].unique())
+        # person actions -> identities rows, hashing the (few) tracks with actions, not a million track ids
+        pact_tracks = self.person_actions["track_id"].combine_chunks()
+        acted = pc.unique(pact_tracks)
+        at = pc.index_in(identities["track_id"], value_set=acted).to_numpy(zero_copy_only=False) if len(acted) else None
+        row_of = np.full(len(acted), -1, np.int64)
+        if at is not None:
+            found = np.flatnonzero(~np.isnan(at.astype(np.float64)))
+            row_of[at[found].astype(np.int64)] = found
         # each person's best track quality (the gallery puts people of weak tracks only aside)
         best = identities.group_by("person_id").aggregate([("quality", "max")])
         self.person_quality = dict(zip(best["person_id"].to_pylist(),
@@ -113,7 +119,8 @@ class QueryEngine:
         num = lambda c, t: identities[c].to_numpy(zero_copy_only=False).astype(t)  # noqa: E731
         self._start, self._end = num("start_s", np.float64), num("end_s", np.float64)
         self._det, self._thumb_t = num("detections", np.int64), num("thumbnail_t", np.float64)
-        self._has_pact = has.to_numpy(zero_copy_only=False).astype(bool)
+        self._has_pact = np.zeros(n, bool)
+        self._has_pact[row_of[row_of >= 0]] = True
         self._by_person = _Groups(self.identities["person_id"])  # person -> rows, video -> rows
         self._by_video = _Groups(self.identities["video_id"])
         self._vcode = self._by_video.codes
@@ -135,8 +142,8 @@ class QueryEngine:
         lab = {x: i for i, x in enumerate(self._labels)}
         seg_v = np.array([self._by_video.code.get(v, -1) for v in self.segments["video_id"].to_pylist()], np.int64)
         self._segs = _Intervals(self.segments, seg_v, len(self._by_video.values), seg_v, lab, source=False)
-        pact_r = pc.index_in(self.person_actions["track_id"], value_set=self.identities["track_id"])
-        pact_r = np.nan_to_num(pact_r.to_numpy(zero_copy_only=False).astype(np.float64), nan=-1).astype(np.int64)
+        pact_r = row_of[pc.index_in(pact_tracks, value_set=acted).to_numpy(zero_copy_only=False).astype(np.int64)] \
+            if len(acted) else np.zeros(0, np.int64)
         pact_v = np.where(pact_r >= 0, self._vcode[np.maximum(pact_r, 0)], -1) if n else pact_r
         self._pacts = _Intervals(self.person_actions, pact_r, n, pact_v, lab, source=True)
         self._vectors: np.ndarray | None = None
@@ -165,7 +172,7 @@ class QueryEngine:
         with self._lazy:
             if self._vectors is None:
                 try:
-                    self._vectors = people.read_vectors(self.store, self.n_tracks)
+                    self._vectors = people.read_vectors(self.store, self.n_tracks, ranged=True)
                 except IndexError_ as e:
                     raise QueryError(str(e)) from None
             return self._vectors
@@ -393,6 +400,8 @@ class QueryEngine:
         want: dict[str, list[str]] = {}
         for t, v in zip(track_ids, vids):
             want.setdefault(v, []).append(t)
+        import pyarrow.dataset as pads  # here: its import (pandas with it) slows a server's start
+
         out: dict[str, bytes] = {}
         for v, tids in want.items():
             for attempt in (False, True):  # a job may have compacted the files since: look again once

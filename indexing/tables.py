@@ -34,9 +34,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-
 from vidx.indexing import schemas
 from vidx.indexing.delta_log import DeltaLog, FilePart, Snapshot, file_stats
 from vidx.indexing.store import IndexError_, Store
@@ -50,6 +48,8 @@ VIDEO_TABLES = {"face_tracks": schemas.FACE_TRACKS, "action_segments": schemas.A
 SCHEMAS = {"videos": schemas.VIDEOS, **CHUNK_TABLES, **VIDEO_TABLES}
 CHECKPOINT_EVERY = 10  # commits since the last checkpoint before a job's end writes one
 _TOKEN = r"[0-9a-f]{12}\.parquet"
+_TOKEN_PART = re.compile(_TOKEN)
+_CHUNK_PART = re.compile(rf"\d{{5}}-{_TOKEN}")
 _warned: set[tuple[str, str]] = set()
 
 
@@ -58,9 +58,11 @@ def _stats_columns(schema: pa.Schema) -> list[str]:
 
 
 def write_part(store: Store, name: str, table: pa.Table, video_id: str | None = None,
-               chunks: tuple[int, int] | None = None, **tags: str) -> FilePart:
-    """Write ``table`` as a new part of table ``name`` (not yet committed) and describe it."""
-    token = uuid.uuid4().hex[:12]
+               chunks: tuple[int, int] | None = None, token: str | None = None, **tags: str) -> FilePart:
+    """Write ``table`` as a new part of table ``name`` (not yet committed) and describe it.
+    ``token``: the name's 12 hex digits (default random; :func:`next_token` for a table whose
+    rows are read in the order they were added)."""
+    token = token or uuid.uuid4().hex[:12]
     if chunks is not None:
         rel = f"{video_id}/{chunks[0]:05d}-{token}.parquet"
     elif video_id is not None:
@@ -81,11 +83,13 @@ def is_own(name: str, part: FilePart) -> bool:
     it holds (a chunk table's part: video and chunks; a per-video table's: video).  A file
     another engine wrote (an append, or a rewrite by its delete, update or compaction) is not."""
     vid = part.tags.get("video_id")
-    if name in CHUNK_TABLES:
-        return bool(vid and "chunks" in part.tags and re.fullmatch(rf"{re.escape(vid)}/\d{{5}}-{_TOKEN}", part.path))
+    path = part.path
+    if name in CHUNK_TABLES:  # one compiled pattern for every video: a table has tens of thousands of parts
+        return bool(vid and "chunks" in part.tags and path.startswith(vid + "/")
+                    and _CHUNK_PART.fullmatch(path, len(vid) + 1))
     if name in VIDEO_TABLES:
-        return bool(vid and re.fullmatch(rf"{re.escape(vid)}-{_TOKEN}", part.path))
-    return bool(re.fullmatch(rf"{re.escape(name)}-{_TOKEN}", part.path))
+        return bool(vid and path.startswith(vid + "-") and _TOKEN_PART.fullmatch(path, len(vid) + 1))
+    return path.startswith(name + "-") and bool(_TOKEN_PART.fullmatch(path, len(name) + 1))
 
 
 def chunk_keys(part: FilePart) -> list[tuple[str, int]]:
@@ -149,6 +153,8 @@ class IndexTable:
         schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
         if not paths:
             return schema.empty_table()
+        import pyarrow.dataset as pads  # here: its import (pandas with it) costs a quarter of a second
+
         try:
             return pads.dataset(paths, schema=self.schema, format="parquet", filesystem=self.store.fs).to_table(
                 columns=columns)
@@ -231,11 +237,33 @@ def create_all(store: Store) -> dict[str, IndexTable]:
 
 def replace_table(store: Store, name: str, table: pa.Table, schema: pa.Schema, purge: bool = False) -> None:
     """Replace every row of vidx's in the (created if new) table ``name``: one commit removes its
-    parts and adds one with ``table`` (``purge``: the old files deleted at once, for forget)."""
+    parts and adds one with ``table`` (``purge``: the old files deleted at once, for forget).  The
+    part's name sorts first (:func:`next_token`), so rows appended later read after it."""
     t = IndexTable(store, name, schema).create()
-    t.commit([write_part(store, name, table)], list(t.snapshot(write=True).files.values()), operation="WRITE",
-             purge=purge)
+    t.commit([write_part(store, name, table, token=next_token([]))], list(t.snapshot(write=True).files.values()),
+             operation="WRITE", purge=purge)
     t.checkpoint_if_due()
+
+
+def append_rows(store: Store, name: str, table: pa.Table, schema: pa.Schema) -> bool:
+    """Add ``table``'s rows to a whole-index table after its rows (:meth:`IndexTable.read` takes
+    parts in path order: the new part's name sorts after every live one); False, writing
+    nothing, when no such name is left (then :func:`replace_table`)."""
+    t = IndexTable(store, name, schema)
+    token = next_token(t.snapshot(write=True).files)
+    if token is None:
+        return False
+    t.commit([write_part(store, name, table, token=token)], operation="WRITE")
+    t.checkpoint_if_due()
+    return True
+
+
+def next_token(paths: Iterable[str]) -> str | None:
+    """A part token (6 hex digits of sequence, 6 random) that sorts after the tokens of ``paths``
+    (``<name>-<token>.parquet``), None past the last sequence."""
+    seq = max((int(m.group(1)[:6], 16) + 1 for p in paths if (m := re.search(r"-([0-9a-f]{12})\.parquet$", p))),
+              default=0)
+    return None if seq > 0xFFFFFF else f"{seq:06x}{uuid.uuid4().hex[:6]}"
 
 
 def read_index_table(out: str, name: str, columns: list[str] | None = None) -> pa.Table:

@@ -567,7 +567,8 @@ def cmd_index(args) -> int:
         return 2
     print(f"videos: {s.videos_ok} ok, {s.videos_partial} partial, {s.videos_failed} failed; "
           f"chunks: {s.chunks_run} indexed, {s.chunks_skipped} already done; "
-          f"tracks: {s.tracks}; detections: {s.detections}; people: {s.people}; {s.wall_s:.1f} s")
+          f"tracks: {s.tracks}; detections: {s.detections}; people: {s.people}; {s.wall_s:.1f} s "
+          f"(people {s.people_s:.1f} s)")
     for uri, err in s.partials:
         print(f"  partial: {uri}: {err}")
     for uri, why in s.skipped:

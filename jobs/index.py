@@ -373,6 +373,7 @@ class Summary:
     detections: int = 0
     people: int = 0
     wall_s: float = 0.0
+    people_s: float = 0.0  # of wall_s, the people refresh at the end
     failures: list[tuple[str, str]] = field(default_factory=list)
     partials: list[tuple[str, str]] = field(default_factory=list)  # indexed with a part missing, and why
     skipped: list[tuple[str, str]] = field(default_factory=list)  # pointed at, not indexed, and why
@@ -656,7 +657,9 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     _commit(store, tables, parts, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions)
     from vidx.indexing import people  # FAISS index + identities; a no-op when nothing changed
 
+    t_people = time.time()
     summary.people = people.refresh(out, cfg.people).people
+    summary.people_s = time.time() - t_people
     summary.wall_s = time.time() - t_start
     return summary
 

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PEOPLE = ["files", "clustering", "corrections", "naming", "assemble", "refresh", "edits", "review"]
+PEOPLE = ["files", "clustering", "corrections", "naming", "assemble", "resume", "refresh", "edits", "review"]
 
 
 def _imports(path: Path) -> set[str]:

@@ -367,3 +367,30 @@ def test_two_index_runs_started_together_on_s3_one_writes_the_other_stops(s3, da
     assert "is being written by another vidx command (index" in loser[1] and "Traceback" not in loser[1]
     winner = outs[[p.returncode for p in procs].index(0)]
     assert "1 ok" in winner[0]
+
+
+def test_a_delivery_is_appended_on_s3_and_a_server_reads_vectors_by_range(s3_env):
+    from synthetic_index import near, write_index
+    from test_append import PEOPLE, SFACE, _video
+
+    from vidx.indexing import people
+    from vidx.indexing.people.files import RangedVectors
+    from vidx.indexing.query import Query, QueryEngine
+    from vidx.indexing.store import Store
+
+    out = "s3://archive/appended"
+    write_index(out, {f"v{i}": _video(f"v{i}", [i % 10, (i + 3) % 10], 100 * i) for i in range(8)}, embedder=SFACE)
+    assert people.refresh(out).mode == "full"
+    write_index(out, {"w1": _video("w1", [1, 12], 5000)}, embedder=SFACE)
+    r = people.refresh(out)
+    assert r.mode == "appended" and r.tracks == 8 * 4 + 4  # faces.vectors rewritten whole: no appends on S3
+    store = Store(out)
+    whole = people.read_vectors(store, r.tracks)
+    ranged = people.read_vectors(store, r.tracks, ranged=True)
+    assert isinstance(ranged, RangedVectors) and isinstance(whole, np.ndarray)
+    rows = np.array([r.tracks - 1, 0, 5, 5])
+    assert np.array_equal(ranged[rows], whole[rows]) and np.array_equal(np.asarray(ranged), whole)
+    eng = QueryEngine(out)
+    hits = eng.search(Query(face=near(PEOPLE[12], 0.1, 7)))
+    assert hits and {h["track_id"].split("-")[1] for h in hits} == {"p12"}
+    assert isinstance(eng.vectors, RangedVectors)

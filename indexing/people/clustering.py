@@ -34,18 +34,21 @@ def co_occurring(tracks: pa.Table) -> np.ndarray:
     return np.stack([pairs["i"], pairs["j"]], 1).astype(np.int64).reshape(-1, 2)
 
 
-def constrained_linkage(dist: np.ndarray, cannot: np.ndarray, distance: float) -> np.ndarray:
+def constrained_linkage(dist: np.ndarray, cannot: np.ndarray, distance: float,
+                        size: np.ndarray | None = None) -> np.ndarray:
     """Average-linkage labels of a dense (n, n) distance matrix, merging while the nearest pair of
     clusters is closer than ``distance``; ``cannot`` (P, 2) pairs are set infinitely far, and the
     average carries that into every cluster that holds one of them, so none is ever merged with a
-    cluster holding the other.  Nearest-neighbour bookkeeping: O(n^2) for clusterable data."""
+    cluster holding the other.  ``size``: how many items each row already stands for (a cluster
+    resumed, ``dist`` then the average distance between their items; default 1 each).
+    Nearest-neighbour bookkeeping: O(n^2) for clusterable data."""
     n = len(dist)
     d = np.array(dist, np.float64, copy=True)
     if len(cannot):
         d[cannot[:, 0], cannot[:, 1]] = np.inf
         d[cannot[:, 1], cannot[:, 0]] = np.inf
     np.fill_diagonal(d, np.inf)
-    size = np.ones(n)
+    size = np.ones(n) if size is None else np.asarray(size, np.float64).copy()
     alive = np.ones(n, bool)
     label = np.arange(n)
     nn = d.argmin(1)
@@ -258,27 +261,38 @@ def people_labels(emb: np.ndarray, quality: np.ndarray, cannot: np.ndarray, cfg:
     weak = np.flatnonzero(~conf)
     weak = weak[np.argsort(-quality[weak], kind="stable")]
     if len(weak) and n_core:
-        w = np.maximum(quality[ci], 1e-3)
-        cen = centres(emb[ci], labels[ci], w, sp.metric)
-        two, dd = _nearest_centres(emb[weak], cen, sp.metric, min(2, n_core))  # exact, without a weak x people matrix
-        d1 = dd[:, 0]
-        d2 = dd[:, 1] if n_core > 1 else np.full(len(weak), np.inf)
-        partners: dict[int, list[int]] = {}
-        for a, b in cannot.tolist():
-            partners.setdefault(a, []).append(b)
-            partners.setdefault(b, []).append(a)
-        for k, i in enumerate(weak.tolist()):
-            p = int(two[k, 0])
-            if d1[k] < cfg.cluster_distance and d2[k] - d1[k] >= cfg.attach_margin \
-                    and not any(labels[j] == p for j in partners.get(i, ())):
-                labels[i] = p
-                role[i] = "joined"
+        cen = centres(emb[ci], labels[ci], np.maximum(quality[ci], 1e-3), sp.metric)
+        for i in join_weak(emb[weak], weak, labels, cen, cannot, cfg, sp.metric):
+            role[i] = "joined"
     nxt = n_core
     for i in weak.tolist():
         if labels[i] < 0:
             labels[i] = nxt
             nxt += 1
     return labels, role
+
+
+def join_weak(x: np.ndarray, weak: np.ndarray, labels: np.ndarray, centre: np.ndarray, cannot: np.ndarray,
+              cfg: PeopleConfig, metric: str) -> list[int]:
+    """Weak rows ``weak`` (embeddings ``x``, best first) join the person whose centre is nearest
+    if that is below cluster_distance, attach_margin nearer than the next person, and none of
+    that person's rows (``labels``, updated in place) is on screen with it (``cannot`` pairs);
+    returns the rows that joined."""
+    two, dd = _nearest_centres(x, centre, metric, min(2, len(centre)))  # exact, without a weak x people matrix
+    d1 = dd[:, 0]
+    d2 = dd[:, 1] if len(centre) > 1 else np.full(len(weak), np.inf)
+    partners: dict[int, list[int]] = {}
+    for a, b in cannot.tolist():
+        partners.setdefault(a, []).append(b)
+        partners.setdefault(b, []).append(a)
+    joined = []
+    for k, i in enumerate(weak.tolist()):
+        p = int(two[k, 0])
+        if d1[k] < cfg.cluster_distance and d2[k] - d1[k] >= cfg.attach_margin \
+                and not any(labels[j] == p for j in partners.get(i, ())):
+            labels[i] = p
+            joined.append(i)
+    return joined
 
 
 def _nearest_centres(x: np.ndarray, centre: np.ndarray, metric: str, k: int) -> tuple[np.ndarray, np.ndarray]:

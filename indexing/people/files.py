@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-
 from vidx.configs.config import PeopleConfig, fill_distances
 from vidx.configs.spaces import Space, space
 from vidx.indexing import faces_index, schemas
@@ -121,6 +121,8 @@ def people_config(manifest: dict[str, Any]) -> PeopleConfig:
     return cfg
 
 
+NARROW = ["track_id", "person_id", "video_id", "quality", "face_id", "start_s", "end_s", "detections", "thumbnail_t"]
+IDENTITIES_PACK = "packs/identities.arrow"  # NARROW, Arrow IPC: a server memory-maps it at start
 VECTORS = "faces.vectors"  # float32 (rows of identities, 128): the tracks' embeddings, memory-mapped by readers
 BASIS = "people_basis.json"  # what the people tables were built from: the next refresh adds only what is new
 TRACK_COLUMNS = ["track_id", "video_id", "start_s", "end_s", "detections", "thumbnail_t", "quality"]
@@ -148,23 +150,114 @@ def _digest(settings: str, labels: str, files: dict[str, str | None]) -> str:
     return h.hexdigest()
 
 
-def read_vectors(store: Store, rows: int) -> np.ndarray:
+def read_vectors(store: Store, rows: int, ranged: bool = False) -> np.ndarray:
     """The tracks' embeddings in identities' row order: memory-mapped from a local index (pages
-    read when touched, shared with the page cache), read whole from an object store."""
-    import os
+    read when touched, shared with the page cache); from an object store read whole, or with
+    ``ranged`` a :class:`RangedVectors` that reads the blocks asked for.  The file may hold more
+    rows than asked (a refresh appending while this reads): the first ``rows``."""
+    import pyarrow.fs as pafs
 
     size = rows * schemas.EMBED_DIM * 4
     local = store.fs.type_name == "local"
     path = store.path(VECTORS)
-    data = None if local else (store.read_bytes(VECTORS) if store.exists(VECTORS) else b"")
-    found = (os.path.getsize(path) if os.path.exists(path) else -1) if local else len(data)
-    if found != size:
+    info = store.fs.get_file_info(path)
+    found = info.size if info.type == pafs.FileType.File else -1
+    if found < size:
         raise IndexError_(f"{path} does not match the identities table ({rows} rows); run 'vidx reindex {store.uri}'")
     if not local:
-        return np.frombuffer(data, np.float32).reshape(rows, schemas.EMBED_DIM)
+        if ranged:
+            return RangedVectors(store, rows)
+        data = store.read_bytes(VECTORS)
+        return np.frombuffer(data, np.float32, count=rows * schemas.EMBED_DIM).reshape(rows, schemas.EMBED_DIM)
     if rows == 0:  # numpy cannot map an empty file
         return np.zeros((0, schemas.EMBED_DIM), np.float32)
     return np.memmap(path, np.float32, "r", shape=(rows, schemas.EMBED_DIM))
+
+
+class RangedVectors:
+    """faces.vectors on an object store, read in blocks as rows are asked for (ranged GETs, each
+    block once) instead of whole at start: a server at a million tracks would otherwise fetch
+    512 MB before its first face query.  Indexing with an array of rows (or an int) gives them."""
+
+    BLOCK_ROWS = 4096  # 2 MiB a read
+
+    def __init__(self, store: Store, rows: int):
+        self.store, self.shape = store, (rows, schemas.EMBED_DIM)
+        self._blocks: dict[int, np.ndarray] = {}
+        self._file = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _block(self, b: int) -> np.ndarray:
+        got = self._blocks.get(b)
+        if got is None:
+            if self._file is None:
+                self._file = self.store.fs.open_input_file(self.store.path(VECTORS))
+            a, z = b * self.BLOCK_ROWS, min((b + 1) * self.BLOCK_ROWS, self.shape[0])
+            data = self._file.read_at((z - a) * schemas.EMBED_DIM * 4, a * schemas.EMBED_DIM * 4)
+            got = self._blocks[b] = np.frombuffer(data, np.float32).reshape(z - a, schemas.EMBED_DIM)
+        return got
+
+    def __getitem__(self, rows) -> np.ndarray:
+        one = np.isscalar(rows)
+        r = np.arange(self.shape[0])[rows] if isinstance(rows, slice) else np.atleast_1d(np.asarray(rows, np.int64))
+        if r.dtype == bool:
+            r = np.flatnonzero(r)
+        out = np.empty((len(r), schemas.EMBED_DIM), np.float32)
+        blocks = r // self.BLOCK_ROWS
+        for b in np.unique(blocks).tolist():
+            at = blocks == b
+            out[at] = self._block(b)[r[at] - b * self.BLOCK_ROWS]
+        return out[0] if one else out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        x = self[np.arange(self.shape[0])]
+        return x if dtype is None else x.astype(dtype)
+
+
+def write_vectors(store: Store, emb: np.ndarray) -> None:
+    store.write_bytes(VECTORS, np.ascontiguousarray(emb, np.float32).tobytes())
+
+
+def append_vectors(store: Store, rows: int, new: np.ndarray) -> None:
+    """Add ``new`` after the first ``rows`` embeddings: in place on a local index (bytes past
+    ``rows`` - a refresh stopped midway - are cut first; readers map only the rows their
+    identities hold), rewritten whole on an object store (no appends there)."""
+    new = np.ascontiguousarray(new, np.float32)
+    if store.fs.type_name != "local":
+        write_vectors(store, np.concatenate([read_vectors(store, rows), new]))
+        return
+    with open(store.path(VECTORS), "r+b") as f:
+        f.truncate(rows * schemas.EMBED_DIM * 4)
+        f.seek(0, 2)
+        f.write(new.tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_identities_pack(store: Store, narrow: pa.Table) -> None:
+    """Identities' narrow columns in row order, as one Arrow IPC file (a cache of the table:
+    :func:`read_identities` uses it only for the version the basis names)."""
+    buf = pa.BufferOutputStream()
+    with pa.ipc.new_file(buf, narrow.schema) as w:
+        w.write_table(narrow.combine_chunks())
+    store.write_bytes(IDENTITIES_PACK, buf.getvalue().to_pybytes())
+
+
+def read_identities(store: Store, basis: dict[str, Any] | None) -> pa.Table:
+    """Identities' NARROW columns in row order: memory-mapped from the pack when it was written
+    for the table's newest version (one listing of the log), else read from the table."""
+    table = IndexTable(store, "identities", IDENTITIES)
+    version = (basis or {}).get("identities_version")
+    if version is not None and version == table.log.version and (basis or {}).get("identities_pack") and \
+            store.exists(IDENTITIES_PACK):
+        src = pa.memory_map(store.path(IDENTITIES_PACK)) if store.fs.type_name == "local" else \
+            pa.BufferReader(store.read_bytes(IDENTITIES_PACK))
+        t = pa.ipc.open_file(src).read_all()
+        if t.num_rows == basis.get("rows"):
+            return t
+    return table.read(columns=NARROW) if table.log.version >= 0 else IDENTITIES.empty_table().select(NARROW)
 
 
 def read_basis(store: Store) -> dict[str, Any] | None:
@@ -177,13 +270,15 @@ def read_basis(store: Store) -> dict[str, Any] | None:
         return None
 
 
-def load(out: str) -> tuple[pa.Table, pa.Table]:
-    """(identities, people): the Delta tables the last refresh replaced."""
+def load(out: str, narrow: bool = False) -> tuple[pa.Table, pa.Table]:
+    """(identities, people): the Delta tables the last refresh replaced; ``narrow``: identities'
+    NARROW columns only (:func:`read_identities`)."""
     store = Store(out)
     m = store.require_manifest()
     if not (m.get("people") or {}).get("digest"):
         raise PeopleError(f"{out} has no people tables yet; build them with 'vidx reindex {out}'")
-    return _read(store, "identities", IDENTITIES), _read(store, "people", PEOPLE)
+    ident = read_identities(store, read_basis(store)) if narrow else _read(store, "identities", IDENTITIES)
+    return ident, _read(store, "people", PEOPLE)
 
 
 def resolve_people(people: pa.Table, who: str) -> list[str]:

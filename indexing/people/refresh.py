@@ -12,17 +12,22 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
 from vidx.configs.config import PeopleConfig, fill_distances
 from vidx.configs.spaces import Space
 from vidx.indexing import faces_index, packs, schemas
 from vidx.indexing.lease import writes_index
 from vidx.indexing.people.assemble import _tables
-from vidx.indexing.people.clustering import _quality, co_occurring, people_labels, stable_ids
+from vidx.indexing.people.clustering import (
+    _quality,
+    co_occurring,
+    people_labels,
+    stable_ids,
+)
 from vidx.indexing.people.corrections import Assignment, refused_names, replay
 from vidx.indexing.people.files import (
     BASIS,
     IDENTITIES,
+    NARROW,
     PEOPLE,
     TRACK_COLUMNS,
     VECTORS,
@@ -31,16 +36,20 @@ from vidx.indexing.people.files import (
     _labels_digest,
     _read,
     _settings_digest,
+    append_vectors,
     index_space,
     people_config,
     read_basis,
     read_corrections,
     read_gallery,
     read_vectors,
+    write_identities_pack,
+    write_vectors,
 )
 from vidx.indexing.people.naming import _named
+from vidx.indexing.people.resume import Grown, grow
 from vidx.indexing.store import IndexError_, Store
-from vidx.indexing.tables import IndexTable, replace_table, video_of
+from vidx.indexing.tables import IndexTable, append_rows, replace_table, video_of
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +62,8 @@ class RefreshResult:
     named: dict[str, list[str]]  # name -> person ids
     index_kind: str
     warnings: list[str] = field(default_factory=list)  # enrolment: doubtful photos
-    mode: str = ""  # full | incremental | unchanged
-    reclustered: int = 0  # tracks clustered again (all of them in a full refresh)
+    mode: str = ""  # full | incremental | appended | unchanged
+    reclustered: int = 0  # tracks clustered again (all of them in a full refresh; the new ones when appended)
 
 
 @dataclass
@@ -109,6 +118,10 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False, purg
         why = ("no people tables to build on" if basis is None or not old.get("digest") else
                "the people parameters or the embedder changed" if basis.get("settings") != settings else "")
     if not why:
+        grown, why_not = grow(store, basis, parts, files, cfg, sp, gallery, ops, labels_in)
+        if grown is not None:
+            return _write_grown(store, m, grown, snap, files, packed, settings, labels_in, digest)
+        log.debug("people: not appended (%s)", why_not)
         built, why = _incremental(store, basis, parts, files, cfg, sp)
     if built is None:
         log.info("people: clustering every track (%s)", why)
@@ -128,23 +141,50 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False, purg
     if built.changed:
         built.index.meta.face_tracks_version = snap.version if snap else -1
         built.index.save(store)
-        store.write_bytes(VECTORS, np.ascontiguousarray(built.emb, np.float32).tobytes())
+        write_vectors(store, built.emb)
     replace_table(store, "identities", identities, IDENTITIES, purge)  # purge (forget): the old files
     replace_table(store, "people", people, PEOPLE, purge)  # deleted, a forgotten person must not linger
-    store.write_bytes(BASIS, json.dumps({
-        "version": 1, "settings": settings, "rows": identities.num_rows,
-        "identities_version": IndexTable(store, "identities", IDENTITIES).log.version, "face_tracks": files,
-        "packs": packed}).encode())
-    m["faces_index"] = {"files": [faces_index.INDEX_FILE, faces_index.IDS_FILE, faces_index.META_FILE, VECTORS],
-                        **asdict(built.index.meta)}
-    m["people"] = {"digest": digest, "count": people.num_rows}
-    m["commit"] = m.get("commit", 0) + 1
-    m["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    store.write_manifest(m)
+    _finish(store, m, built.index, people, identities.select(NARROW), files, packed, settings, labels_in, digest)
     log.info("people: %d track(s) -> %d person(s) (%s; %d clustered)", identities.num_rows, people.num_rows,
              built.mode, built.reclustered)
     return RefreshResult(True, identities.num_rows, people.num_rows, _named(people), built.index.meta.kind,
                          mode=built.mode, reclustered=built.reclustered)
+
+
+def _write_grown(store: Store, m: dict, g: Grown, snap, files: dict, packed, settings: str, labels: str,
+                 digest: str) -> RefreshResult:
+    """Append a delivery: embeddings, then the FAISS shard, then the identities rows (what a
+    reader trusts last of the three), then the people table, the basis and the manifest."""
+    append_vectors(store, g.rows_before, g.emb)
+    g.index.meta.face_tracks_version = snap.version
+    g.index.save_added(store, g.emb, g.identities["track_id"].to_pylist())
+    if not append_rows(store, "identities", g.identities, IDENTITIES):
+        raise IndexError_("the identities table has no part name left to append; run 'vidx reindex --full'")
+    replace_table(store, "people", g.people, PEOPLE)
+    narrow = pa.concat_tables([g.prev.select(NARROW), g.identities.select(NARROW)])
+    rows = narrow.num_rows
+    _finish(store, m, g.index, g.people, narrow, files, packed, settings, labels, digest)
+    log.info("people: %d track(s) -> %d person(s) (+%d appended; %d nearby person(s))", rows, g.people.num_rows,
+             g.placed, g.touched)
+    return RefreshResult(True, rows, g.people.num_rows, _named(g.people), g.index.meta.kind, mode="appended",
+                         reclustered=g.placed)
+
+
+def _finish(store: Store, m: dict, index: faces_index.FaceIndex, people: pa.Table, narrow: pa.Table, files: dict,
+            packed, settings: str, labels: str, digest: str) -> None:
+    """The identities pack, the basis the next refresh builds on, then the manifest (what
+    readers trust)."""
+    write_identities_pack(store, narrow)
+    store.write_bytes(BASIS, json.dumps({
+        "version": 1, "settings": settings, "labels": labels, "rows": narrow.num_rows, "identities_pack": True,
+        "identities_version": IndexTable(store, "identities", IDENTITIES).log.version, "face_tracks": files,
+        "packs": packed}).encode())
+    m["faces_index"] = {"files": [faces_index.INDEX_FILE, faces_index.IDS_FILE, faces_index.META_FILE, VECTORS],
+                        **asdict(index.meta)}
+    m["people"] = {"digest": digest, "count": people.num_rows}
+    m["commit"] = m.get("commit", 0) + 1
+    m["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    store.write_manifest(m)
 
 
 def _track_rows(tracks: pa.Table) -> pa.Table:
