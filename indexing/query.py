@@ -244,6 +244,18 @@ class QueryEngine:
         return sorted(found)
 
     # ------------------------------------------------------------------ the query
+    HEAVY_ROWS = 5000  # a page this deep, or a person this large, is a long search (~10 ms and up)
+
+    def heavy(self, q: Query) -> bool:
+        """Whether ``q`` may take long (a deep page walks the archive in order; a very large
+        person's tracks all meet their actions): a server runs such a search off its event loop,
+        so that it does not hold the short ones back.  A guess from sizes, no search."""
+        if q.offset + q.limit > self.HEAVY_ROWS:
+            return True
+        if q.person_id is not None and q.face is None:
+            return len(self._by_person.rows(q.person_id)) > self.HEAVY_ROWS
+        return False
+
     def search(self, q: Query) -> list[dict[str, Any]]:
         """The appearances (a row a track) that answer ``q``, in the order of the answer: by
         distance for a face, else by video path and time; ``q.offset`` / ``q.limit`` page it.
@@ -300,13 +312,19 @@ class QueryEngine:
             return self._answer(q, rows, dist, seg_ok, pact_ok, q.offset, q.limit)
         # by action alone (or nothing): the videos that hold such actions, in the answer's order
         codes = self._videos_holding(tuple(sorted(a.lower() for a in q.actions)), float(q.min_score), seg_ok, pact_ok)
-        want_n, out, at, size = q.offset + q.limit, [], 0, 16
-        while at < len(codes) and len(out) < want_n:
+        skip, out, at, size = q.offset, [], 0, 16  # pages before the asked one are counted, not built
+        while at < len(codes) and len(out) < q.limit:
             batch = codes[at : at + size]
             at, size = at + size, size * 2
             rows = np.sort(np.concatenate([self._by_video.rows_of_code(c) for c in batch.tolist()]))
-            out += self._answer(q, rows, None, seg_ok, pact_ok, 0, want_n - len(out))
-        return out[q.offset : q.offset + q.limit]
+            if skip:
+                n = len(self._matching(q, rows, None, seg_ok, pact_ok)[0])
+                if n <= skip:
+                    skip -= n
+                    continue
+            out += self._answer(q, rows, None, seg_ok, pact_ok, skip, q.limit - len(out))
+            skip = 0
+        return out
 
     def _videos_holding(self, labels: tuple[str, ...], min_score: float, seg_ok: np.ndarray,
                         pact_ok: np.ndarray) -> np.ndarray:
@@ -329,8 +347,10 @@ class QueryEngine:
                 self._holding.pop(next(iter(self._holding)))
         return codes
 
-    def _answer(self, q: Query, rows: np.ndarray, dist: np.ndarray | None, seg_ok: np.ndarray, pact_ok: np.ndarray,
-                offset: int, limit: int) -> list[dict[str, Any]]:
+    def _matching(self, q: Query, rows: np.ndarray, dist: np.ndarray | None, seg_ok: np.ndarray,
+                  pact_ok: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The candidate rows that answer ``q`` (and their distances), with the (track, action)
+        pairs overlapping them: scene segments (t1, s1) and the tracks' own actions (t2, s2)."""
         rows = np.asarray(rows, np.int64)
         keep = np.ones(len(rows), bool)
         if q.start is not None:
@@ -352,6 +372,11 @@ class QueryEngine:
             hit = np.isin(rows, np.concatenate([t1, t2]))
             rows = rows[hit]
             dist = dist[hit] if dist is not None else None
+        return rows, dist, t1, s1, t2, s2
+
+    def _answer(self, q: Query, rows: np.ndarray, dist: np.ndarray | None, seg_ok: np.ndarray, pact_ok: np.ndarray,
+                offset: int, limit: int) -> list[dict[str, Any]]:
+        rows, dist, t1, s1, t2, s2 = self._matching(q, rows, dist, seg_ok, pact_ok)
         keys = [rows, self._start[rows], self._vrank[self._vcode[rows]]]
         if q.face is not None:
             keys.append(dist)

@@ -37,6 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
+import anyio
 import numpy as np
 import orjson
 import pyarrow.compute as pc
@@ -105,6 +106,7 @@ class Redact(BaseModel):
     style: str = "blur"  # blur | pixelate | box
 
 
+HEAVY_THREADS = 2  # searches the engine calls heavy, at once, off the event loop
 FOLLOW_S = 1.0  # how often a request looks for a newer commit of the index (one metadata read)
 
 
@@ -429,18 +431,25 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
         sug = [] if named else [asdict(x) for x in people_mod.suggestions(out, name)]
         return {"name": name, "people": named, "suggestions": sug, "warnings": res.warnings}
 
-    def _query(person, person_id, action, video, start, end, min_score, limit, offset, face=None,
-               face_embedder=None) -> dict:
+    heavy = anyio.CapacityLimiter(HEAVY_THREADS)
+
+    async def _query(person, person_id, action, video, start, end, min_score, limit, offset, face=None,
+                     face_embedder=None) -> dict:
         q = Query(face=face, face_embedder=face_embedder, person=person, person_id=person_id, actions=action or [], video=video, start=start,
                   end=end, min_score=min_score, limit=limit + 1, offset=offset)
-        rows = state.engine.search(q)
+        engine = state.engine
+        if engine.heavy(q):  # a long search runs in a thread (at most HEAVY_THREADS): the short ones go on
+            rows = await anyio.to_thread.run_sync(engine.search, q, limiter=heavy)
+        else:
+            rows = engine.search(q)
         # encoded here: the rows are plain JSON types, and FastAPI's own encoder walking them cost
         # more than the query at 8 concurrent clients (bench/bench_query.py)
         return Response(orjson.dumps({"offset": offset, "limit": limit, "more": len(rows) > limit,
                                       "items": rows[:limit]}), media_type="application/json")
 
     # async: a query is a few milliseconds of work holding the GIL; run on the event loop, it skips a
-    # thread hop and the GIL handoffs between threads that cost more than the query at 8 clients
+    # thread hop and the GIL handoffs between threads that cost more than the query at 8 clients;
+    # only a search the engine calls heavy (a deep page, a huge person) goes to a thread
     @app.get("/api/search")
     async def search(person: str | None = None, person_id: str | None = None, action: list[str] | None = Q(None),
                video: str | None = None, start: float | None = Q(None, alias="from"),
@@ -448,14 +457,14 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
                limit: int = Q(50, ge=1, le=1000), offset: int = Q(0, ge=0)) -> dict[str, Any]:
         if not (person or person_id or action or video):
             raise HTTPException(400, "say what to look for: person, person_id, action or video")
-        return _query(person, person_id, action, video, start, end, min_score, limit, offset)
+        return await _query(person, person_id, action, video, start, end, min_score, limit, offset)
 
     @app.post("/api/search/face")
     async def search_face(photo: UploadFile = File(...), face: int | None = Form(None),
                           action: list[str] | None = Form(None), video: str | None = Form(None),
                           limit: int = Form(50), offset: int = Form(0), min_score: float = Form(0.0)):
         picked = await _photo(photo, face, state)
-        return _query(None, None, [a for a in (action or []) if a], video or None, None, None, min_score,
+        return await _query(None, None, [a for a in (action or []) if a], video or None, None, None, min_score,
                       max(1, min(limit, 1000)), max(0, offset), face=picked.embedding,
                       face_embedder=picked.embedder)
 
@@ -464,7 +473,7 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
         """Search by a face embedding computed elsewhere (same filters as a photo)."""
         if len(body.embedding) != EMBED_DIM:
             raise HTTPException(400, f"an embedding has {EMBED_DIM} numbers, not {len(body.embedding)}")
-        return _query(None, None, body.action, body.video, body.start, body.end, body.min_score,
+        return await _query(None, None, body.action, body.video, body.start, body.end, body.min_score,
                       max(1, min(body.limit, 1000)), max(0, body.offset), face=np.asarray(body.embedding, np.float32),
                       face_embedder=body.embedder)
 

@@ -5,6 +5,7 @@ across an add, videos indexed again, and queries answered concurrently as sequen
 from __future__ import annotations
 
 import subprocess
+import threading
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
@@ -254,3 +255,26 @@ def test_a_refresh_stopped_after_any_write_then_rerun_equals_an_uninterrupted_on
         people.refresh(str(out))
         got = state(str(out))
         assert got == want, f"stopped before writing {calls[stop]}"
+
+
+def test_deep_pages_are_counted_and_heavy_searches_answer_off_the_event_loop(busy_index, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from vidx.jobs.serve import create_app
+
+    eng = QueryEngine(busy_index)
+    everything = eng.search(Query(actions=["talking"], limit=1000))
+    for off in (0, 3, len(everything) - 2, len(everything) + 5):  # pages before the asked one are only counted
+        assert eng.search(Query(actions=["talking"], limit=4, offset=off)) == everything[off : off + 4]
+    monkeypatch.setattr(QueryEngine, "HEAVY_ROWS", 3)  # every page deeper than 3 rows: a thread's work
+    q = Query(actions=["talking"], limit=4, offset=5)
+    assert eng.heavy(q) and not eng.heavy(Query(actions=["talking"], limit=2))
+    seen = []
+    real = QueryEngine.search
+    monkeypatch.setattr(QueryEngine, "search", lambda self, q: seen.append(threading.current_thread()) or real(self, q))
+    c = TestClient(create_app(busy_index))
+    r = c.get("/api/search", params={"action": "talking", "limit": 4, "offset": 5}).json()
+    assert [x["track_id"] for x in r["items"]] == [x["track_id"] for x in everything[5:9]]
+    light = c.get("/api/search", params={"action": "talking", "limit": 2}).json()
+    assert [x["track_id"] for x in light["items"]] == [x["track_id"] for x in everything[:2]]
+    assert seen[0] is not seen[1]  # the heavy one ran in a worker thread, the light one on the loop's
