@@ -1,7 +1,7 @@
 """Index the shared clips, enrol the two named people from their photos, and evaluate against the
 truth written by eye (tests/truth/shared_clips.csv): the numbers of the README's "Identities" table.
 
-    python bench/eval_shared.py OUT [--embedder sface|dlib] [--reuse] [--json]
+    python bench/eval_shared.py OUT [--embedder sface|dlib] [--reuse] [--json] [--set KEY=VALUE]
     python bench/eval_shared.py OUT --reuse --min-quality 0 0.1 0.25 0.4 0.6   # people.min_quality sweep
 
 Obama is enrolled from five photos as a user would pick them: two portraits, the small 320x240
@@ -34,6 +34,7 @@ def main(argv=None) -> int:
     ap.add_argument("--embedder", default="sface", choices=("sface", "dlib"))
     ap.add_argument("--reuse", action="store_true", help="evaluate the index already in OUT")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to vidx index")
     ap.add_argument("--min-quality", type=float, nargs="+", help="re-cluster at each value and report a row each")
     args = ap.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -44,7 +45,8 @@ def main(argv=None) -> int:
         print(f"{DATA}/videos is missing (the shared test media)", file=sys.stderr)
         return 2
     if not args.reuse:
-        rc = vidx(["index", str(DATA / "videos"), "--out", args.out, "--no-actions", "--embedder", args.embedder])
+        rc = vidx(["index", str(DATA / "videos"), "--out", args.out, "--no-actions", "--embedder", args.embedder,
+                   *[a for kv in args.set for a in ("--set", kv)]])
         if rc:
             return rc
     for name, photos in ENROL.items() if not args.min_quality else ():

@@ -166,6 +166,7 @@ def _people_errors():
 
 def _print_refresh(res) -> None:
     how = {"full": "; every track clustered", "unchanged": "; nothing new",
+           "appended": f"; {res.reclustered} new track(s) placed among the people",
            "incremental": f"; {res.reclustered} track(s) clustered again" if res.reclustered else ""}.get(res.mode, "")
     print(f"face index: {res.tracks} tracks ({res.index_kind}); people: {res.people}{how}"
           + (f"; named: {', '.join(f'{n} ({len(p)})' for n, p in sorted(res.named.items()))}" if res.named else ""))
