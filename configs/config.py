@@ -29,6 +29,9 @@ class FacesConfig:
     max_side: int = 1280  # decode at most this long a side for detection (0 = native)
     upsample: int = 0  # dlib detector: 1 finds ~40 px faces at 4x the cost
     min_score: float = 0.9  # RetinaFace faces scoring lower are kept as rejected, not embedded
+    # a rejected face scoring at least this (RetinaFace) still extends the track whose last box it
+    # overlaps (IoU >= 0.3): it starts no track and is not embedded (>= min_score: off)
+    extend_score: float = 0.6
     min_size: float = 20.0  # faces with a shorter side (decoded pixels) are kept as rejected
     min_sharpness: float = 0.0  # blurrier chips (variance of the Laplacian) are kept as rejected
     batch_frames: int = 16  # frames decoded and run through the models together
@@ -117,6 +120,7 @@ _RULES = {
     "faces.embedder": lambda v: v in ("sface", "dlib"),
     "faces.sample_fps": lambda v: 0 < v <= 120,
     "faces.min_score": lambda v: 0 <= v <= 1,
+    "faces.extend_score": lambda v: 0 <= v <= 1,
     "faces.min_size": lambda v: v >= 0,
     "faces.min_sharpness": lambda v: v >= 0,
     "faces.max_side": lambda v: v == 0 or v >= 160,

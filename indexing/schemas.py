@@ -48,7 +48,7 @@ FACE_DETECTIONS = pa.schema([
     # aligns on them (null: the dlib detector)
     pa.field("points", pa.list_(pa.float32(), 10)),
     pa.field("embedding", pa.list_(pa.float32(), EMBED_DIM)),  # null when rejected
-    pa.field("segment_id", pa.string()),  # the chunk-level track it belongs to (null when rejected)
+    pa.field("segment_id", pa.string()),  # its chunk-level track (null when rejected, unless a weak face continued one)
     pa.field("sharpness", pa.float32()),  # variance of the Laplacian of the aligned grey chip (null: not aligned)
     pa.field("rejected", pa.string()),  # null: embedded and tracked; else the gate: score | size | blur
     # 0-1: size x detector score x sharpness x how frontal (workers.tracking.face_quality); null when rejected

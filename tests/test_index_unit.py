@@ -101,6 +101,25 @@ def test_tracker_keeps_a_face_that_stays_in_place_through_a_noisy_embedding():
     assert tr.update(1.0, frame, far[None], noisy2[None], np.ones(1)).tolist() == [1]
 
 
+def test_weak_faces_continue_the_tracks_they_overlap_and_start_none():
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=128)
+    frame = np.zeros((100, 200, 3), np.uint8)
+    box, elsewhere = np.array([10, 10, 50, 50.0]), np.array([120, 10, 160, 50.0])
+    tr = Tracker(TrackParams(link_distance=0.55, max_gap_s=1.0))
+    k, kw = tr.update(0.0, frame, box[None], a[None], np.ones(1), weak=np.zeros((0, 4)))
+    assert k.tolist() == [0] and kw.tolist() == []
+    # the next frame: the face only weakly detected (moved a little), and a weak box elsewhere
+    k, kw = tr.update(0.5, frame, np.zeros((0, 4)), np.zeros((0, 128)), np.zeros(0), weak=np.stack([elsewhere, box + 8]))
+    assert kw.tolist() == [-1, 0] and len(tr.tracks) == 1  # continued; the other starts nothing
+    t0 = tr.tracks[0]
+    assert t0.end == 0.5 and np.array_equal(t0.last_box, box + 8) and t0.n == 1 and t0.qs == [1.0]
+    assert np.array_equal(t0.emb_sum, a)  # nothing of the weak face in the embedding
+    # a frame where the track is continued by a confident face: the weak box there is left alone
+    k, kw = tr.update(1.0, frame, (box + 9)[None], a[None], np.ones(1), weak=(box + 10)[None])
+    assert k.tolist() == [0] and kw.tolist() == [-1] and tr.tracks[0].n == 2
+
+
 def test_iou_matrix():
     m = iou_matrix(np.array([[0, 0, 9, 9.0]]), np.array([[0, 0, 9, 9.0], [5, 0, 14, 9], [20, 20, 29, 29]]))
     assert np.allclose(m, [[1.0, 50 / 150, 0.0]])

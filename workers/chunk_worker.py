@@ -97,6 +97,8 @@ class ChunkIndexer:
         embedder = faces.get("embedder", "sface")
         gates = Gates(min_score=float(faces["min_score"]) if detector == "retinaface" else 0.0,  # dlib: own threshold
                       min_size=float(faces["min_size"]), min_sharpness=float(faces["min_sharpness"]))
+        # retinaface: weaker faces (down to the detector's 0.5) may continue tracks; dlib reports none
+        self.extend_score = float(faces.get("extend_score", 1.0)) if detector == "retinaface" else 1.0
         self.engine = FaceEngine(device=dev, upsample=int(faces["upsample"]), detector=detector, embedder=embedder,
                                  gates=gates)
         self.track_params = TrackParams(link_distance=tracking["link_distance"], max_gap_s=tracking["max_gap_s"],
@@ -219,6 +221,9 @@ class ChunkIndexer:
         pts = faces.points * np.array([sx, sy])
         q = face_quality(boxes, faces.scores, faces.sharpness, pts, lms, (info.width, info.height))
         kept = faces.kept
+        side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
+        weak = (faces.rejected == "score") & (faces.scores >= self.extend_score) & (side >= float(self.faces["min_size"])) \
+            if faces.rejected is not None else np.zeros(len(kept), bool)
         hists = shots.colour_histograms(frames)
         cut = shots.cut_scores(hists, hist_state.get("last")) >= shots.CUT_DISTANCE
         hist_state["last"] = hists[-1]
@@ -226,11 +231,14 @@ class ChunkIndexer:
             if cut[j]:
                 tracker.cut()
             on = faces.image_index == j
-            sel = np.flatnonzero(on & kept)  # rejected faces are recorded, not tracked
+            sel = np.flatnonzero(on & kept)  # rejected faces are recorded, not tracked...
+            wk = np.flatnonzero(on & weak)  # ...but a weaker one may continue a track it overlaps
             ts = float(times[np.searchsorted(idx, part[j])])
-            k = tracker.update(ts, frames[j], boxes[sel], faces.embeddings[sel], q[sel], (1 / sx, 1 / sy))
+            k, kw = tracker.update(ts, frames[j], boxes[sel], faces.embeddings[sel], q[sel], (1 / sx, 1 / sy),
+                                   weak=boxes[wk])
             seg = np.full(int(on.sum()), -1, np.int64)
             seg[kept[on]] = k
+            seg[weak[on]] = kw
             cols["frame"].append(np.full(len(seg), part[j]))
             cols["t"].append(np.full(len(seg), ts))
             cols["seg"].append(seg)

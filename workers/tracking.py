@@ -37,6 +37,9 @@ class TrackParams:
     # when embeddings cannot tell two faces apart (dlib on 50 px faces hugging in mma_demo_skeleton.mp4:
     # 0.51-0.56 both ways), where each face was heading can; it only orders candidates, never gates them
     motion_weight: float = 0.1
+    # a weak face (a detector score under the gate) continues an open track it overlaps this much
+    # (its last box, or where its motion puts it), after the confident faces are matched
+    extend_iou: float = 0.3
     thumb_size: int = 112
     metric: str = "euclidean"  # the embedder's: euclidean (dlib) | cosine (SFace)
 
@@ -165,10 +168,16 @@ class Tracker:
         self.open = []
 
     def update(self, t: float, frame: np.ndarray, boxes: np.ndarray, embs: np.ndarray, q: np.ndarray,
-               thumb_scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+               thumb_scale: tuple[float, float] = (1.0, 1.0), weak: np.ndarray | None = None
+               ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Assign this frame's detections to tracks; returns each detection's track number.
 
-        boxes are in the coordinates of ``frame`` divided by ``thumb_scale`` (video pixels)."""
+        boxes are in the coordinates of ``frame`` divided by ``thumb_scale`` (video pixels).
+        ``weak``: boxes of faces the detector was less sure of (not embedded): after the others,
+        each may continue an open track not continued in this frame whose box it overlaps
+        (IoU >= ``extend_iou``), as ByteTrack's second association does; it starts no track and
+        adds nothing to the track's embedding, quality or thumbnail, only its time and box.
+        Then returns (track numbers, weak faces' track numbers or -1)."""
         self.open = [tr for tr in self.open if t - tr.end <= self.p.max_gap_s]
         assign = np.full(len(boxes), -1, np.int64)
         if len(boxes) and self.open:
@@ -217,4 +226,28 @@ class Tracker:
             if qj > tr.best_q:
                 tr.best_q, tr.thumb_t = qj, t
                 tr.thumb = thumbnail(frame, b * np.array([sx, sy, sx, sy]), self.p.thumb_size)
-        return assign
+        if weak is None:
+            return assign
+        return assign, self._extend(t, np.asarray(weak, np.float64).reshape(-1, 4), set(assign.tolist()))
+
+    def _extend(self, t: float, weak: np.ndarray, taken: set[int]) -> np.ndarray:
+        out = np.full(len(weak), -1, np.int64)
+        free = [tr for tr in self.open if tr.k not in taken and tr.end < t]
+        if not len(weak) or not free:
+            return out
+        last_b = np.stack([tr.last_box for tr in free])
+        gap = np.array([t - tr.end for tr in free])
+        pred_b = last_b + np.tile(np.stack([tr.velocity for tr in free]) * gap[:, None], 2)
+        iou = np.maximum(iou_matrix(last_b, weak), iou_matrix(pred_b, weak))
+        iou[iou < self.p.extend_iou] = 0.0
+        while iou.max(initial=0.0) > 0:
+            i, j = np.unravel_index(np.argmax(iou), iou.shape)
+            tr, b = free[i], weak[j]
+            tr.velocity = ((b[:2] + b[2:]) - (tr.last_box[:2] + tr.last_box[2:])) / 2 / (t - tr.end)
+            tr.end, tr.last_box = t, b
+            tr.hist_t.append(t)
+            tr.hist_b.append(b)
+            out[j] = tr.k
+            iou[i, :] = 0.0
+            iou[:, j] = 0.0
+        return out
