@@ -29,13 +29,6 @@ log = logging.getLogger(__name__)
 PACKS = {"action_segments": "packs/action_segments.parquet", "person_actions": "packs/person_actions.parquet"}
 
 
-def read_file(store: Store, rel: str, schema: pa.Schema) -> pa.Table:
-    """One Parquet file, without pyarrow.dataset (whose import - pandas with it - costs a
-    server's start a quarter of a second)."""
-    with store.fs.open_input_file(store.path(rel)) as f:
-        return pq.ParquetFile(f).read().cast(schema)
-
-
 def _live(store: Store, name: str) -> tuple[IndexTable, dict, int]:
     t = IndexTable(store, name)
     if t.log.version < 0:
@@ -77,7 +70,7 @@ def read(store: Store, name: str, basis: dict | None) -> pa.Table:
     table's parts."""
     held = ((basis or {}).get("packs") or {}).get(name) or {}
     if "version" in held and IndexTable(store, name).log.version == held["version"] and store.exists(PACKS[name]):
-        return read_file(store, PACKS[name], SCHEMAS[name])
+        return store.read_table(PACKS[name], SCHEMAS[name])
     table, parts, _ = _live(store, name)
     if len(parts) > 100:
         log.info("%s: reading %d parts (run 'vidx reindex %s' to pack them into one file)", name, len(parts), store.uri)

@@ -27,6 +27,28 @@ def near(v: np.ndarray, spread: float, seed: int) -> np.ndarray:
     return (v + spread * d / np.linalg.norm(d)).astype(np.float32)
 
 
+def crowd(n_people: int, per_video: int, seed: int):
+    """video(v) -> tracks of ``per_video`` of ``n_people`` well-separated people, 40 s apart (one
+    confident track each), drawn by a generator of ``seed``."""
+    many = person_vectors(n_people, seed=5)
+    rng = np.random.default_rng(seed)
+
+    def video(v: int) -> list[tuple]:
+        who = rng.choice(n_people, per_video, replace=False)
+        return [(f"v{v:03d}-{k:02d}", 40.0 * k, 40.0 * k + 30, near(many[p], 0.2, 1000 * v + k), 0.9)
+                for k, p in enumerate(who)]
+
+    return video
+
+
+def set_people_config(out, **people) -> None:
+    """Record people parameters in the index's manifest, as `vidx index --set people.*` does."""
+    store = Store(str(out))
+    m = store.read_manifest()
+    m["config"] = {"people": people}
+    store.write_manifest(m)
+
+
 def _fsl(x, dim):
     return pa.FixedSizeListArray.from_arrays(np.asarray(x, np.float32).ravel(), dim)
 

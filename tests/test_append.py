@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from synthetic_index import near, person_vectors, write_index
+from synthetic_index import crowd, near, person_vectors, set_people_config, write_index
 from vidx.indexing import faces_index, people
 from vidx.indexing.people.files import IDENTITIES_PACK, NARROW, read_basis, read_identities
 from vidx.indexing.query import Query, QueryEngine
@@ -111,18 +111,9 @@ def test_appended_rows_keep_the_vectors_order_and_the_pack(grown):
 
 def test_shards_are_added_then_folded_by_a_full_refresh(tmp_path):
     out = str(tmp_path / "idx")
-    many = person_vectors(200, seed=5)
-    rng = np.random.default_rng(1)
-
-    def video(v: int) -> list[tuple]:
-        who = rng.choice(200, 20, replace=False)
-        return [(f"v{v:03d}-{k:02d}", 40.0 * k, 40.0 * k + 30, near(many[p], 0.2, 1000 * v + k), 0.9)
-                for k, p in enumerate(who)]
-
+    video = crowd(200, 20, seed=1)
     write_index(out, {f"v{v:03d}": video(v) for v in range(40)}, embedder=SFACE)
-    m = Store(out).read_manifest()
-    m["config"] = {"people": {"index_exact_below": 500}}
-    Store(out).write_manifest(m)
+    set_people_config(out, index_exact_below=500)
     assert people.refresh(out).index_kind == "ivf"
     for batch in (range(40, 43), range(43, 45)):
         write_index(out, {f"v{v:03d}": video(v) for v in batch}, embedder=SFACE)

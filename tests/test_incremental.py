@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from synthetic_index import near, person_vectors, write_index
+from synthetic_index import crowd, near, person_vectors, set_people_config, write_index
 from vidx.indexing import faces_index, people
 from vidx.indexing.query import Query, QueryEngine
 from vidx.indexing.store import Store
@@ -160,18 +160,9 @@ def test_action_pages_walk_videos_in_path_order(busy_index):
 
 def test_growing_past_the_exact_index_trains_ivf_without_clustering_everything(tmp_path):
     out = str(tmp_path / "idx")
-    many = person_vectors(300, seed=5)
-    rng = np.random.default_rng(0)
-
-    def video(v: int) -> list[tuple]:
-        who = rng.choice(300, 25, replace=False)
-        return [(f"v{v:03d}-{k:02d}", 40.0 * k, 40.0 * k + 30, near(many[p], 0.2, 1000 * v + k), 0.9)
-                for k, p in enumerate(who)]
-
+    video = crowd(300, 25, seed=0)
     write_index(out, {f"v{v:03d}": video(v) for v in range(100)})
-    m = Store(out).read_manifest()
-    m["config"] = {"people": {"index_exact_below": 2600}}
-    Store(out).write_manifest(m)
+    set_people_config(out, index_exact_below=2600)
     assert people.refresh(out).index_kind == "exact"
     write_index(out, {f"v{v:03d}": video(v) for v in range(100, 108)})
     r = people.refresh(out)
