@@ -199,8 +199,10 @@ class FaceEngine:
 
     def describe(self, images: PixelSource | Sequence[np.ndarray | torch.Tensor] | torch.Tensor, image_index: np.ndarray,
                  boxes: np.ndarray, scores: np.ndarray | None = None, keep_chips: bool = False,
-                 points: np.ndarray | None = None) -> Faces:
-        """Landmarks, chips and embeddings for given boxes (and, for SFace, the detector's 5 points)."""
+                 points: np.ndarray | None = None, embed: bool = True) -> Faces:
+        """Landmarks, chips and embeddings for given boxes (and, for SFace, the detector's 5 points).
+        ``embed=False`` (with gates): everything but the embeddings (NaN), chips kept, for a caller
+        that embeds only the faces it needs (:meth:`embed`)."""
         src = images if isinstance(images, PixelSource) else PixelSource(images, self.device)
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         image_index = np.asarray(image_index, np.int64)
@@ -221,6 +223,7 @@ class FaceEngine:
         sharp = np.full(n, np.nan)
         emb = np.full((n, self.embedder.dim), np.nan, np.float32)
         cs = self.embedder.chip_size
+        keep_chips = keep_chips or not embed
         all_chips = np.zeros((n, cs, cs, 3), np.uint8) if keep_chips else None
         if len(ok):
             lm[ok], chips = self._chips(src, image_index[ok], boxes[ok], points[ok])
@@ -228,9 +231,16 @@ class FaceEngine:
             blurred = sharp[ok] < g.min_sharpness
             rejected[ok[blurred]] = "blur"
             sharp_ok = np.flatnonzero(~blurred)
-            if len(sharp_ok):
+            if len(sharp_ok) and embed:
                 emb[ok[sharp_ok]] = self.embedder.embed(chips[torch.from_numpy(sharp_ok).to(chips.device)],
                                                         batch_size=self.embed_batch)
             if keep_chips:
                 all_chips[ok] = chips.cpu().numpy()
         return Faces(image_index, boxes, scores, lm, emb, all_chips, sharp, rejected, points)
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        """Embeddings of (F, S, S, 3) uint8 chips (from ``describe(..., embed=False)``)."""
+        if len(chips) == 0:
+            return np.zeros((0, self.embedder.dim), np.float32)
+        return self.embedder.embed(torch.from_numpy(np.ascontiguousarray(chips)).to(self.device),
+                                   batch_size=self.embed_batch)

@@ -40,6 +40,13 @@ class TrackParams:
     # a weak face (a detector score under the gate) continues an open track it overlaps this much
     # (its last box, or where its motion puts it), after the confident faces are matched
     extend_iou: float = 0.3
+    # embedding only what identity needs (``follow`` in Tracker.update): a face that one open track
+    # alone overlaps (IoU >= overlap_iou, nothing else within claim_iou) continues it without an
+    # embedding, unless the track has fewer than embed_best embedded faces, the face beats the
+    # worst of its best embed_best, or its last embedding is embed_refresh_s old
+    claim_iou: float = 0.1
+    embed_best: int = 1
+    embed_refresh_s: float = 2.0
     thumb_size: int = 112
     metric: str = "euclidean"  # the embedder's: euclidean (dlib) | cosine (SFace)
 
@@ -152,6 +159,9 @@ class _Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # box centre, pixels per second
     hist_t: list = field(default_factory=list)  # every detection's time and box (person tubes)
     hist_b: list = field(default_factory=list)
+    emb_qs: list = field(default_factory=list)  # qualities of the faces that carry an embedding
+    emb_t: float = 0.0  # time of its last embedded face
+    last_chip: np.ndarray | None = None  # its latest face's aligned chip when that face went unembedded
 
 
 class Tracker:
@@ -167,8 +177,64 @@ class Tracker:
         """A shot change: every open track ends here (the next face starts a new one)."""
         self.open = []
 
+    def _predicted(self, t: float, tracks: list[_Track]) -> tuple[np.ndarray, np.ndarray]:
+        """(last boxes, boxes where each track's velocity puts its face at t)."""
+        last_b = np.stack([tr.last_box for tr in tracks])
+        gap = np.array([t - tr.end for tr in tracks])
+        return last_b, last_b + np.tile(np.stack([tr.velocity for tr in tracks]) * gap[:, None], 2)
+
+    def live(self, t: float) -> list[_Track]:
+        """Open tracks that a face at time t may still continue."""
+        return [tr for tr in self.open if t - tr.end <= self.p.max_gap_s]
+
+    def predict(self, t: float) -> np.ndarray:
+        """(K, 4) where each live track's face should be at t (last box moved by its velocity)."""
+        live = self.live(t)
+        return self._predicted(t, live)[1] if live else np.zeros((0, 4))
+
+    def overlap(self, t: float, boxes: np.ndarray) -> np.ndarray:
+        """Each box's largest IoU with a live track's last or predicted box (0: none near)."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        live = self.live(t)
+        if not len(boxes) or not live:
+            return np.zeros(len(boxes))
+        last_b, pred_b = self._predicted(t, live)
+        return np.maximum(iou_matrix(last_b, boxes), iou_matrix(pred_b, boxes)).max(0)
+
+    def claims(self, t: float, boxes: np.ndarray) -> np.ndarray:
+        """For each box, the live track that alone overlaps it, and it alone (IoU >= overlap_iou
+        with the track's last or predicted box, every other pair under claim_iou), or -1: such a
+        face can continue its track on overlap alone (``follow``)."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        out = np.full(len(boxes), -1, np.int64)
+        live = self.live(t)
+        if not len(boxes) or not live:
+            return out
+        last_b, pred_b = self._predicted(t, live)
+        iou = np.maximum(iou_matrix(last_b, boxes), iou_matrix(pred_b, boxes))
+        near = iou >= self.p.claim_iou
+        ok = (iou.max(0) >= self.p.overlap_iou) & (near.sum(0) == 1)
+        best = iou.argmax(0)
+        ok &= near[best].sum(1) == 1  # that track overlaps no other face either
+        ks = np.array([tr.k for tr in live])
+        out[ok] = ks[best[ok]]
+        return out
+
+    def wants(self, t: float, ks: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Whether each face claimed by track ks[i] (-1: unclaimed, always) should be embedded."""
+        by_k = {tr.k: tr for tr in self.open}
+        out = np.ones(len(ks), bool)
+        for i, (k, qi) in enumerate(zip(np.asarray(ks).tolist(), np.asarray(q).tolist())):
+            tr = by_k.get(k)
+            if tr is None:
+                continue
+            best = sorted(tr.emb_qs, reverse=True)[: self.p.embed_best]
+            out[i] = (len(best) < self.p.embed_best or qi > best[-1] or t - tr.emb_t >= self.p.embed_refresh_s)
+        return out
+
     def update(self, t: float, frame: np.ndarray, boxes: np.ndarray, embs: np.ndarray, q: np.ndarray,
-               thumb_scale: tuple[float, float] = (1.0, 1.0), weak: np.ndarray | None = None
+               thumb_scale: tuple[float, float] = (1.0, 1.0), weak: np.ndarray | None = None,
+               follow: np.ndarray | None = None, chips: np.ndarray | None = None
                ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Assign this frame's detections to tracks; returns each detection's track number.
 
@@ -177,35 +243,44 @@ class Tracker:
         each may continue an open track not continued in this frame whose box it overlaps
         (IoU >= ``extend_iou``), as ByteTrack's second association does; it starts no track and
         adds nothing to the track's embedding, quality or thumbnail, only its time and box.
-        Then returns (track numbers, weak faces' track numbers or -1)."""
-        self.open = [tr for tr in self.open if t - tr.end <= self.p.max_gap_s]
+        Then returns (track numbers, weak faces' track numbers or -1).
+        ``follow``: per face, the track (from :meth:`claims`) it continues without an embedding
+        (its row of ``embs`` is not used), or -1: linked by embedding and overlap as above; with
+        ``chips`` (per face), a track continued unembedded keeps its face's chip (``last_chip``) for
+        the caller to embed when a later face must be linked by embedding."""
+        self.open = self.live(t)
         assign = np.full(len(boxes), -1, np.int64)
-        if len(boxes) and self.open:
-            last_b = np.stack([tr.last_box for tr in self.open])
-            last_e = np.stack([tr.last_emb for tr in self.open])
-            dist = pairwise(last_e, embs, self.p.metric)
-            # where each track's face should be now: its last box moved by its velocity
-            gap = np.array([t - tr.end for tr in self.open])
-            pred_b = last_b + np.tile(np.stack([tr.velocity for tr in self.open]) * gap[:, None], 2)
-            iou = np.maximum(iou_matrix(last_b, boxes), iou_matrix(pred_b, boxes))  # stayed, or moved on
+        if follow is not None:
+            follow = np.asarray(follow, np.int64)
+            assign[follow >= 0] = follow[follow >= 0]
+        free = np.flatnonzero(assign < 0)
+        taken = set(assign[assign >= 0].tolist())
+        cand = [i for i, tr in enumerate(self.open) if tr.k not in taken]
+        if len(free) and cand:
+            tracks = [self.open[i] for i in cand]
+            last_b, pred_b = self._predicted(t, tracks)  # pred: its last box moved by its velocity
+            last_e = np.stack([tr.last_emb for tr in tracks])
+            sub_b = boxes[free]
+            dist = pairwise(last_e, embs[free], self.p.metric)
+            iou = np.maximum(iou_matrix(last_b, sub_b), iou_matrix(pred_b, sub_b))  # stayed, or moved on
             cost = dist - self.p.iou_bonus * iou
             if self.p.motion_weight:
                 width = np.maximum(last_b[:, 2] - last_b[:, 0] + 1, 1.0)
                 off = np.linalg.norm((pred_b[:, None, :2] + pred_b[:, None, 2:]) / 2
-                                     - (boxes[None, :, :2] + boxes[None, :, 2:]) / 2, axis=-1)
+                                     - (sub_b[None, :, :2] + sub_b[None, :, 2:]) / 2, axis=-1)
                 cost = cost + self.p.motion_weight * off / width[:, None]
             cost[(dist >= self.p.link_distance) & ~((iou >= self.p.overlap_iou) & (dist < self.p.overlap_distance))] = np.inf
             while np.isfinite(cost).any():
                 i, j = np.unravel_index(np.argmin(cost), cost.shape)
-                assign[j] = i
+                assign[free[j]] = tracks[i].k
                 cost[i, :] = np.inf
                 cost[:, j] = np.inf
-            assign = np.where(assign >= 0, [self.open[i].k if i >= 0 else -1 for i in assign], -1)
         by_k = {tr.k: tr for tr in self.open}
         sx, sy = thumb_scale
         for j in range(len(boxes)):
             e, b, qj = embs[j], boxes[j], float(q[j])
             w = qj * qj  # the embedding leans on the track's best faces
+            has_e = follow is None or follow[j] < 0 or bool(np.isfinite(e).all())
             if assign[j] < 0:
                 tr = _Track(self._next, t, t, b, b, e, e, e * w, w)
                 self._next += 1
@@ -216,10 +291,18 @@ class Tracker:
                 tr = by_k[int(assign[j])]
                 if t > tr.end:
                     tr.velocity = ((b[:2] + b[2:]) - (tr.last_box[:2] + tr.last_box[2:])) / 2 / (t - tr.end)
-                tr.end, tr.last_box, tr.last_emb = t, b, e
-                tr.emb_sum = tr.emb_sum + e * w
-                tr.weight += w
+                tr.end, tr.last_box = t, b
+                if has_e:
+                    tr.last_emb = e
+                    tr.emb_sum = tr.emb_sum + e * w
+                    tr.weight += w
                 tr.n += 1
+            if has_e:
+                tr.emb_qs.append(qj)
+                tr.emb_t = t
+                tr.last_chip = None
+            elif chips is not None:
+                tr.last_chip = chips[j]
             tr.qs.append(qj)
             tr.hist_t.append(t)
             tr.hist_b.append(b)
@@ -235,9 +318,7 @@ class Tracker:
         free = [tr for tr in self.open if tr.k not in taken and tr.end < t]
         if not len(weak) or not free:
             return out
-        last_b = np.stack([tr.last_box for tr in free])
-        gap = np.array([t - tr.end for tr in free])
-        pred_b = last_b + np.tile(np.stack([tr.velocity for tr in free]) * gap[:, None], 2)
+        last_b, pred_b = self._predicted(t, free)
         iou = np.maximum(iou_matrix(last_b, weak), iou_matrix(pred_b, weak))
         iou[iou < self.p.extend_iou] = 0.0
         while iou.max(initial=0.0) > 0:
