@@ -35,6 +35,10 @@ class FacesConfig:
     min_size: float = 20.0  # faces with a shorter side (decoded pixels) are kept as rejected
     min_sharpness: float = 0.0  # blurrier chips (variance of the Laplacian) are kept as rejected
     batch_frames: int = 16  # frames decoded and run through the models together
+    # retinaface: a full-frame detection on every full_every-th sampled frame (and at shot changes);
+    # between them only crops around the live tracks are searched (1: every frame, as before)
+    full_every: int = 2
+    embed: str = "needed"  # needed: a face one track alone overlaps continues it unembedded | all
     device: str = "auto"  # auto: cuda when the actor has a GPU, else cpu
 
 
@@ -126,6 +130,8 @@ _RULES = {
     "faces.max_side": lambda v: v == 0 or v >= 160,
     "faces.upsample": lambda v: v in (0, 1),
     "faces.batch_frames": lambda v: 1 <= v <= 1024,
+    "faces.full_every": lambda v: 1 <= v <= 100,
+    "faces.embed": lambda v: v in ("all", "needed"),
     "faces.device": lambda v: v == "auto" or v == "cpu" or v.startswith("cuda"),
     "tracking.link_distance": lambda v: 0 <= v <= 2,
     "tracking.overlap_distance": lambda v: 0 <= v <= 2,
@@ -195,14 +201,14 @@ def preset_path(name: str) -> Path:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults, then the YAML file (a path or a preset name: default, gpu, cluster), then overrides."""
+    """Defaults, then the YAML file (a path or a preset name: default, cpu, gpu, cluster), then overrides."""
     cfg = Config()
     if path:
         p = Path(path)
         if not p.exists() and not p.suffix:
             p = preset_path(str(path))
         if not p.is_file():
-            raise ConfigError(f"config file {path} not found (presets: default, gpu, cluster)")
+            raise ConfigError(f"config file {path} not found (presets: default, cpu, gpu, cluster)")
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:

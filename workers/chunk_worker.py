@@ -30,11 +30,93 @@ from vidx.indexing.tables import write_part
 from vidx.workers import decode
 from vidx.workers.sources import SourceError, local_file
 from vidx.workers import shots
-from vidx.workers.tracking import Tracker, TrackParams, face_quality, top_mean
+from vidx.workers.tracking import Tracker, TrackParams, face_quality, iou_matrix, top_mean
 
 log = logging.getLogger(__name__)
 
 QUEUE_PIECES = 2  # decoded pieces waiting for the models (bounds an actor's frame memory)
+MOVED = 0.3  # a sampled frame this far (histogram distance) from the last full frame gets a full detection
+CROP = 5.0  # a live track is searched for in its predicted box grown to CROP x its longer side ...
+CROP_SIDE = 640  # ... scaled down to at most this many pixels a side (a face over 128 px)
+CROP_MIN = 48  # ... and at least this many (decoded pixels)
+GRID = 32  # RetinaFace's largest stride
+NEWCOMER_IOU = 0.3  # a kept face in a crop overlapping no live track less than this starts a full search
+GLIMPSE_SIDE = 320  # between full frames the whole frame is glanced at this size for newcomers
+
+
+def _newcomer_glimpse(det, frame: np.ndarray, found: np.ndarray, min_score: float) -> bool:
+    """Whether a quick look at the whole frame (its longer side at GLIMPSE_SIDE px: faces of about
+    4 x 20 px and up) shows a confident face that no crop found: a newcomer to search for whole."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    s = GLIMPSE_SIDE / max(h, w)
+    if s >= 0.75:  # a small frame: the crops already cover what a glimpse would see
+        return False
+    small = cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    r = det.detect_raw([torch.from_numpy(small)])[0]
+    boxes = r.boxes[r.scores >= min_score] / s
+    if not len(boxes):
+        return False
+    from vidx.workers.retinaface import to_dlib_boxes
+
+    boxes = to_dlib_boxes(boxes)
+    return bool(not len(found) or (iou_matrix(np.asarray(found, np.float64).reshape(-1, 4), boxes).max(0) < NEWCOMER_IOU).any())
+
+
+def _crop_detect(det, frame: np.ndarray, pred: np.ndarray):
+    """Faces near predicted boxes (decoded pixels): one crop per box, searched at full resolution
+    (scaled to CROP_SIDE at most), faces mapped back to the frame; a face touching a crop's
+    inner edge is dropped (the crop cut it), duplicates from overlapping crops removed (NMS)."""
+    import cv2
+
+    from vidx.workers.face_detector import Detections
+
+    h, w = frame.shape[:2]
+    if not len(pred):
+        return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+    c = (pred[:, :2] + pred[:, 2:]) / 2
+    half = np.maximum(CROP * np.maximum(pred[:, 2] - pred[:, 0], pred[:, 3] - pred[:, 1]), CROP_MIN) / 2
+    # on the detector's coarsest grid (32 px): the crop's anchors fall where the full frame's do
+    g = GRID
+    x1 = np.clip(np.floor((c[:, 0] - half) / g) * g, 0, max(0, (w - 1) // g * g)).astype(int)
+    y1 = np.clip(np.floor((c[:, 1] - half) / g) * g, 0, max(0, (h - 1) // g * g)).astype(int)
+    x2 = np.clip(np.ceil((c[:, 0] + half) / g) * g, x1 + 1, w).astype(int)
+    y2 = np.clip(np.ceil((c[:, 1] + half) / g) * g, y1 + 1, h).astype(int)
+    crops, scales = [], []
+    for a, b, cc, d in zip(x1, y1, x2, y2):
+        crop = frame[b:d, a:cc]
+        s = min(1.0, CROP_SIDE / max(crop.shape[:2]))
+        if s < 1.0:
+            crop = cv2.resize(crop, (max(1, round(crop.shape[1] * s)), max(1, round(crop.shape[0] * s))),
+                              interpolation=cv2.INTER_AREA)
+        crops.append(torch.from_numpy(np.ascontiguousarray(crop)))
+        scales.append((crop.shape[1] / (cc - a), crop.shape[0] / (d - b)))
+    boxes, scores, points = [], [], []
+    for r, (a, b, cc, d), (kx, ky) in zip(det.detect_raw(crops), zip(x1, y1, x2, y2), scales):
+        if not len(r.scores):
+            continue
+        rb = r.boxes
+        edge = 2.0
+        inner = ((rb[:, 0] < edge) & (a > 0)) | ((rb[:, 1] < edge) & (b > 0)) \
+            | ((rb[:, 2] > (cc - a) * kx - edge) & (cc < w)) | ((rb[:, 3] > (d - b) * ky - edge) & (d < h))
+        keep = ~inner
+        off = np.array([a, b])
+        bx = rb[keep].reshape(-1, 2, 2) / np.array([kx, ky]) + off
+        boxes.append(bx.reshape(-1, 4))
+        scores.append(r.scores[keep])
+        points.append(r.landmarks[keep] / np.array([kx, ky]) + off)
+    if not boxes or not sum(len(s) for s in scores):
+        return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+    raw, sc, pt = np.concatenate(boxes), np.concatenate(scores), np.concatenate(points)
+    if len(pred) > 1:  # overlapping crops see the same face
+        xywh = np.concatenate([raw[:, :2], raw[:, 2:] - raw[:, :2]], 1)
+        keep = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), sc.tolist(), 0.0, det.nms_iou), np.int64).reshape(-1)
+        keep = np.sort(keep)
+        raw, sc, pt = raw[keep], sc[keep], pt[keep]
+    from vidx.workers.retinaface import to_dlib_boxes
+
+    return Detections(to_dlib_boxes(raw), sc, pt)
 
 
 def _pieces(path: str, info: decode.VideoInfo, indices: np.ndarray, times: np.ndarray, max_side: int, piece: int,
@@ -99,6 +181,14 @@ class ChunkIndexer:
                       min_size=float(faces["min_size"]), min_sharpness=float(faces["min_sharpness"]))
         # retinaface: weaker faces (down to the detector's 0.5) may continue tracks; dlib reports none
         self.extend_score = float(faces.get("extend_score", 1.0)) if detector == "retinaface" else 1.0
+        # detect where faces can be, embed what identity needs (retinaface + sface; README "Speed"):
+        # a full-frame detection every full_every-th sampled frame and at shot changes, crops
+        # around the live tracks between them; embed "needed": a face one track alone overlaps
+        # continues it unembedded unless the track wants it (Tracker.wants)
+        lean_ok = detector == "retinaface"
+        self.full_every = int(faces.get("full_every", 1)) if lean_ok else 1
+        self.embed_needed = faces.get("embed", "all") == "needed"
+        self.searched = {"frames": 0, "full": 0, "redone": 0}  # sampled frames, searched whole, redone whole
         self.engine = FaceEngine(device=dev, upsample=int(faces["upsample"]), detector=detector, embedder=embedder,
                                  gates=gates)
         self.track_params = TrackParams(link_distance=tracking["link_distance"], max_gap_s=tracking["max_gap_s"],
@@ -215,6 +305,8 @@ class ChunkIndexer:
 
     def _faces(self, part, frames, idx, times, tracker, cols, scale4, sx, sy, info, hist_state) -> None:
         """Detect, embed and track the faces of one piece of sampled frames."""
+        if self.full_every > 1 or self.embed_needed:
+            return self._faces_lean(part, frames, idx, times, tracker, cols, scale4, sx, sy, info, hist_state)
         faces = self.engine(torch.from_numpy(np.ascontiguousarray(frames)))
         boxes = faces.boxes * scale4  # video pixels
         lms = faces.landmarks * np.array([sx, sy])
@@ -252,6 +344,101 @@ class ChunkIndexer:
         cols["rej"].append(faces.rejected[order])
         cols["q"].append(q[order])
 
+    def _faces_lean(self, part, frames, idx, times, tracker, cols, scale4, sx, sy, info, hist_state) -> None:
+        """The same, detecting where faces can be and embedding what identity needs.
+
+        Full frames (batched): the chunk's first sampled frame, the first after frames the
+        decoder lost, every ``full_every``-th on vidx's clock (sampled frame number = round(t x
+        sample_fps), so damage or chunking does not shift the schedule), a shot change, a picture
+        that moved from the last full frame (histogram distance >= MOVED).  The others: each live
+        track's predicted box, and each face of the frame before (a weak one starts no track but may
+        be a face growing clearer), grown to a crop (CROP x its side) on the detector's grid,
+        searched at full resolution (at most CROP_SIDE px), its faces mapped back; a kept face there
+        that no live track overlaps (a newcomer) has the frame searched whole after all, so tracks
+        start only on what the full frame sees.  Then frame by frame: gates, quality, the faces the
+        tracker needs embedded (``embed: needed``), the tracker."""
+        hists = shots.colour_histograms(frames)
+        cut = shots.cut_scores(hists, hist_state.get("last")) >= shots.CUT_DISTANCE
+        hist_state["last"] = hists[-1]
+        fps = float(self.faces["sample_fps"])
+        ts_all = times[np.searchsorted(idx, part)]
+        full = np.zeros(len(part), bool)
+        for j in range(len(part)):  # the schedule needs no model: full frames run as one batch
+            ref, prev = hist_state.get("ref"), hist_state.get("prev_t")
+            moved = ref is not None and shots.histogram_distance(hists[j], ref) >= MOVED
+            lost = prev is None or ts_all[j] - prev > 1.5 / fps
+            if lost or cut[j] or moved or round(ts_all[j] * fps) % self.full_every == 0:
+                full[j], hist_state["ref"] = True, hists[j]
+            hist_state["prev_t"] = ts_all[j]
+        self.searched["frames"] += len(part)
+        self.searched["full"] += int(full.sum())
+        det = self.engine.detector
+        full_dets = iter(det.detect(torch.from_numpy(np.ascontiguousarray(frames[full]))) if full.any() else [])
+        to_dec = 1 / scale4
+        min_size = float(self.faces["min_size"])
+        for j in range(len(part)):
+            ts = float(times[np.searchsorted(idx, part[j])])
+            if cut[j]:
+                tracker.cut()
+            frame = frames[j]
+            if full[j]:
+                d = next(full_dets)
+            else:  # where faces can be: live tracks, and any face the last frame had (a weak one starts none)
+                pred = tracker.predict(ts) * to_dec
+                seeds = hist_state.get("seeds", np.zeros((0, 4)))
+                if len(pred) and len(seeds):
+                    seeds = seeds[iou_matrix(pred, seeds).max(0) < 0.3]
+                d = _crop_detect(det, frame, np.concatenate([pred, seeds]))
+            f = self.engine.describe(torch.from_numpy(frame[None]), np.zeros(len(d), np.int64), d.boxes, d.scores,
+                                     points=d.points, embed=False)
+            if not full[j] and ((tracker.overlap(ts, f.boxes[f.kept] * scale4) < NEWCOMER_IOU).any()
+                                or _newcomer_glimpse(det, frame, d.boxes, float(self.faces["min_score"]))):
+                # a crop's face that would start a track: this frame is searched whole after all, so a
+                # track starts only on what the full frame sees (a crop's context changes small faces' scores)
+                d = det.detect(torch.from_numpy(frame[None]))[0]
+                f = self.engine.describe(torch.from_numpy(frame[None]), np.zeros(len(d), np.int64), d.boxes,
+                                         d.scores, points=d.points, embed=False)
+                self.searched["redone"] += 1
+            hist_state["seeds"] = d.boxes
+            boxes = f.boxes * scale4
+            lms = f.landmarks * np.array([sx, sy])
+            pts = f.points * np.array([sx, sy])
+            q = face_quality(boxes, f.scores, f.sharpness, pts, lms, (info.width, info.height))
+            kept = f.kept
+            side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
+            weak = (f.rejected == "score") & (f.scores >= self.extend_score) & (side >= min_size)
+            sel, wk = np.flatnonzero(kept), np.flatnonzero(weak)
+            emb = f.embeddings
+            follow = None
+            if self.embed_needed:
+                claim = tracker.claims(ts, boxes[sel])
+                need = tracker.wants(ts, claim, q[sel])
+                follow = np.where(need, -1, claim)
+                # a face linked by embedding is compared with each track's latest face, as when every
+                # face is embedded: tracks whose latest face went unembedded embed its kept chip now
+                stale = [tr for tr in tracker.live(ts) if tr.last_chip is not None] if (follow < 0).any() else []
+                e = self.engine.embed(np.concatenate([f.chips[sel[need]], *[tr.last_chip[None] for tr in stale]]))
+                emb[sel[need]] = e[: int(need.sum())]
+                for tr, v in zip(stale, e[int(need.sum()):]):
+                    tr.last_emb, tr.last_chip = v, None
+            else:
+                emb[sel] = self.engine.embed(f.chips[sel])
+            k, kw = tracker.update(ts, frame, boxes[sel], emb[sel], q[sel], (1 / sx, 1 / sy), weak=boxes[wk],
+                                   follow=follow, chips=None if follow is None else f.chips[sel])
+            seg = np.full(len(f), -1, np.int64)
+            seg[sel], seg[wk] = k, kw
+            cols["frame"].append(np.full(len(f), part[j]))
+            cols["t"].append(np.full(len(f), ts))
+            cols["seg"].append(seg)
+            cols["box"].append(boxes)
+            cols["score"].append(f.scores)
+            cols["lm"].append(lms.reshape(-1, 10))
+            cols["pts"].append(pts.reshape(-1, 10))
+            cols["emb"].append(emb)
+            cols["sharp"].append(f.sharpness)
+            cols["rej"].append(f.rejected)
+            cols["q"].append(q)
+
     def _tables(self, vid, chunk, cols, tracker, wins, pwins, n_frames, lost, times):
         cat = {k: np.concatenate(v) if v else None for k, v in cols.items()}
         n = 0 if cat["t"] is None else len(cat["t"])
@@ -259,8 +446,10 @@ class ChunkIndexer:
         if n:
             order_box = cat["box"]
             rej = cat["rej"]
+            # null: a rejected face, or (embed: needed) one that continued its track unembedded
             emb = pa.FixedSizeListArray.from_arrays(np.nan_to_num(cat["emb"].astype(np.float32)).ravel(),
-                                                    schemas.EMBED_DIM, mask=pa.array(rej != ""))
+                                                    schemas.EMBED_DIM,
+                                                    mask=pa.array((rej != "") | np.isnan(cat["emb"]).any(1)))
             dets = pa.table({
                 "video_id": [vid] * n, "chunk": np.full(n, chunk, np.int32), "frame": cat["frame"].astype(np.int64),
                 "t": cat["t"], "x1": order_box[:, 0].astype(np.float32), "y1": order_box[:, 1].astype(np.float32),
