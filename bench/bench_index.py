@@ -16,6 +16,10 @@ Faces only (actions.enabled=false) unless --set actions.enabled=true; the defaul
   fixed cost.
 * Outputs: the two indexes are compared frame by frame (same sampled frames, same number of
   faces per frame, largest box / score / embedding difference, same tracks).
+* Quality, same run: ``bench/eval_shared.py`` (index the shared clips, enrol the two named
+  people, ``vidx eval`` on tests/truth/shared_clips.csv) with each pipeline, and
+  ``bench/separation.py``: the same/different-person distances of the tracks each index wrote,
+  the labelled tracks (bench/calibration_tracks.csv) carried onto the new index's tracks.
 * Profile after: cProfile of this checkout's chunk worker over the shared videos in one
   process with one thread (as in a 1-CPU actor), grouped by stage.
 """
@@ -94,6 +98,33 @@ def run(pythonpath: str | None, src: Path, out: Path, sets: list[str]) -> dict:
     r = json.loads(p.stdout.strip().splitlines()[-1])
     r["wall_s"] = wall
     return r
+
+
+def quality(pythonpath: str | None, out: Path) -> dict:
+    """bench/eval_shared.py with one pipeline: vidx eval's numbers on the shared truth."""
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "eval_shared.py"), str(out), "--json"], env=env,
+                       capture_output=True, text=True)
+    if p.returncode:
+        raise SystemExit(f"bench: the evaluation failed ({out}):\n{p.stderr[-3000:]}")
+    txt = p.stdout
+    return json.loads(txt[txt.index("\n{") + 1:] if not txt.startswith("{") else txt)
+
+
+def quality_table(evals: dict[str, dict], sep: dict[str, dict]) -> str:
+    rows = ["| pipeline | recall of true seconds | false s | precision | B-cubed P / R | recall, quality 0-0.15 | "
+            "tracks: same max / different min | faces embedded | faces: FAR at TAR 95% |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, e in evals.items():
+        t, b, s = e["totals"], e["bcubed"], sep[name]
+        low = next((q for q in e["by_quality"] if q["quality"] == "0.00-0.15"), None)
+        lq = f"{100 * low['recall']:.1f}% of {low['seconds']:.2f} s" if low and low["recall"] is not None else "-"
+        rows.append(f"| {name} | {100 * t['recall']:.1f}% of {t['true_s']:.2f} s | {t['false_s']:.2f} | "
+                    f"{100 * t['precision']:.1f}% | {100 * b['precision']:.1f}% / {100 * b['recall']:.1f}% | {lq} | "
+                    f"{s['same_max']:.3f} / {s['diff_min']:.3f} | {s['faces']} | {s['face_far_at_tar95']:.4f} |")
+    return "\n".join(rows)
 
 
 def compare(a: str, b: str) -> dict:
@@ -187,6 +218,7 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", default="b1c29bb", help="git revision of the pipeline to compare with")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--no-quality", action="store_true", help="skip vidx eval and the separation of both pipelines")
     args = ap.parse_args(argv)
     if not (args.data / "videos").is_dir():
         ap.error(f"no videos folder under {args.data} (give the shared data folder with --data)")
@@ -210,6 +242,17 @@ def main(argv=None) -> int:
                 rows[name] = {"archive": run(pp, tmp / "archive", tmp / f"idx-{name}", args.set),
                               "small": run(pp, small, tmp / f"small-{name}", args.set)}
             same = compare(str(tmp / "idx-baseline"), str(tmp / "idx-new"))
+            evals, sep = {}, {}
+            if not args.no_quality:
+                sys.path.insert(0, str(ROOT / "bench"))
+                from separation import read_labels, separation, track_people
+
+                for name, pp in (("baseline", str(overlay)), ("new", None)):
+                    evals[name] = quality(pp, tmp / f"eval-{name}")
+                labels = read_labels()
+                sep["baseline"] = separation(str(tmp / "eval-baseline"), labels)
+                sep["new"] = separation(str(tmp / "eval-new"),
+                                        track_people(str(tmp / "eval-baseline"), str(tmp / "eval-new"), labels))
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], capture_output=True)
         n_files = len(list((tmp / "archive").iterdir()))
@@ -232,6 +275,9 @@ def main(argv=None) -> int:
     print("new pipeline, archive, seconds from the process start: "
           + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f}" for k, v in ph.items()))
     print(f"outputs (baseline vs new): {json.dumps(same)}")
+    if evals:
+        print("\nquality on the shared clips (bench/eval_shared.py, bench/separation.py), same run:")
+        print(quality_table(evals, sep))
     if not args.no_profile:
         wall, groups, dec = profile(videos, args.set)
         print(f"\nprofile after: chunk worker, one process, one thread, the {len(src)} shared videos: {wall:.1f} s "
