@@ -36,9 +36,12 @@ class FacesConfig:
     min_sharpness: float = 0.0  # blurrier chips (variance of the Laplacian) are kept as rejected
     batch_frames: int = 16  # frames decoded and run through the models together
     # retinaface: a full-frame detection on every full_every-th sampled frame (and at shot changes);
-    # between them only crops around the live tracks are searched (1: every frame, as before)
-    full_every: int = 2
-    embed: str = "needed"  # needed: a face one track alone overlaps continues it unembedded | all
+    # between them only crops around the live tracks are searched (1: every frame; 0: auto, 2 on
+    # a CPU actor, 1 on a GPU, where whole frames run batched)
+    full_every: int = 0
+    # needed: a face one track alone overlaps continues it unembedded | all | auto: needed on a
+    # CPU actor, all on a GPU
+    embed: str = "auto"
     device: str = "auto"  # auto: cuda when the actor has a GPU, else cpu
 
 
@@ -130,8 +133,8 @@ _RULES = {
     "faces.max_side": lambda v: v == 0 or v >= 160,
     "faces.upsample": lambda v: v in (0, 1),
     "faces.batch_frames": lambda v: 1 <= v <= 1024,
-    "faces.full_every": lambda v: 1 <= v <= 100,
-    "faces.embed": lambda v: v in ("all", "needed"),
+    "faces.full_every": lambda v: 0 <= v <= 100,
+    "faces.embed": lambda v: v in ("auto", "all", "needed"),
     "faces.device": lambda v: v == "auto" or v == "cpu" or v.startswith("cuda"),
     "tracking.link_distance": lambda v: 0 <= v <= 2,
     "tracking.overlap_distance": lambda v: 0 <= v <= 2,

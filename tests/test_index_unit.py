@@ -17,7 +17,8 @@ def test_config_presets_and_overrides():
     assert load_config("gpu").ray.num_gpus == 1
     gpu, cpu, d = load_config("gpu").faces, load_config("cpu"), load_config(None)
     assert (gpu.full_every, gpu.embed) == (1, "all")  # GPUs: every frame, batched
-    assert (d.faces.full_every, d.faces.embed) == (cpu.faces.full_every, cpu.faces.embed) == (2, "needed")
+    assert (d.faces.full_every, d.faces.embed) == (0, "auto")  # the worker's device decides
+    assert (cpu.faces.full_every, cpu.faces.embed) == (2, "needed")
     assert (cpu.actions.stride, d.actions.stride, cpu.faces.device) == (64, 0, "cpu")
     cfg = load_config("default", ["faces.sample_fps=4", "ray.actors=3", "chunk_seconds=30"])
     assert (cfg.faces.sample_fps, cfg.ray.actors, cfg.chunk_seconds) == (4.0, 3, 30.0)
@@ -28,7 +29,7 @@ def test_config_presets_and_overrides():
     (["faces.sample_fps=fast"], "must be float"),
     (["faces.upsample=2"], "out of range"),
     (["faces.embed=some"], "out of range"),
-    (["faces.full_every=0"], "out of range"),
+    (["faces.full_every=101"], "out of range"),
     (["ray.actors=1.5"], "must be int"),
     (["chunk_seconds"], "key=value"),
 ])

@@ -116,9 +116,11 @@ def test_the_lean_pipeline_keeps_the_full_ones_faces_on_real_clips(data_dir, tmp
     for name, sets in (("full", ["faces.full_every=1", "faces.embed=all"]), ("lean", [])):
         cfg = load_config(None, ["actions.enabled=false", *sets])
         cfg.resolve()
-        assert (cfg.faces.full_every, cfg.faces.embed) == ((1, "all") if name == "full" else (2, "needed"))
+        assert (cfg.faces.full_every, cfg.faces.embed) == ((1, "all") if name == "full" else (0, "auto"))
         plans = plan_all(list_inputs([str(v) for v in vids]), cfg.chunk_seconds)
-        w = ChunkIndexer(str(tmp_path / name), cfg.to_dict()["faces"], cfg.to_dict()["tracking"], num_cpus=1)
+        w = ChunkIndexer(str(tmp_path / name), cfg.to_dict()["faces"] | {"device": "cpu"}, cfg.to_dict()["tracking"],
+                         num_cpus=1)
+        assert (w.full_every, w.embed_needed) == ((1, False) if name == "full" else (2, True))  # auto on a CPU
         rows = [w.index_chunk(r) for p in plans.values() for r in chunk_rows(p, cfg)]
         assert all(r["status"] == "ok" for r in rows), rows
         res[name] = pa.concat_tables(pq.read_table(tmp_path / name / "face_detections" / r["parts"]["face_detections"]["path"])

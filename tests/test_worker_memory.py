@@ -17,7 +17,7 @@ PROBE = textwrap.dedent("""
     from vidx.jobs.index import Input, chunk_rows, plan_video
     path, out, device = sys.argv[1], sys.argv[2], sys.argv[3]
     # pieces of 4 frames: a 60 s clip at 2 fps runs 30 pieces through decode and the models
-    config = load_config(None, ["faces.device=" + device, "faces.batch_frames=4", "chunk_seconds=600"])
+    config = load_config(None, ["faces.device=" + device, "faces.batch_frames=4", "chunk_seconds=600", *sys.argv[4:]])
     cfg = config.to_dict()
     w = ChunkIndexer(out, cfg["faces"], cfg["tracking"])
     (row,) = chunk_rows(plan_video(Input(path), config.chunk_seconds), config)
@@ -34,9 +34,9 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def run_chunk(path, out, device="cpu"):
-    p = subprocess.run([sys.executable, "-c", PROBE, str(path), str(out), device], capture_output=True, text=True,
-                       timeout=600)
+def run_chunk(path, out, device="cpu", *sets):
+    p = subprocess.run([sys.executable, "-c", PROBE, str(path), str(out), device, *sets], capture_output=True,
+                       text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -71,8 +71,9 @@ def test_one_chunk_on_cuda_matches_cpu(clips, tmp_path):
     from vidx.indexing.store import Store
 
     short, _ = clips
-    c = run_chunk(short, tmp_path / "cpu", "cpu")
-    g = run_chunk(short, tmp_path / "gpu", "cuda")
+    same = ("faces.full_every=1", "faces.embed=all")  # one pipeline on both (auto picks by device)
+    c = run_chunk(short, tmp_path / "cpu", "cpu", *same)
+    g = run_chunk(short, tmp_path / "gpu", "cuda", *same)
     assert g["status"] == "ok" and g["detections"] == c["detections"] and g["segments"] == c["segments"]
     dc = Store(str(tmp_path / "cpu")).read_table("face_detections/" + c["parts"]["face_detections"]["path"],
                                                   FACE_DETECTIONS)

@@ -181,13 +181,15 @@ class ChunkIndexer:
                       min_size=float(faces["min_size"]), min_sharpness=float(faces["min_sharpness"]))
         # retinaface: weaker faces (down to the detector's 0.5) may continue tracks; dlib reports none
         self.extend_score = float(faces.get("extend_score", 1.0)) if detector == "retinaface" else 1.0
-        # detect where faces can be, embed what identity needs (retinaface + sface; README "Speed"):
+        # detect where faces can be, embed what identity needs (README "Detect where faces can be"):
         # a full-frame detection every full_every-th sampled frame and at shot changes, crops
         # around the live tracks between them; embed "needed": a face one track alone overlaps
         # continues it unembedded unless the track wants it (Tracker.wants)
-        lean_ok = detector == "retinaface"
-        self.full_every = int(faces.get("full_every", 1)) if lean_ok else 1
-        self.embed_needed = faces.get("embed", "all") == "needed"
+        cpu = torch.device(dev).type == "cpu"
+        full_every = int(faces.get("full_every", 1)) or (2 if cpu else 1)  # 0: auto
+        self.full_every = full_every if detector == "retinaface" else 1
+        embed = faces.get("embed", "all")
+        self.embed_needed = embed == "needed" or (embed == "auto" and cpu)
         self.searched = {"frames": 0, "full": 0, "redone": 0}  # sampled frames, searched whole, redone whole
         self.engine = FaceEngine(device=dev, upsample=int(faces["upsample"]), detector=detector, embedder=embedder,
                                  gates=gates)
