@@ -762,7 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the same command resumes, skipping chunks already committed.")
     ix.add_argument("sources", nargs="+", metavar="SRC", help="video files, folders or URIs (s3://, gs://, ...)")
     ix.add_argument("--out", required=True, help="index folder or URI (created if absent)")
-    ix.add_argument("--config", help="YAML file or preset name: default, gpu, cluster (default: default)")
+    ix.add_argument("--config", help="YAML file or preset name: default, cpu, gpu, cluster (default: default)")
     ix.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set faces.sample_fps=4 (repeatable)")
     ix.add_argument("--no-actions", action="store_true", help="index faces only (no action model needed)")
