@@ -119,6 +119,9 @@ def main(argv=None) -> int:
     ap.add_argument("--labels", type=Path, default=LABELS)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    for out in (args.reference, *args.other):
+        if not (Path(out) / "manifest.json").is_file():
+            ap.error(f"{out} is not a vidx index (no manifest.json): give indexes of ../shared/data/videos")
     labels = read_labels(args.labels)
     rows = {args.reference: separation(args.reference, labels)}
     for o in args.other:

@@ -28,6 +28,7 @@ from vidx.indexing import schemas
 from vidx.indexing.store import Store
 from vidx.indexing.tables import write_part
 from vidx.workers import decode
+from vidx.workers.face_detector import Detections
 from vidx.workers.sources import SourceError, local_file
 from vidx.workers import shots
 from vidx.workers.tracking import Tracker, TrackParams, face_quality, iou_matrix, top_mean
@@ -70,11 +71,9 @@ def _crop_detect(det, frame: np.ndarray, pred: np.ndarray):
     inner edge is dropped (the crop cut it), duplicates from overlapping crops removed (NMS)."""
     import cv2
 
-    from vidx.workers.face_detector import Detections
-
     h, w = frame.shape[:2]
     if not len(pred):
-        return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+        return Detections.empty()
     c = (pred[:, :2] + pred[:, 2:]) / 2
     half = np.maximum(CROP * np.maximum(pred[:, 2] - pred[:, 0], pred[:, 3] - pred[:, 1]), CROP_MIN) / 2
     # on the detector's coarsest grid (32 px): the crop's anchors fall where the full frame's do
@@ -107,7 +106,7 @@ def _crop_detect(det, frame: np.ndarray, pred: np.ndarray):
         scores.append(r.scores[keep])
         points.append(r.landmarks[keep] / np.array([kx, ky]) + off)
     if not boxes or not sum(len(s) for s in scores):
-        return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2)))
+        return Detections.empty()
     raw, sc, pt = np.concatenate(boxes), np.concatenate(scores), np.concatenate(points)
     if len(pred) > 1:  # overlapping crops see the same face
         xywh = np.concatenate([raw[:, :2], raw[:, 2:] - raw[:, :2]], 1)
@@ -289,6 +288,9 @@ class ChunkIndexer:
                     for run in buf.push(a_frames, a_times.tolist()):
                         self._actions(run, tracker, wins, pwins, 1 / scale4)
                 timing["model_s"] += time.perf_counter() - t
+        if self.full_every > 1 or self.embed_needed:
+            log.debug("chunk %s/%d: this actor's sampled frames so far, searched whole by the schedule, "
+                      "searched whole for newcomers: %s", vid, chunk, self.searched)
         if act is not None:  # the chunk's frames after its last whole window (or a chunk shorter than one)
             t = time.perf_counter()
             for run in buf.last():
@@ -310,14 +312,8 @@ class ChunkIndexer:
         if self.full_every > 1 or self.embed_needed:
             return self._faces_lean(part, frames, idx, times, tracker, cols, scale4, sx, sy, info, hist_state)
         faces = self.engine(torch.from_numpy(np.ascontiguousarray(frames)))
-        boxes = faces.boxes * scale4  # video pixels
-        lms = faces.landmarks * np.array([sx, sy])
-        pts = faces.points * np.array([sx, sy])
-        q = face_quality(boxes, faces.scores, faces.sharpness, pts, lms, (info.width, info.height))
+        boxes, lms, pts, q, weak = self._measure(faces, scale4, sx, sy, info)
         kept = faces.kept
-        side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
-        weak = (faces.rejected == "score") & (faces.scores >= self.extend_score) & (side >= float(self.faces["min_size"])) \
-            if faces.rejected is not None else np.zeros(len(kept), bool)
         hists = shots.colour_histograms(frames)
         cut = shots.cut_scores(hists, hist_state.get("last")) >= shots.CUT_DISTANCE
         hist_state["last"] = hists[-1]
@@ -345,6 +341,19 @@ class ChunkIndexer:
         cols["sharp"].append(faces.sharpness[order])  # the engine has gates here: both columns are set
         cols["rej"].append(faces.rejected[order])
         cols["q"].append(q[order])
+
+    def _measure(self, faces, scale4, sx, sy, info):
+        """Video-pixel boxes, landmarks and points, each face's quality, and the weak faces (a
+        score under the gate but at least extend_score, big enough) that may continue a track."""
+        boxes = faces.boxes * scale4
+        lms = faces.landmarks * np.array([sx, sy])
+        pts = faces.points * np.array([sx, sy])
+        q = face_quality(boxes, faces.scores, faces.sharpness, pts, lms, (info.width, info.height))
+        if faces.rejected is None:
+            return boxes, lms, pts, q, np.zeros(len(faces), bool)
+        side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
+        weak = (faces.rejected == "score") & (faces.scores >= self.extend_score) & (side >= float(self.faces["min_size"]))
+        return boxes, lms, pts, q, weak
 
     def _faces_lean(self, part, frames, idx, times, tracker, cols, scale4, sx, sy, info, hist_state) -> None:
         """The same, detecting where faces can be and embedding what identity needs.
@@ -377,9 +386,9 @@ class ChunkIndexer:
         det = self.engine.detector
         full_dets = iter(det.detect(torch.from_numpy(np.ascontiguousarray(frames[full]))) if full.any() else [])
         to_dec = 1 / scale4
-        min_size = float(self.faces["min_size"])
+        min_score = float(self.faces["min_score"])
         for j in range(len(part)):
-            ts = float(times[np.searchsorted(idx, part[j])])
+            ts = float(ts_all[j])
             if cut[j]:
                 tracker.cut()
             frame = frames[j]
@@ -394,7 +403,7 @@ class ChunkIndexer:
             f = self.engine.describe(torch.from_numpy(frame[None]), np.zeros(len(d), np.int64), d.boxes, d.scores,
                                      points=d.points, embed=False)
             if not full[j] and ((tracker.overlap(ts, f.boxes[f.kept] * scale4) < NEWCOMER_IOU).any()
-                                or _newcomer_glimpse(det, frame, d.boxes, float(self.faces["min_score"]))):
+                                or _newcomer_glimpse(det, frame, d.boxes, min_score)):
                 # a crop's face that would start a track: this frame is searched whole after all, so a
                 # track starts only on what the full frame sees (a crop's context changes small faces' scores)
                 d = det.detect(torch.from_numpy(frame[None]))[0]
@@ -402,14 +411,8 @@ class ChunkIndexer:
                                          d.scores, points=d.points, embed=False)
                 self.searched["redone"] += 1
             hist_state["seeds"] = d.boxes
-            boxes = f.boxes * scale4
-            lms = f.landmarks * np.array([sx, sy])
-            pts = f.points * np.array([sx, sy])
-            q = face_quality(boxes, f.scores, f.sharpness, pts, lms, (info.width, info.height))
-            kept = f.kept
-            side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
-            weak = (f.rejected == "score") & (f.scores >= self.extend_score) & (side >= min_size)
-            sel, wk = np.flatnonzero(kept), np.flatnonzero(weak)
+            boxes, lms, pts, q, weak = self._measure(f, scale4, sx, sy, info)
+            sel, wk = np.flatnonzero(f.kept), np.flatnonzero(weak)
             emb = f.embeddings
             follow = None
             if self.embed_needed:

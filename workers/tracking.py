@@ -183,6 +183,12 @@ class Tracker:
         gap = np.array([t - tr.end for tr in tracks])
         return last_b, last_b + np.tile(np.stack([tr.velocity for tr in tracks]) * gap[:, None], 2)
 
+    def _overlaps(self, t: float, tracks: list[_Track], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(last boxes, predicted boxes, IoU tracks x boxes with whichever is larger: the face
+        stayed, or moved on as its track was moving)."""
+        last_b, pred_b = self._predicted(t, tracks)
+        return last_b, pred_b, np.maximum(iou_matrix(last_b, boxes), iou_matrix(pred_b, boxes))
+
     def live(self, t: float) -> list[_Track]:
         """Open tracks that a face at time t may still continue."""
         return [tr for tr in self.open if t - tr.end <= self.p.max_gap_s]
@@ -198,8 +204,7 @@ class Tracker:
         live = self.live(t)
         if not len(boxes) or not live:
             return np.zeros(len(boxes))
-        last_b, pred_b = self._predicted(t, live)
-        return np.maximum(iou_matrix(last_b, boxes), iou_matrix(pred_b, boxes)).max(0)
+        return self._overlaps(t, live, boxes)[2].max(0)
 
     def claims(self, t: float, boxes: np.ndarray) -> np.ndarray:
         """For each box, the live track that alone overlaps it, and it alone (IoU >= overlap_iou
@@ -210,8 +215,7 @@ class Tracker:
         live = self.live(t)
         if not len(boxes) or not live:
             return out
-        last_b, pred_b = self._predicted(t, live)
-        iou = np.maximum(iou_matrix(last_b, boxes), iou_matrix(pred_b, boxes))
+        iou = self._overlaps(t, live, boxes)[2]
         near = iou >= self.p.claim_iou
         ok = (iou.max(0) >= self.p.overlap_iou) & (near.sum(0) == 1)
         best = iou.argmax(0)
@@ -258,11 +262,10 @@ class Tracker:
         cand = [i for i, tr in enumerate(self.open) if tr.k not in taken]
         if len(free) and cand:
             tracks = [self.open[i] for i in cand]
-            last_b, pred_b = self._predicted(t, tracks)  # pred: its last box moved by its velocity
-            last_e = np.stack([tr.last_emb for tr in tracks])
             sub_b = boxes[free]
+            last_b, pred_b, iou = self._overlaps(t, tracks, sub_b)
+            last_e = np.stack([tr.last_emb for tr in tracks])
             dist = pairwise(last_e, embs[free], self.p.metric)
-            iou = np.maximum(iou_matrix(last_b, sub_b), iou_matrix(pred_b, sub_b))  # stayed, or moved on
             cost = dist - self.p.iou_bonus * iou
             if self.p.motion_weight:
                 width = np.maximum(last_b[:, 2] - last_b[:, 0] + 1, 1.0)
@@ -318,8 +321,7 @@ class Tracker:
         free = [tr for tr in self.open if tr.k not in taken and tr.end < t]
         if not len(weak) or not free:
             return out
-        last_b, pred_b = self._predicted(t, free)
-        iou = np.maximum(iou_matrix(last_b, weak), iou_matrix(pred_b, weak))
+        iou = self._overlaps(t, free, weak)[2]
         iou[iou < self.p.extend_iou] = 0.0
         while iou.max(initial=0.0) > 0:
             i, j = np.unravel_index(np.argmax(iou), iou.shape)
