@@ -51,6 +51,8 @@ class TrackingConfig:
     overlap_distance: float = 0.0  # ...for a face that stays in place (IoU >= 0.5) (0: the embedder's value)
     max_gap_s: float = 1.5  # close a track unseen for longer than this
     join_distance: float = 0.0  # join tracks across a chunk boundary below this distance (0: the embedder's)
+    # one track, one person: a face stays in a track only this close to the track's own faces (0: the embedder's)
+    verify_distance: float = 0.0
 
 
 @dataclass
@@ -113,7 +115,7 @@ def fill_distances(embedder: str, tracking: "TrackingConfig | None", people: "Pe
     from vidx.configs.spaces import space
 
     sp = space(embedder)
-    for sec, keys in ((tracking, ("link_distance", "overlap_distance", "join_distance")),
+    for sec, keys in ((tracking, ("link_distance", "overlap_distance", "join_distance", "verify_distance")),
                       (people, ("cluster_distance", "match_distance"))):
         for k in keys if sec is not None else ():
             if not getattr(sec, k):
@@ -140,6 +142,7 @@ _RULES = {
     "tracking.overlap_distance": lambda v: 0 <= v <= 2,
     "tracking.max_gap_s": lambda v: v >= 0,
     "tracking.join_distance": lambda v: 0 <= v <= 2,
+    "tracking.verify_distance": lambda v: 0 <= v <= 2,
     "actions.clip_len": lambda v: v == 0 or 9 <= v <= 512,
     "actions.stride": lambda v: v >= 0,
     "actions.top_k": lambda v: 1 <= v <= 400,

@@ -31,6 +31,7 @@ class Space:
     cluster_distance: float  # average-linkage distance below which tracks are one person
     match_distance: float  # a photo (enrolled or queried) matches a track below this
     same_person: float  # the verdict of `vidx faces compare` on two photos
+    verify_distance: float  # a face stays in a track only this close to the track's own faces (its mean)
 
     def pairwise(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Distances (N, M) between the rows of a (N, D) and b (M, D)."""
@@ -92,13 +93,15 @@ def pairwise(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
 SPACES = {
     # dlib: its own same-person rule (0.6) and the values vidx was tuned with on the shared clips
     "dlib": Space("dlib", "dlib_resnet_v1", "euclidean", link_distance=0.55, overlap_distance=0.7,
-                  join_distance=0.5, cluster_distance=0.5, match_distance=0.6, same_person=0.6),
+                  join_distance=0.5, cluster_distance=0.5, match_distance=0.6, same_person=0.6,
+                  verify_distance=0.7),
     # sface: calibrated on the shared clips' tracks (bench/calibrate_embedders.py, README table)
     # (detections: same person 95% < 0.50, 99% < 0.62; different people 1% < 0.72.  Consecutive
     # detections of a track: 95% < 0.43; the nearest other person in the same clip: >= 0.57.
     # Photos: own tracks <= 0.41, others' >= 0.63.  Tracks: different people >= 0.69.)
     "sface": Space("sface", "sface_2021dec", "cosine", link_distance=0.5, overlap_distance=0.55,
-                   join_distance=0.5, cluster_distance=0.5, match_distance=0.55, same_person=0.55),
+                   join_distance=0.5, cluster_distance=0.5, match_distance=0.55, same_person=0.55,
+                   verify_distance=0.55),
 }
 BY_MODEL = {s.model: s for s in SPACES.values()}
 

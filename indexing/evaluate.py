@@ -19,12 +19,20 @@ person (not named for another) that covers most of its seconds, one to one, larg
 first.  A track covers its sampled span held until the next sample (``1 / faces.sample_fps``).
 Recall: the person's true seconds (not hard) that vidx reports; false seconds: seconds vidx
 reports for the person where the truth does not have them, in any video the truth file lists.
-Actions: segment precision / recall / F1 at temporal IoU >= 0.5, per label, in the videos with
-action rows.
+Identity, as multi-object tracking measures it (``motmetrics``' definitions, the MOTChallenge
+ones): at every sampled time of each truth video, the truth people present (not hard) are the
+ground-truth objects and the faces vidx tracked there are the hypotheses, labelled by their face
+track; a face matches a person when its centre lies in the person's x_min..x_max band.  Faces inside
+a hard row only (no other row covers them) are left out, as MOTChallenge leaves out distractors.
+IDF1, ID precision and ID recall (the best one-to-one mapping of people to tracks over the whole
+video), identity switches (a person's track changes) and transfers (a track goes from one person to
+another), over all truth videos.  Purity: per track, the share of its faces (one per sampled time)
+that belong to its majority person, by time and face position.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import posixpath
@@ -189,6 +197,8 @@ class Report:
     person_actions: list[ActionScore] = field(default_factory=list)  # rows with a person and an action
     # recall by face quality: the tracks the truth gives to one person, by the track's quality
     by_quality: list[dict[str, Any]] = field(default_factory=list)
+    # identity (multi-object tracking): IDF1, IDP, IDR, switches, transfers, purity (see the module doc)
+    identity: dict[str, Any] = field(default_factory=dict)
 
     def totals(self, named_only: bool = False) -> dict[str, Any]:
         ps = [p for p in self.people if p.named or not named_only]
@@ -220,6 +230,7 @@ class Report:
             "person_actions": [{**asdict(a), "precision": _r(a.precision), "recall": _r(a.recall), "f1": _r(a.f1)}
                                for a in self.person_actions],
             "by_quality": self.by_quality,
+            "identity": self.identity,
         }
 
 
@@ -358,6 +369,7 @@ def _people(out: str, m: dict, rows: list[TruthRow], person_rows: list[TruthRow]
     report.bcubed = _bcubed(att)
     report.mixed = mixed_tracks(out, person_rows)
     report.by_quality = _by_quality(att, identities, matched, named, hold)
+    report.identity = identity_measures(out, person_rows, fps)
 
 
 QUALITY_BINS = (0.0, 0.15, 0.25, 0.5, 1.0)  # track quality; people.min_quality (0.25) is an edge
@@ -423,6 +435,91 @@ def attribute_tracks(out: str, person_rows: list[TruthRow], con: duckdb.DuckDBPy
         if len(cands) == 1:
             out_[tid] = (cands.pop(), pid)
     return out_
+
+
+def _faces_by_video(out: str, vids: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
+    """video -> (times, face centres 0-1 across the frame, track ids) of its tracked faces."""
+    videos = read_index_table(out, "videos").select(["video_id", "width"])
+    width = dict(zip(videos["video_id"].to_pylist(), videos["width"].to_pylist()))
+    dets = read_index_table(out, "face_detections").select(["video_id", "t", "x1", "x2", "segment_id"])
+    tracks = read_index_table(out, "face_tracks").select(["track_id", "segments"])
+    seg_track = {sg: t for t, sgs in zip(tracks["track_id"].to_pylist(), tracks["segments"].to_pylist()) for sg in sgs}
+    out_: dict[str, tuple[list, list, list]] = {}
+    for vid, t, x1, x2, sg in zip(*(dets[c].to_pylist() for c in ("video_id", "t", "x1", "x2", "segment_id"))):
+        if sg is None or vid not in vids:
+            continue
+        o = out_.setdefault(vid, ([], [], []))
+        o[0].append(t)
+        o[1].append((x1 + x2) / 2 / (width.get(vid) or 1))
+        o[2].append(seg_track.get(sg, sg))
+    return {v: (np.asarray(a, np.float64), np.asarray(b, np.float64), c) for v, (a, b, c) in out_.items()}
+
+
+def identity_measures(out: str, person_rows: list[TruthRow], sample_fps: float,
+                      faces: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] | None = None) -> dict[str, Any]:
+    """IDF1, IDP, IDR, identity switches and transfers (motmetrics), and track purity, over the
+    videos ``person_rows`` cover (module doc).  Sampled times: every time a face was tracked, and
+    the sample grid (1 / sample_fps) where none was, so a person nobody tracked counts as missed."""
+    import motmetrics as mm
+
+    by_video: dict[str, list[TruthRow]] = {}
+    for r in person_rows:
+        by_video.setdefault(r.video_id, []).append(r)
+    faces = faces if faces is not None else _faces_by_video(out, set(by_video))
+    accs, names = [], []
+    held: dict[str, dict[str, int]] = {}  # track -> truth person -> faces (purity)
+    step = 1.0 / sample_fps
+    for vid, rows in sorted(by_video.items()):
+        ft, fx, ftr = faces.get(vid, (np.zeros(0), np.zeros(0), []))
+        end = max(r.end for r in rows)
+        grid = np.arange(0.0, end, step)
+        times = np.union1d(np.round(ft, 6), grid[[not len(ft) or np.abs(ft - g).min() > step / 2 for g in grid]]
+                           if len(grid) else grid)
+        acc = mm.MOTAccumulator(auto_id=False)
+        pid = {p: i for i, p in enumerate(sorted({r.person for r in rows}))}  # motmetrics takes numbers
+        hid = {t: i for i, t in enumerate(dict.fromkeys(ftr))}
+        for fi, t in enumerate(times):
+            here = np.flatnonzero(np.abs(ft - t) < 1e-6)
+            cover = [r for r in rows if r.start - 1e-6 <= t < r.end - 1e-6]  # [start, end): one person at a cut
+            gt = sorted({r.person for r in cover if not r.hard})
+            hyp, dist = [], []
+            for j in here:
+                x = fx[j]
+                who = {r.person for r in cover if r.x_min <= x < r.x_max}
+                if len(who) == 1:
+                    p = next(iter(who))
+                    h = held.setdefault(ftr[j], {})
+                    h[p] = h.get(p, 0) + 1
+                if who and not (who & set(gt)):
+                    continue  # a face only a hard row explains: neither found nor false
+                hyp.append(ftr[j])
+                dist.append([0.0 if p in who else np.nan for p in gt])
+            d = np.asarray(dist, np.float64).T if hyp else np.zeros((len(gt), 0))
+            acc.update([pid[p] for p in gt], [hid[h] for h in hyp], d.reshape(len(gt), len(hyp)), frameid=fi)
+        accs.append(acc)
+        names.append(vid)
+    pur = {t: max(h.values()) / sum(h.values()) for t, h in held.items()}
+    impure = sorted(((t, p) for t, p in pur.items() if p < 1.0), key=lambda x: x[1])
+    res: dict[str, Any] = {"videos": len(names), "tracks": len(pur),
+                           "pure_tracks": sum(p == 1.0 for p in pur.values()),
+                           "purity_min": _r(min(pur.values())) if pur else None,
+                           "purity_mean": _r(float(np.mean(list(pur.values())))) if pur else None,
+                           "impure": [{"track_id": t, "purity": _r(p), "people": held[t]} for t, p in impure[:20]]}
+    if not accs:
+        return res
+    mh = mm.metrics.create()
+    keys = ["idf1", "idp", "idr", "num_switches", "num_transfer", "num_objects", "num_false_positives", "num_misses"]
+    with contextlib.redirect_stdout(io.StringIO()):  # motmetrics prints its own timings
+        summary = mh.compute_many(accs, metrics=keys, names=names, generate_overall=True)
+    overall = summary.loc["OVERALL"]
+    res.update({"idf1": _r(overall["idf1"]), "idp": _r(overall["idp"]), "idr": _r(overall["idr"]),
+                "switches": int(overall["num_switches"]), "transfers": int(overall["num_transfer"]),
+                "objects": int(overall["num_objects"]), "false_positives": int(overall["num_false_positives"]),
+                "misses": int(overall["num_misses"]),
+                "by_video": [{"video_id": v, "idf1": _r(summary.loc[v, "idf1"]),
+                              "switches": int(summary.loc[v, "num_switches"]),
+                              "transfers": int(summary.loc[v, "num_transfer"])} for v in names]})
+    return res
 
 
 def mixed_tracks(out: str, person_rows: list[TruthRow]) -> list[dict[str, Any]]:
@@ -516,6 +613,14 @@ def format_report(rep: Report) -> str:
         lines.append("recall by face quality (tracks the truth gives to one person): " + "; ".join(
             f"{b['quality']}: {_pct(b['recall'])} of {b['seconds']:.2f} s ({b['tracks']} tracks)"
             for b in rep.by_quality if b["tracks"]))
+    i = rep.identity
+    if i.get("idf1") is not None:
+        lines.append(f"identity (motmetrics, {i['videos']} videos): IDF1 {_pct(i['idf1'])} (IDP {_pct(i['idp'])}, "
+                     f"IDR {_pct(i['idr'])}); switches {i['switches']}, transfers {i['transfers']}; "
+                     f"pure tracks {i['pure_tracks']} of {i['tracks']} (lowest purity {_pct(i['purity_min'])})")
+        for t in i["impure"][:10]:
+            lines.append(f"  {t['track_id']}: purity {_pct(t['purity'])} "
+                         + ", ".join(f"{p} {n}" for p, n in sorted(t["people"].items())))
     lines.append(f"tracks of one person overlapping in time: {len(rep.overlapping)}")
     lines.append(f"tracks holding two people (by the truth's times and face positions): {len(rep.mixed)}")
     for m in rep.mixed[:10]:

@@ -88,6 +88,18 @@ FACE_TRACKS = pa.schema([
 ])
 
 # Top-k labels of every classified window (kept for re-thresholding without re-running models).
+# Shots (per chunk): the stretches between cuts, found on every decoded frame (workers/shots.py).
+# One row per shot and chunk; a shot that spans a chunk boundary has a row in each chunk, the later
+# one with a null score.  score: PySceneDetect's ContentDetector score of the cut that starts the shot
+# (null: the shot starts where the chunk does, not at a cut).  Times on vidx's clock.
+SHOTS = pa.schema([
+    pa.field("video_id", pa.string(), nullable=False),
+    pa.field("chunk", pa.int32(), nullable=False),
+    pa.field("shot", pa.int32(), nullable=False),  # in the chunk, from 0
+    pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()),
+    pa.field("score", pa.float32()),
+])
+
 ACTION_WINDOWS = pa.schema([
     pa.field("video_id", pa.string(), nullable=False),
     pa.field("chunk", pa.int32(), nullable=False),

@@ -1,7 +1,7 @@
 """The index's tables: Delta Lake tables, one folder each, on any pyarrow filesystem.
 
     OUT/<table>/_delta_log/                     the table's commits (what a reader may trust)
-    OUT/<table>/<video_id>/<chunk>-<id>.parquet per-chunk parts (face_detections, track_segments,
+    OUT/<table>/<video_id>/<chunk>-<id>.parquet per-chunk parts (face_detections, track_segments, shots,
                                                 action_windows, person_windows); a finished
                                                 video's parts are compacted into one file
     OUT/<table>/<video_id>-<id>.parquet         per-video parts (face_tracks, action_segments,
@@ -42,7 +42,8 @@ from vidx.indexing.store import IndexError_, Store
 log = logging.getLogger(__name__)
 
 CHUNK_TABLES = {"face_detections": schemas.FACE_DETECTIONS, "track_segments": schemas.TRACK_SEGMENTS,
-                "action_windows": schemas.ACTION_WINDOWS, "person_windows": schemas.PERSON_WINDOWS}
+                "shots": schemas.SHOTS, "action_windows": schemas.ACTION_WINDOWS,
+                "person_windows": schemas.PERSON_WINDOWS}
 VIDEO_TABLES = {"face_tracks": schemas.FACE_TRACKS, "action_segments": schemas.ACTION_SEGMENTS,
                 "person_actions": schemas.PERSON_ACTIONS}
 SCHEMAS = {"videos": schemas.VIDEOS, **CHUNK_TABLES, **VIDEO_TABLES}

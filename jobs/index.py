@@ -637,7 +637,7 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
         else:
             plans = plan_all(inputs, cfg.chunk_seconds)
         todo = []
-        needed = ["face_detections", "track_segments"] + (["action_windows"] if actions else []) + (
+        needed = ["face_detections", "track_segments", "shots"] + (["action_windows"] if actions else []) + (
             ["person_windows"] if per_person else [])
         for vp in plans.values():
             entry = manifest["videos"].setdefault(vp.video_id, {})
@@ -669,7 +669,7 @@ class _ChunkParts:
     and those finished since the last commit.  A chunk is done when its detections are
     committed: they are committed last, after its segments and windows."""
 
-    ORDER = ("person_windows", "action_windows", "track_segments", "face_detections")
+    ORDER = ("person_windows", "action_windows", "shots", "track_segments", "face_detections")
 
     def __init__(self, tables: dict):
         self.tables = tables

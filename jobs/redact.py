@@ -75,6 +75,7 @@ class _Tracks:
     box: list[np.ndarray]  # per track: (n, 4) boxes at those times
     start: np.ndarray  # (M,) first sample time
     end: np.ndarray  # (M,) last sample time
+    cuts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the video's cuts (shots table): no box held across one
 
 
 def _video(out: str, video: str) -> dict:
@@ -138,19 +139,31 @@ def _tracks(out: str, video_id: str, named: set[str], keep: bool, identities: pa
         ts, bs = [], []
     # a track whose person the tables do not know (indexed after the last refresh) is blurred
     red = np.array([(person.get(k) in named) != keep if person.get(k) else True for k in ids], bool)
+    try:  # an index written before the shots table has no cuts to respect
+        shots = read_video_rows(out, "shots", video_id, ["start_s", "score"])
+        cuts = np.unique(shots.filter(pc.is_valid(shots["score"]))["start_s"].to_numpy())
+    except Exception:  # noqa: BLE001 - no shots table
+        cuts = np.zeros(0)
     return _Tracks(ids, red, ts, bs, np.array([x[0] for x in ts]) if ids else np.zeros(0),
-                   np.array([x[-1] for x in ts]) if ids else np.zeros(0))
+                   np.array([x[-1] for x in ts]) if ids else np.zeros(0), cuts)
 
 
 def _at(tr: _Tracks, times: np.ndarray, carry_s: float) -> np.ndarray:
     """(frames, tracks, 4) each track's box at each time, interpolated between its samples and
-    held ``carry_s`` past its ends; NaN where the track is not on screen."""
+    held ``carry_s`` past its ends, but never across a cut (the next shot is another picture);
+    NaN where the track is not on screen."""
     out = np.full((len(times), len(tr.ids), 4), np.nan)
     if not len(times) or not tr.ids:
         return out
     live = np.flatnonzero((tr.start - carry_s <= times[-1]) & (tr.end + carry_s >= times[0]))
     for j in live.tolist():  # tracks on screen in this block only
-        m = (times >= tr.start[j] - carry_s) & (times <= tr.end[j] + carry_s)
+        lo, hi = tr.start[j] - carry_s, tr.end[j] + carry_s
+        if len(tr.cuts):  # the shot the track is in: from the last cut at or before its start to the next after its end
+            k = np.searchsorted(tr.cuts, tr.start[j] + 1e-6) - 1
+            lo = max(lo, tr.cuts[k]) if k >= 0 else lo
+            k = np.searchsorted(tr.cuts, tr.end[j] + 1e-6)
+            hi = min(hi, tr.cuts[k] - 1e-6) if k < len(tr.cuts) else hi
+        m = (times >= lo) & (times <= hi)
         for c in range(4):
             out[m, j, c] = np.interp(times[m], tr.t[j], tr.box[j][:, c])
     return out

@@ -119,7 +119,8 @@ def _crop_detect(det, frame: np.ndarray, pred: np.ndarray):
 
 
 def _pieces(path: str, info: decode.VideoInfo, indices: np.ndarray, times: np.ndarray, max_side: int, piece: int,
-            timing: dict, lost: list[float] | None = None, threads: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            timing: dict, lost: list[float] | None = None, threads: int = 1,
+            every=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Decode in a background thread, at most QUEUE_PIECES pieces ahead of the consumer; the
     times of sampled frames that cannot be decoded go to ``lost`` (damage is read around)."""
     q: queue.Queue = queue.Queue(maxsize=QUEUE_PIECES)
@@ -127,7 +128,7 @@ def _pieces(path: str, info: decode.VideoInfo, indices: np.ndarray, times: np.nd
 
     def produce():
         try:
-            it = decode.read_frames(path, info, indices, max_side, piece, times, lost, threads)
+            it = decode.read_frames(path, info, indices, max_side, piece, times, lost, threads, every)
             while not stop.is_set():
                 t = time.perf_counter()
                 item = next(it, None)
@@ -193,7 +194,9 @@ class ChunkIndexer:
         self.engine = FaceEngine(device=dev, upsample=int(faces["upsample"]), detector=detector, embedder=embedder,
                                  gates=gates)
         self.track_params = TrackParams(link_distance=tracking["link_distance"], max_gap_s=tracking["max_gap_s"],
-                                        overlap_distance=tracking["overlap_distance"], metric=self.engine.space.metric)
+                                        overlap_distance=tracking["overlap_distance"], metric=self.engine.space.metric,
+                                        verify_distance=float(tracking.get("verify_distance")
+                                                              or self.engine.space.verify_distance))
         self.actions = actions
         self.per_person = (actions or {}).get("per_person", "off")  # auto | on | off
         self.action_model = None
@@ -220,12 +223,13 @@ class ChunkIndexer:
         t0 = time.perf_counter()
         try:
             with local_file(str(row["uri"])) as path:
-                dets, segs, (windows, person), n_frames, spans = self._run(path, row, timing)
+                dets, segs, (windows, person), n_frames, spans, shot_rows = self._run(path, row, timing)
             damaged = ";".join(f"{a:.2f}-{b:.2f}" for a, b in spans)
             # new parts under names of their own; the driver commits them (a retry writes others)
             parts = {"face_detections": write_part(self.store, "face_detections", dets, vid, (chunk, chunk),
                                                    **({"damaged": damaged} if damaged else {})),
-                     "track_segments": write_part(self.store, "track_segments", segs, vid, (chunk, chunk))}
+                     "track_segments": write_part(self.store, "track_segments", segs, vid, (chunk, chunk)),
+                     "shots": write_part(self.store, "shots", shot_rows, vid, (chunk, chunk))}
             if windows is not None:
                 parts["action_windows"] = write_part(self.store, "action_windows", windows, vid, (chunk, chunk))
             if person is not None:
@@ -270,10 +274,13 @@ class ChunkIndexer:
                                                  "q")}
         n_frames = 0
         lost: list[float] = []  # sampled times the decoder could not give (damage)
-        hist_state: dict = {}  # the previous sampled frame's colour histogram (shot changes)
+        # cuts, seen on every decoded frame by the decoder's thread (workers/shots.py), and the lean
+        # path's state (the last whole frame's histogram, the last sampled time, ...)
+        hist_state: dict = {"shots": shots.ShotDetector(), "cut_t": -np.inf}
         pwins: list = []
         for part, frames in _pieces(path, info, idx, times, int(self.faces["max_side"]),
-                                    int(self.faces["batch_frames"]), timing, lost, self.threads):
+                                    int(self.faces["batch_frames"]), timing, lost, self.threads,
+                                    every=hist_state["shots"].push):
             with self._models:  # the other chunk of this actor decodes meanwhile
                 t = time.perf_counter()
                 if act is not None:  # the piece's action frames wait until its faces are tracked
@@ -291,13 +298,17 @@ class ChunkIndexer:
         if self.full_every > 1 or self.embed_needed:
             log.debug("chunk %s/%d: this actor's sampled frames so far, searched whole by the schedule, "
                       "searched whole for newcomers: %s", vid, chunk, self.searched)
+        if self.embed_needed:
+            with self._models:
+                self._check_pending(tracker)
         if act is not None:  # the chunk's frames after its last whole window (or a chunk shorter than one)
             t = time.perf_counter()
             for run in buf.last():
                 self._actions(run, tracker, wins, pwins, 1 / scale4)
             timing["model_s"] += time.perf_counter() - t
         return self._tables(vid, chunk, cols, tracker, wins if act is not None else None,
-                            pwins if act is not None else None, n_frames, lost, times)
+                            pwins if act is not None else None, n_frames, lost, times,
+                            (float(row["start_s"]), float(row["end_s"]), hist_state["shots"].cuts))
 
     def _actions(self, run, tracker: Tracker, wins: list, pwins: list, to_decoded: np.ndarray) -> None:
         """Classify one run of windows (:class:`vidx.workers.actions.Windows`): the frame's, then each
@@ -314,9 +325,9 @@ class ChunkIndexer:
         faces = self.engine(torch.from_numpy(np.ascontiguousarray(frames)))
         boxes, lms, pts, q, weak = self._measure(faces, scale4, sx, sy, info)
         kept = faces.kept
-        hists = shots.colour_histograms(frames)
-        cut = shots.cut_scores(hists, hist_state.get("last")) >= shots.CUT_DISTANCE
-        hist_state["last"] = hists[-1]
+        ts_all = times[np.searchsorted(idx, part)]
+        cut = self._cuts(ts_all, hist_state)
+        base = sum(len(x) for x in cols["seg"])  # the face rows so far (a split moves rows by number)
         for j in range(len(part)):  # tracker: per sampled frame, vectorised inside
             if cut[j]:
                 tracker.cut()
@@ -324,8 +335,12 @@ class ChunkIndexer:
             sel = np.flatnonzero(on & kept)  # rejected faces are recorded, not tracked...
             wk = np.flatnonzero(on & weak)  # ...but a weaker one may continue a track it overlaps
             ts = float(times[np.searchsorted(idx, part[j])])
+            on_ix, first = np.flatnonzero(on), base + int((faces.image_index < j).sum())  # rows: per frame, in order
+            rel = lambda ix: first + np.searchsorted(on_ix, ix)  # noqa: E731
             k, kw = tracker.update(ts, frames[j], boxes[sel], faces.embeddings[sel], q[sel], (1 / sx, 1 / sy),
-                                   weak=boxes[wk])
+                                   weak=boxes[wk], rows=rel(sel), weak_rows=rel(wk),
+                                   weak_embs=self._weak_embs(frames[j], faces.boxes[wk], faces.scores[wk],
+                                                             faces.points[wk]))
             seg = np.full(int(on.sum()), -1, np.int64)
             seg[kept[on]] = k
             seg[weak[on]] = kw
@@ -341,6 +356,55 @@ class ChunkIndexer:
         cols["sharp"].append(faces.sharpness[order])  # the engine has gates here: both columns are set
         cols["rej"].append(faces.rejected[order])
         cols["q"].append(q[order])
+
+    @staticmethod
+    def _cuts(ts: np.ndarray, hist_state: dict) -> np.ndarray:
+        """Whether a cut (seen on any decoded frame) lies between each sampled time and the one before."""
+        out = np.zeros(len(ts), bool)
+        det = hist_state["shots"]
+        for j, t in enumerate(ts.tolist()):
+            out[j] = bool(det.between(hist_state["cut_t"], t))
+            hist_state["cut_t"] = t
+        return out
+
+    def _switch(self, tracker: Tracker, tr, newcomer: np.ndarray) -> int:
+        """Track ``tr``'s face has become someone else's (``newcomer``, the face at hand): its faces
+        continued unembedded since its last check are embedded now (one batch) and the track is split
+        at the first that is nearer the newcomer than the track's own faces (those from there on go to
+        a new track, which the face at hand continues), or closed when none is (the face at hand then
+        starts or joins another).  Returns the track the face at hand continues, or -1."""
+        pend = tr.pending
+        embs = self.engine.embed(np.stack([c for _, c in pend])) if pend else np.zeros((0, 0))
+        if pend:
+            sp = self.engine.space
+            other = sp.pairwise(embs, newcomer[None])[:, 0] < sp.pairwise(embs, tr.mean()[None])[:, 0]
+        else:
+            other = np.zeros(0, bool)
+        at = int(np.argmax(other)) if other.any() else len(pend)
+        k = tracker.split(tr.k, at, embs if pend else None)
+        return -1 if k is None else k
+
+    def _weak_embs(self, frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray, points) -> np.ndarray:
+        """Embeddings of weak faces (under the score gate), so that one does not continue a track of
+        someone else (NaN where the chip is too blurred to tell: overlap decides, as before)."""
+        if not len(boxes):
+            return np.zeros((0, self.engine.embedder.dim), np.float32)
+        f = self.engine.describe(torch.from_numpy(frame[None]), np.zeros(len(boxes), np.int64), boxes,
+                                 np.ones(len(boxes)), points=points)
+        return f.embeddings
+
+    def _check_pending(self, tracker: Tracker) -> None:
+        """A track's end is checked like its middle: faces still unembedded when the chunk ends are
+        embedded and the track split where they stop being its person."""
+        for tr in list(tracker.tracks):
+            if not tr.pending:
+                continue
+            embs = self.engine.embed(np.stack([c for _, c in tr.pending]))
+            far = tracker.far(tr, embs)
+            if far.any():
+                tracker.split(tr.k, int(np.argmax(far)), embs)
+            else:
+                tr.pending = []
 
     def _measure(self, faces, scale4, sx, sy, info):
         """Video-pixel boxes, landmarks and points, each face's quality, and the weak faces (a
@@ -369,16 +433,16 @@ class ChunkIndexer:
         start only on what the full frame sees.  Then frame by frame: gates, quality, the faces the
         tracker needs embedded (``embed: needed``), the tracker."""
         hists = shots.colour_histograms(frames)
-        cut = shots.cut_scores(hists, hist_state.get("last")) >= shots.CUT_DISTANCE
-        hist_state["last"] = hists[-1]
         fps = float(self.faces["sample_fps"])
         ts_all = times[np.searchsorted(idx, part)]
+        cut = self._cuts(ts_all, hist_state)
         full = np.zeros(len(part), bool)
+        gap = np.zeros(len(part), bool)  # frames lost before this one: no track goes on unembedded across them
         for j in range(len(part)):  # the schedule needs no model: full frames run as one batch
             ref, prev = hist_state.get("ref"), hist_state.get("prev_t")
             moved = ref is not None and shots.histogram_distance(hists[j], ref) >= MOVED
-            lost = prev is None or ts_all[j] - prev > 1.5 / fps
-            if lost or cut[j] or moved or round(ts_all[j] * fps) % self.full_every == 0:
+            gap[j] = prev is None or ts_all[j] - prev > 1.5 / fps
+            if gap[j] or cut[j] or moved or round(ts_all[j] * fps) % self.full_every == 0:
                 full[j], hist_state["ref"] = True, hists[j]
             hist_state["prev_t"] = ts_all[j]
         self.searched["frames"] += len(part)
@@ -415,9 +479,10 @@ class ChunkIndexer:
             sel, wk = np.flatnonzero(f.kept), np.flatnonzero(weak)
             emb = f.embeddings
             follow = None
+            rows = sum(len(x) for x in cols["seg"]) + np.arange(len(f))
             if self.embed_needed:
                 claim = tracker.claims(ts, boxes[sel])
-                need = tracker.wants(ts, claim, q[sel])
+                need = tracker.wants(ts, claim, q[sel]) | gap[j]  # after lost frames every face is embedded
                 follow = np.where(need, -1, claim)
                 # a face linked by embedding is compared with each track's latest face, as when every
                 # face is embedded: tracks whose latest face went unembedded embed its kept chip now
@@ -426,10 +491,17 @@ class ChunkIndexer:
                 emb[sel[need]] = e[: int(need.sum())]
                 for tr, v in zip(stale, e[int(need.sum()):]):
                     tr.last_emb, tr.last_chip = v, None
+                # the check: an embedded face that its track claims on overlap must be that track's person
+                for i in np.flatnonzero(need & (claim >= 0)):
+                    tr = tracker.track(int(claim[i]))
+                    if tracker.far(tr, emb[sel[i]])[0]:
+                        follow[i] = self._switch(tracker, tr, emb[sel[i]])
             else:
                 emb[sel] = self.engine.embed(f.chips[sel])
             k, kw = tracker.update(ts, frame, boxes[sel], emb[sel], q[sel], (1 / sx, 1 / sy), weak=boxes[wk],
-                                   follow=follow, chips=None if follow is None else f.chips[sel])
+                                   follow=follow, chips=None if follow is None else f.chips[sel],
+                                   rows=rows[sel], weak_rows=rows[wk],
+                                   weak_embs=self._weak_embs(frame, f.boxes[wk], f.scores[wk], f.points[wk]))
             seg = np.full(len(f), -1, np.int64)
             seg[sel], seg[wk] = k, kw
             cols["frame"].append(np.full(len(f), part[j]))
@@ -444,9 +516,12 @@ class ChunkIndexer:
             cols["rej"].append(f.rejected)
             cols["q"].append(q)
 
-    def _tables(self, vid, chunk, cols, tracker, wins, pwins, n_frames, lost, times):
+    def _tables(self, vid, chunk, cols, tracker, wins, pwins, n_frames, lost, times, shot_span):
         cat = {k: np.concatenate(v) if v else None for k, v in cols.items()}
         n = 0 if cat["t"] is None else len(cat["t"])
+        if tracker.moved:  # faces a split moved to a new track
+            rows = np.fromiter(tracker.moved.keys(), np.int64)
+            cat["seg"][rows] = np.fromiter(tracker.moved.values(), np.int64)
         seg_id = lambda k: f"{vid}-{chunk:05d}-{int(k):04d}"  # noqa: E731
         if n:
             order_box = cat["box"]
@@ -512,7 +587,13 @@ class ChunkIndexer:
                 }, schema=schemas.PERSON_WINDOWS)
         if lost and not n_frames:
             raise decode.DecodeError("no sampled frame of this chunk could be decoded")
-        return dets, segs, (windows, person), n_frames, decode.lost_spans(lost, times)
+        start, end, cuts = shot_span
+        bounds = [start, *[t for t, _ in cuts if start < t < end], end]
+        scores = [None, *[sc for t, sc in cuts if start < t < end]]
+        shot_rows = pa.table({"video_id": [vid] * len(scores), "chunk": np.full(len(scores), chunk, np.int32),
+                              "shot": np.arange(len(scores), dtype=np.int32), "start_s": bounds[:-1],
+                              "end_s": bounds[1:], "score": pa.array(scores, pa.float32())}, schema=schemas.SHOTS)
+        return dets, segs, (windows, person), n_frames, decode.lost_spans(lost, times), shot_rows
 
     def _person_windows(self, clip: np.ndarray, clip_t: np.ndarray, stride: int, tracker: Tracker, scene,
                         to_decoded: np.ndarray, length: int | None = None) -> list[tuple]:

@@ -25,7 +25,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -266,8 +266,8 @@ def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int = 0, piece: int = 16,
-                times: np.ndarray | None = None, lost: list[float] | None = None, threads: int = 1
-                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                times: np.ndarray | None = None, lost: list[float] | None = None, threads: int = 1,
+                every: Callable[[float, object], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (frame indices, frames (n, h, w, 3) uint8 RGB) for the given frames, `piece` at a time.
 
     ``times`` are those frames' presentation times (default: from ``info.timestamps``); only the
@@ -275,6 +275,11 @@ def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int =
     ``lost`` (a list), damage is read around: the times of sampled frames that cannot be decoded
     are appended to it and the rest are yielded; without it, damage raises :class:`DecodeError`.
     ``threads``: the decoder's threads (FFmpeg's frame and slice threads).
+    ``every(t, frame)``: called with every decoded frame from the first wanted frame to the last, in
+    order, before the piece that holds the frames up to it is yielded (shot detection): a PyAV
+    ``VideoFrame``, or an RGB array at the wanted size where decord decodes; ``t`` on vidx's clock.
+    Every frame is then decoded (no skipping of frames or groups of pictures the wanted ones do not
+    need; on the shared clips that costs what decord's own reading of the sampled frames does).
 
     Either way the pixels are decord's: the same libavfilter ``scale`` (bilinear) to packed RGB."""
     w, h = scaled_size(info.width, info.height, max_side)
@@ -288,6 +293,9 @@ def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int =
         decord = _decord()
         vr = decord.VideoReader(path, ctx=decord.cpu(0), width=w if w != info.width else -1,
                                 height=h if h != info.height else -1, num_threads=max(1, threads))
+        if every is not None:  # decord decodes by index: every frame between the wanted ones, then the wanted
+            yield from _decord_every(vr, path, indices, times, w, h, piece, lost, threads, every)
+            return
         for s in range(0, len(indices), piece):
             part = indices[s : s + piece]
             try:
@@ -302,13 +310,47 @@ def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int =
                 return
             yield part, frames
         return
-    yield from _pyav_safe(path, indices, times, w, h, piece, lost, info.keyframes, info.pts_offset, threads, skip=True)
+    yield from _pyav_safe(path, indices, times, w, h, piece, lost, info.keyframes, info.pts_offset, threads,
+                          skip=every is None, every=every)
 
 
-def _pyav_safe(path, indices, times, w, h, piece, lost, keys=None, offset=0.0, threads=1, skip=False):
+def _decord_every(vr, path, indices, times, w, h, piece, lost, threads, every):
+    """decord's reading when every frame is wanted by ``every``: the frames from the first wanted
+    index to the last, a piece at a time (times between wanted frames interpolated by index)."""
+    want = {int(i): k for k, i in enumerate(indices)}
+    span = np.arange(int(indices[0]), int(indices[-1]) + 1)
+    span_t = np.interp(span, indices, times)
+    buf_i, buf_f = [], []
+    for s in range(0, len(span), piece):
+        part = span[s : s + piece]
+        try:
+            frames = vr.get_batch(part.tolist()).asnumpy()
+        except Exception as e:  # noqa: BLE001
+            rest = np.asarray([i for i in indices if i >= part[0]])
+            if lost is None:
+                raise DecodeError(f"decoding failed near frame {part[0]}: {_short(e)}") from None
+            log.debug("%s: decord stopped near frame %d (%s); PyAV reads on around the damage", path, part[0], _short(e))
+            if buf_i:
+                yield np.asarray(buf_i), np.stack(buf_f)
+            sel = np.isin(indices, rest)
+            yield from _pyav_safe(path, indices[sel], times[sel], w, h, piece, lost, threads=threads)
+            return
+        for i, t, f in zip(part.tolist(), span_t[s : s + piece].tolist(), frames):
+            every(t, f)
+            if i in want:
+                buf_i.append(i)
+                buf_f.append(f)
+                if len(buf_i) == piece:
+                    yield np.asarray(buf_i), np.stack(buf_f)
+                    buf_i, buf_f = [], []
+    if buf_i:
+        yield np.asarray(buf_i), np.stack(buf_f)
+
+
+def _pyav_safe(path, indices, times, w, h, piece, lost, keys=None, offset=0.0, threads=1, skip=False, every=None):
     read = _pyav_frames if lost is None else _recovering
     try:
-        yield from read(path, indices, times, w, h, piece, lost, keys, offset, threads, skip)
+        yield from read(path, indices, times, w, h, piece, lost, keys, offset, threads, skip, every)
     except DecodeError:
         raise
     except Exception as e:  # noqa: BLE001 - PyAV raises many error types for broken streams
@@ -350,7 +392,7 @@ def _wanted_pts(raw: np.ndarray, tb: float) -> set[int]:
     return set(np.round(raw / tb).astype(np.int64).tolist())
 
 
-def _recovering(path, indices, times, w, h, piece, lost, keys=None, offset=0.0, threads=1, skip=False):
+def _recovering(path, indices, times, w, h, piece, lost, keys=None, offset=0.0, threads=1, skip=False, every=None):
     """The PyAV read, then, before a piece with sampled frames lost to damage is yielded, those
     frames read again by :func:`_collect` (a damaged key frame, the skipping of the first read, or
     a frame the decoder puts out late after damage may have hidden frames a sequential decode
@@ -365,7 +407,7 @@ def _recovering(path, indices, times, w, h, piece, lost, keys=None, offset=0.0, 
         lost.extend(float(times[j]) for j in sel if int(indices[j]) not in got)
         return got.items()
 
-    for ids, frames in _pyav_frames(path, indices, times, w, h, piece, first_lost, keys, offset, threads, skip):
+    for ids, frames in _pyav_frames(path, indices, times, w, h, piece, first_lost, keys, offset, threads, skip, every):
         if len(first_lost) > seen:
             merged = sorted([*zip(ids.tolist(), frames), *again(first_lost[seen:])], key=lambda x: x[0])
             seen = len(first_lost)
@@ -428,7 +470,8 @@ def _collect(path, indices, times, w, h, keys=None, offset=0.0, threads=1) -> di
     return out
 
 
-def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset=0.0, threads=1, skip=False):
+def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset=0.0, threads=1, skip=False,
+                 every=None):
     """Decode from the key frame before each wanted time; keep the first frame at or after each
     wanted time.  Packets the decoder rejects are skipped when ``lost`` collects the sampled
     times that went undecoded (else the first one raises).
@@ -437,7 +480,8 @@ def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset
     frames need is decoded: a packet that is not wanted is decoded only if other frames are
     predicted from it (FFmpeg's ``skip_frame`` = non-reference), and with ``keys`` (the key
     frames' times) whole groups of pictures between wanted frames are jumped over by seeking.
-    Should a wanted frame not come out that way, the stretch is decoded again in full."""
+    Should a wanted frame not come out that way, the stretch is decoded again in full.
+    ``every``: see :func:`read_frames` (groups of pictures are then never jumped over)."""
     av = _av()
     times = np.asarray(times, np.float64)
     raw = times + offset  # the stream's own times
@@ -468,10 +512,11 @@ def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset
             return t if at is None else at
 
         seek_at = seek(raw[0])
+        seen_t = -math.inf  # the last frame given to ``every`` (a stretch decoded again is not given twice)
         ended = False
         while k < n and not ended:
             maxp = -math.inf  # the latest packet time given to the decoder since the last seek
-            jump = key_before(raw[k])
+            jump = key_before(raw[k]) if every is None else None
             redo = False
             for packet in c.demux(s):
                 if skip:
@@ -489,6 +534,9 @@ def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset
                     if frame.pts is None or k == n:
                         continue
                     t = frame.pts * tb
+                    if every is not None and raw[0] - 1e-4 <= t <= raw[-1] + 1e-4 and t > seen_t + 1e-6:
+                        every(t - offset, frame)
+                        seen_t = t
                     if t < raw[k] - 1e-4:
                         continue
                     if skip and t > raw[k] + 1e-4:  # a wanted frame did not come out: decode in full
@@ -507,7 +555,7 @@ def _pyav_frames(path, indices, times, w, h, piece, lost=None, keys=None, offset
                     if len(buf_i) == piece:
                         yield np.asarray(buf_i), np.stack(buf_f)
                         buf_i, buf_f = [], []
-                    if k < n:
+                    if k < n and every is None:
                         jump = key_before(raw[k])
                 if k == n or redo:
                     break

@@ -46,7 +46,11 @@ class TrackParams:
     # worst of its best embed_best, or its last embedding is embed_refresh_s old
     claim_iou: float = 0.1
     embed_best: int = 1
-    embed_refresh_s: float = 2.0
+    embed_refresh_s: float = 2.0  # also the longest a track goes on without an embedding (then it is checked)
+    # one track, one person: an embedded face continues a track only within this distance of the
+    # track's own faces (its quality-weighted mean embedding); a face continued unembedded that a later
+    # check finds farther splits the track there (0: no check).  The embedder's (configs/spaces.py).
+    verify_distance: float = 0.0
     thumb_size: int = 112
     metric: str = "euclidean"  # the embedder's: euclidean (dlib) | cosine (SFace)
 
@@ -127,6 +131,14 @@ def top_mean(qs: list[float]) -> float:
     return float(np.mean(sorted(qs, reverse=True)[:TOP])) if qs else 0.0
 
 
+def _jpeg(img: np.ndarray, size: int) -> bytes:
+    im = Image.fromarray(np.ascontiguousarray(img))
+    im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
 def thumbnail(frame: np.ndarray, box: np.ndarray, size: int) -> bytes:
     h, w = frame.shape[:2]
     x1, y1, x2, y2 = box
@@ -162,6 +174,14 @@ class _Track:
     emb_qs: list = field(default_factory=list)  # qualities of the faces that carry an embedding
     emb_t: float = 0.0  # time of its last embedded face
     last_chip: np.ndarray | None = None  # its latest face's aligned chip when that face went unembedded
+    # every face it holds, in order: (row, t, box, q or None for a weak face, embedding or None)
+    log: list = field(default_factory=list)
+    # faces continued unembedded since its last embedded one: (position in log, chip)
+    pending: list = field(default_factory=list)
+    thumbs: list = field(default_factory=list)  # (t, q, JPEG) each time its best face improved
+
+    def mean(self) -> np.ndarray:
+        return self.emb_sum / max(self.weight, 1e-12)
 
 
 class Tracker:
@@ -172,6 +192,85 @@ class Tracker:
         self.open: list[_Track] = []
         self.tracks: list[_Track] = []
         self._next = 0
+        self.moved: dict[int, int] = {}  # row -> track number, for faces a split moved to a new track
+        self.splits = 0
+
+    def track(self, k: int) -> _Track:
+        return next(tr for tr in self.tracks if tr.k == k)
+
+    def far(self, tr: _Track, embs: np.ndarray) -> np.ndarray:
+        """Whether each embedding is farther from the track's own faces than verify_distance."""
+        embs = np.asarray(embs, np.float64).reshape(-1, tr.emb_sum.shape[-1])
+        if not self.p.verify_distance or not len(embs) or tr.weight <= 0:
+            return np.zeros(len(embs), bool)
+        return pairwise(tr.mean()[None], embs, self.p.metric)[0] > self.p.verify_distance
+
+    def close(self, k: int) -> None:
+        """End track k now (its face became someone else's, and nothing it holds needs moving)."""
+        self.open = [tr for tr in self.open if tr.k != k]
+
+    def split(self, k: int, at: int, embs: np.ndarray | None = None) -> int | None:
+        """Move track k's pending faces from the ``at``-th on (``embs``: every pending face's
+        embedding, now computed) to a new open track, and close track k; returns the new track's
+        number (None when nothing moves: track k is only closed)."""
+        tr = self.track(k)
+        pend = tr.pending
+        if embs is not None:  # the pending faces are embedded now: they count as such
+            for (pos, _), e in zip(pend, np.asarray(embs)):
+                row, t, b, q, _ = tr.log[pos]
+                tr.log[pos] = (row, t, b, q, np.asarray(e, np.float32))
+        self.close(k)
+        if at >= len(pend):
+            self._rebuild(tr, tr.log)
+            tr.pending = []
+            return None
+        cut = pend[at][0]
+        moved, chips = tr.log[cut:], {pos - cut: c for pos, c in pend[at:]}
+        self._rebuild(tr, tr.log[:cut])
+        tr.pending = []
+        new = _Track(self._next, 0.0, 0.0, moved[0][2], moved[0][2], None, None, None, 0.0)
+        self._next += 1
+        self._rebuild(new, moved)
+        best = max(chips, key=lambda i: moved[i][3] or 0.0, default=None)
+        if best is not None:
+            new.best_q, new.thumb_t = float(moved[best][3] or 0.0), moved[best][1]
+            new.thumb = _jpeg(chips[best], self.p.thumb_size)
+            new.thumbs = [(new.thumb_t, new.best_q, new.thumb)]
+        for row, *_ in moved:
+            self.moved[row] = new.k
+        self.tracks.append(new)
+        self.open.append(new)
+        self.splits += 1
+        return new.k
+
+    @staticmethod
+    def _rebuild(tr: _Track, log: list) -> None:
+        """A track's summary recomputed from the faces it holds (after a split)."""
+        faces = [x for x in log if x[3] is not None]
+        embedded = [x for x in faces if x[4] is not None]
+        tr.log = list(log)
+        tr.start, tr.end = log[0][1], log[-1][1]
+        tr.first_box, tr.last_box = log[0][2], log[-1][2]
+        dim = len(embedded[0][4]) if embedded else (len(tr.emb_sum) if tr.emb_sum is not None else 0)
+        tr.emb_sum = sum((x[4] * x[3] ** 2 for x in embedded), np.zeros(dim, np.float32))
+        tr.weight = float(sum(x[3] ** 2 for x in embedded))
+        if embedded:
+            tr.first_emb, tr.last_emb = embedded[0][4], embedded[-1][4]
+        tr.n = len(faces)
+        tr.qs = [x[3] for x in faces]
+        tr.emb_qs = [x[3] for x in embedded]
+        tr.emb_t = embedded[-1][1] if embedded else tr.start
+        tr.hist_t, tr.hist_b = [x[1] for x in log], [x[2] for x in log]
+        if len(log) > 1 and log[-1][1] > log[-2][1]:
+            a, b = log[-2][2], log[-1][2]
+            tr.velocity = ((b[:2] + b[2:]) - (a[:2] + a[2:])) / 2 / (log[-1][1] - log[-2][1])
+        else:
+            tr.velocity = np.zeros(2)
+        kept = [x for x in tr.thumbs if x[0] <= tr.end]
+        tr.thumbs = kept
+        if kept:
+            tr.thumb_t, tr.best_q, tr.thumb = kept[-1]
+        tr.last_chip = None
 
     def cut(self) -> None:
         """A shot change: every open track ends here (the next face starts a new one)."""
@@ -238,7 +337,8 @@ class Tracker:
 
     def update(self, t: float, frame: np.ndarray, boxes: np.ndarray, embs: np.ndarray, q: np.ndarray,
                thumb_scale: tuple[float, float] = (1.0, 1.0), weak: np.ndarray | None = None,
-               follow: np.ndarray | None = None, chips: np.ndarray | None = None
+               follow: np.ndarray | None = None, chips: np.ndarray | None = None, rows: np.ndarray | None = None,
+               weak_rows: np.ndarray | None = None, weak_embs: np.ndarray | None = None
                ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Assign this frame's detections to tracks; returns each detection's track number.
 
@@ -251,7 +351,13 @@ class Tracker:
         ``follow``: per face, the track (from :meth:`claims`) it continues without an embedding
         (its row of ``embs`` is not used), or -1: linked by embedding and overlap as above; with
         ``chips`` (per face), a track continued unembedded keeps its face's chip (``last_chip``) for
-        the caller to embed when a later face must be linked by embedding."""
+        the caller to embed when a later face must be linked by embedding, and in its ``pending``
+        list for the check that may split it (:meth:`split`).  ``rows`` / ``weak_rows``: the caller's
+        numbers for the faces (a split reports the moved ones in :attr:`moved`).
+        With ``verify_distance``, a face linked by embedding must also be that close to the track's
+        own faces (its mean), not only to its last face; ``weak_embs`` (per weak face; NaN where the
+        chip is too blurred to embed): a weak face whose embedding is farther from a track does not
+        continue it."""
         self.open = self.live(t)
         assign = np.full(len(boxes), -1, np.int64)
         if follow is not None:
@@ -273,6 +379,9 @@ class Tracker:
                                      - (sub_b[None, :, :2] + sub_b[None, :, 2:]) / 2, axis=-1)
                 cost = cost + self.p.motion_weight * off / width[:, None]
             cost[(dist >= self.p.link_distance) & ~((iou >= self.p.overlap_iou) & (dist < self.p.overlap_distance))] = np.inf
+            if self.p.verify_distance:
+                means = np.stack([tr.mean() for tr in tracks])
+                cost[pairwise(means, embs[free], self.p.metric) > self.p.verify_distance] = np.inf
             while np.isfinite(cost).any():
                 i, j = np.unravel_index(np.argmin(cost), cost.shape)
                 assign[free[j]] = tracks[i].k
@@ -284,6 +393,7 @@ class Tracker:
             e, b, qj = embs[j], boxes[j], float(q[j])
             w = qj * qj  # the embedding leans on the track's best faces
             has_e = follow is None or follow[j] < 0 or bool(np.isfinite(e).all())
+            row = -1 if rows is None else int(rows[j])
             if assign[j] < 0:
                 tr = _Track(self._next, t, t, b, b, e, e, e * w, w)
                 self._next += 1
@@ -300,29 +410,43 @@ class Tracker:
                     tr.emb_sum = tr.emb_sum + e * w
                     tr.weight += w
                 tr.n += 1
+            tr.log.append((row, t, b, qj, np.asarray(e, np.float32) if has_e else None))
             if has_e:
                 tr.emb_qs.append(qj)
                 tr.emb_t = t
                 tr.last_chip = None
+                tr.pending = []  # checked: it joined by embedding, or the caller checked it (Tracker.far)
             elif chips is not None:
                 tr.last_chip = chips[j]
+                tr.pending.append((len(tr.log) - 1, chips[j]))
             tr.qs.append(qj)
             tr.hist_t.append(t)
             tr.hist_b.append(b)
             if qj > tr.best_q:
                 tr.best_q, tr.thumb_t = qj, t
                 tr.thumb = thumbnail(frame, b * np.array([sx, sy, sx, sy]), self.p.thumb_size)
+                tr.thumbs.append((t, qj, tr.thumb))
         if weak is None:
             return assign
-        return assign, self._extend(t, np.asarray(weak, np.float64).reshape(-1, 4), set(assign.tolist()))
+        return assign, self._extend(t, np.asarray(weak, np.float64).reshape(-1, 4), set(assign.tolist()), weak_rows,
+                                    weak_embs)
 
-    def _extend(self, t: float, weak: np.ndarray, taken: set[int]) -> np.ndarray:
+    def _extend(self, t: float, weak: np.ndarray, taken: set[int], rows: np.ndarray | None = None,
+                embs: np.ndarray | None = None) -> np.ndarray:
         out = np.full(len(weak), -1, np.int64)
         free = [tr for tr in self.open if tr.k not in taken and tr.end < t]
         if not len(weak) or not free:
             return out
         iou = self._overlaps(t, free, weak)[2]
         iou[iou < self.p.extend_iou] = 0.0
+        if embs is not None and self.p.verify_distance:  # one track, one person: weak faces too
+            e = np.asarray(embs, np.float64)
+            known = np.isfinite(e).all(1)
+            if known.any():
+                d = pairwise(np.stack([tr.mean() for tr in free]), e[known], self.p.metric)
+                sub = iou[:, known]
+                sub[d > self.p.verify_distance] = 0.0
+                iou[:, known] = sub
         while iou.max(initial=0.0) > 0:
             i, j = np.unravel_index(np.argmax(iou), iou.shape)
             tr, b = free[i], weak[j]
@@ -330,6 +454,7 @@ class Tracker:
             tr.end, tr.last_box = t, b
             tr.hist_t.append(t)
             tr.hist_b.append(b)
+            tr.log.append((-1 if rows is None else int(rows[j]), t, b, None, None))
             out[j] = tr.k
             iou[i, :] = 0.0
             iou[:, j] = 0.0
