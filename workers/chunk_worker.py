@@ -400,7 +400,7 @@ class ChunkIndexer:
             if not tr.pending:
                 continue
             embs = self.engine.embed(np.stack([c for _, c in tr.pending]))
-            far = tracker.far(tr, embs)
+            far = tracker.far(tr, embs, np.array([tr.log[pos][3] for pos, _ in tr.pending]))
             if far.any():
                 tracker.split(tr.k, int(np.argmax(far)), embs)
             else:
@@ -494,7 +494,7 @@ class ChunkIndexer:
                 # the check: an embedded face that its track claims on overlap must be that track's person
                 for i in np.flatnonzero(need & (claim >= 0)):
                     tr = tracker.track(int(claim[i]))
-                    if tracker.far(tr, emb[sel[i]])[0]:
+                    if tracker.far(tr, emb[sel[i]], q[sel[i : i + 1]])[0]:
                         follow[i] = self._switch(tracker, tr, emb[sel[i]])
             else:
                 emb[sel] = self.engine.embed(f.chips[sel])

@@ -59,13 +59,14 @@ class ShotDetector:
     clock).  ``cuts``: (time of the cut's first frame, its score), in order; safe to read from
     another thread while frames are pushed (list appends)."""
 
-    def __init__(self, threshold: float = THRESHOLD, min_shot_s: float = MIN_SHOT_S):
+    def __init__(self, threshold: float = THRESHOLD, min_shot_s: float = MIN_SHOT_S, keep_scores: bool = False):
         from scenedetect.detector import FlashFilter
         from scenedetect.detectors import ContentDetector
 
         self._det = ContentDetector(threshold=threshold, min_scene_len=float(min_shot_s),
                                     filter_mode=FlashFilter.Mode.SUPPRESS)
         self.cuts: list[tuple[float, float]] = []
+        self.scores: list[tuple[float, float]] = [] if keep_scores else None  # every frame's (t, score)
         self.frames = 0
         self.last_t: float | None = None
 
@@ -76,6 +77,8 @@ class ShotDetector:
         # the detector counts time from the timecodes it is given: vidx's seconds, at a nominal 1000 fps
         if self._det.process_frame(FrameTimecode(int(round(t * 1000)), fps=1000.0), img):
             self.cuts.append((float(t), float(self._det._frame_score or 0.0)))
+        if self.scores is not None:
+            self.scores.append((float(t), float(self._det._frame_score or 0.0)))
         self.frames += 1
         self.last_t = float(t)
 

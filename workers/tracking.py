@@ -51,6 +51,9 @@ class TrackParams:
     # track's own faces (its quality-weighted mean embedding); a face continued unembedded that a later
     # check finds farther splits the track there (0: no check).  The embedder's (configs/spaces.py).
     verify_distance: float = 0.0
+    # ...judged only by faces of at least this quality (people.min_quality's bar: a poorer face's
+    # embedding is too far from its own person to veto; measured on the shared clips' small faces)
+    verify_quality: float = 0.25
     thumb_size: int = 112
     metric: str = "euclidean"  # the embedder's: euclidean (dlib) | cosine (SFace)
 
@@ -198,12 +201,14 @@ class Tracker:
     def track(self, k: int) -> _Track:
         return next(tr for tr in self.tracks if tr.k == k)
 
-    def far(self, tr: _Track, embs: np.ndarray) -> np.ndarray:
-        """Whether each embedding is farther from the track's own faces than verify_distance."""
+    def far(self, tr: _Track, embs: np.ndarray, q: np.ndarray | None = None) -> np.ndarray:
+        """Whether each embedding is farther from the track's own faces than verify_distance (with
+        ``q``, the faces' qualities: only faces of at least verify_quality count)."""
         embs = np.asarray(embs, np.float64).reshape(-1, tr.emb_sum.shape[-1])
         if not self.p.verify_distance or not len(embs) or tr.weight <= 0:
             return np.zeros(len(embs), bool)
-        return pairwise(tr.mean()[None], embs, self.p.metric)[0] > self.p.verify_distance
+        out = pairwise(tr.mean()[None], embs, self.p.metric)[0] > self.p.verify_distance
+        return out if q is None else out & (np.asarray(q, np.float64) >= self.p.verify_quality)
 
     def close(self, k: int) -> None:
         """End track k now (its face became someone else's, and nothing it holds needs moving)."""
@@ -379,9 +384,10 @@ class Tracker:
                                      - (sub_b[None, :, :2] + sub_b[None, :, 2:]) / 2, axis=-1)
                 cost = cost + self.p.motion_weight * off / width[:, None]
             cost[(dist >= self.p.link_distance) & ~((iou >= self.p.overlap_iou) & (dist < self.p.overlap_distance))] = np.inf
-            if self.p.verify_distance:
+            if self.p.verify_distance:  # only a face good enough to tell people apart can veto
                 means = np.stack([tr.mean() for tr in tracks])
-                cost[pairwise(means, embs[free], self.p.metric) > self.p.verify_distance] = np.inf
+                veto = pairwise(means, embs[free], self.p.metric) > self.p.verify_distance
+                cost[veto & (np.asarray(q, np.float64)[free] >= self.p.verify_quality)[None]] = np.inf
             while np.isfinite(cost).any():
                 i, j = np.unravel_index(np.argmin(cost), cost.shape)
                 assign[free[j]] = tracks[i].k
@@ -441,6 +447,8 @@ class Tracker:
         iou[iou < self.p.extend_iou] = 0.0
         if embs is not None and self.p.verify_distance:  # one track, one person: weak faces too
             e = np.asarray(embs, np.float64)
+            # no quality bar here: weak faces are poor by definition, and with one (people.min_quality)
+            # a swapped-in face of the make-up clip continued Obama's track (cuts set: 1 transfer)
             known = np.isfinite(e).all(1)
             if known.any():
                 d = pairwise(np.stack([tr.mean() for tr in free]), e[known], self.p.metric)
