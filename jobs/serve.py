@@ -533,7 +533,20 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
         segs = e.segments.filter(pc.equal(e.segments["video_id"], video_id))
         actions = segs.select(["start_s", "end_s", "label", "score"]).sort_by("start_s").to_pylist()
         return {"video_id": video_id, "name": Path(v["path"]).name, "duration_s": v["duration_s"],
-                "stream_start_s": _stream_start(v), "people": list(lanes.values()), "actions": actions}
+                "stream_start_s": _stream_start(v), "people": list(lanes.values()), "actions": actions,
+                "cuts": _cuts(video_id)}
+
+    def _cuts(video_id: str) -> list[dict[str, float]]:
+        """The video's cuts (times on vidx's clock, PySceneDetect's score) from the shots table; an
+        index written before that table has none to show."""
+        from vidx.indexing.tables import read_video_rows
+
+        try:
+            rows = read_video_rows(state.out, "shots", video_id, ["start_s", "score"])
+        except Exception:  # noqa: BLE001 - no shots table (an older index)
+            return []
+        rows = rows.filter(pc.is_valid(rows["score"])).sort_by("start_s").to_pylist()
+        return [{"t": r["start_s"], "score": round(float(r["score"]), 1)} for r in rows]
 
     @app.get("/api/videos/{video_id}/stream")
     def stream(video_id: str, request: Request):

@@ -202,7 +202,8 @@ def test_page_seeks_to_the_index_frame_on_a_late_starting_clip(data_dir, tmp_pat
     clicking an appearance shows the frame the index means. The player's media time is the file's
     presentation time, so the page seeks to vidx's time plus the stream's start, which the API
     serves per video; the shown frame's pixels are vidx's frame at the appearance's start, not the
-    frame 0.85 s before it (across the clip's cut, another shot)."""
+    frame 0.85 s before it (across the clip's cut, another shot).  The timeline shows the clip's
+    two cuts."""
     from test_damage_frames import _remux
 
     from vidx.indexing.tables import read_index_table
@@ -233,6 +234,13 @@ def test_page_seeks_to_the_index_frame_on_a_late_starting_clip(data_dir, tmp_pat
         assert abs(seeked - (late["start_s"] + shift)) < 1e-3, (seeked, late["start_s"])
         page.wait_for_function("document.getElementById('playhead-time').textContent === "
                                f"'{late['start_s']:.1f} s'")  # the playhead is on vidx's clock
+        # the film's two cuts (PySceneDetect's goldens: ~3.75 s and ~8.76 s on vidx's clock, whatever
+        # the file's own clock says) in the API and on the timeline, as a shots lane
+        cuts = page.request.get(f"{url}/api/videos/{item['video_id']}/timeline").json()["cuts"]
+        assert [round(c["t"], 1) for c in cuts] == [3.8, 8.8], cuts
+        assert page.locator("#timeline .lane.shots .cut").count() == 2
+        assert page.locator("#timeline .lane.shots .bar.shot").count() == 3
+        page.screenshot(path=str(SHOTS / "vidx-serve-cuts.png"), full_page=True)
         w, h = 160, 68
         shown = np.asarray(page.evaluate(f"""() => {{ const v = document.getElementById('player');
             const c = document.createElement('canvas'); c.width = {w}; c.height = {h};
@@ -351,7 +359,13 @@ def test_review_queue_by_keyboard(out, tmp_path):
     shutil.copytree(out, copy)
     with served_page(copy) as (page, url, errors):
         queue = page.request.get(f"{url}/api/review").json()
-        assert queue["total"] == 3 and queue["items"] == sorted(queue["items"], key=lambda x: x["margin"])
+        # every appearance no one reviewed or corrected by hand is open (people/review.py), here all of them
+        from vidx.indexing import people as people_mod
+
+        ident, _ = people_mod.load(str(copy))
+        open_ = sum(r not in ("manual", "reviewed") for r in ident["role"].to_pylist())
+        assert open_ == ident.num_rows >= 3
+        assert queue["total"] == open_ and queue["items"] == sorted(queue["items"], key=lambda x: x["margin"])
         page.goto(f"{url}/#review")
         page.wait_for_selector("#review-list .card.current")
         page.wait_for_function("document.getElementById('review-frame').complete && "

@@ -46,8 +46,9 @@ def thumbnail(frame) -> np.ndarray:
         uv = []
         for q in p[1:3]:
             c = np.frombuffer(q, np.uint8).reshape(-1, q.line_size)[: (frame.height + 1) // 2 : k, : (frame.width + 1) // 2 : k]
-            uv.append(np.pad(c, ((0, max(0, h // 2 - c.shape[0])), (0, max(0, w // 2 - c.shape[1]))), mode="edge")
-                      [: h // 2, : w // 2].ravel())
+            if c.shape[0] < h // 2 or c.shape[1] < w // 2:  # only at odd sizes
+                c = np.pad(c, ((0, max(0, h // 2 - c.shape[0])), (0, max(0, w // 2 - c.shape[1]))), mode="edge")
+            uv.append(c[: h // 2, : w // 2].ravel())
         i420 = np.concatenate([y[:h, :w].ravel(), *uv]).reshape(h * 3 // 2, w)
         return cv2.cvtColor(i420, cv2.COLOR_YUV2BGR_I420)
     w = min(THUMB_WIDTH, frame.width)

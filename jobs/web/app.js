@@ -130,6 +130,14 @@ async function timeline(videoId) {
       el("div", { class: "label" }, `${p.person}: doing`),
       el("div", { class: "track" }, ...p.actions.map((a) => bar(a.start_s, a.end_s, "action",
         `${p.person}: ${a.label} (${a.score.toFixed(2)}, ${a.source === "crop" ? "their own part of the frame" : "alone on screen"})`))))] : [])]);
+  // the shots between cuts (found on every decoded frame): no face track crosses one
+  const cuts = (t.cuts || []).map((c) => c.t);
+  const edges = [0, ...cuts, dur];
+  lanes.unshift(el("div", { class: "lane shots" }, el("div", { class: "label" }, `shots (${cuts.length} cut${cuts.length === 1 ? "" : "s"})`),
+    el("div", { class: "track" }, ...edges.slice(0, -1).map((s, i) => bar(s, edges[i + 1], `shot ${i % 2 ? "odd" : "even"}`,
+      `shot ${i + 1}: ${fmt(s)}–${fmt(edges[i + 1])}`)),
+      ...(t.cuts || []).map((c) => el("div", { class: "cut", title: `cut at ${fmt(c.t)} (score ${c.score})`,
+        style: `left:${(100 * c.t) / dur}%` })))));
   lanes.push(el("div", { class: "lane" }, el("div", { class: "label" }, "scene actions"),
     el("div", { class: "track" }, ...t.actions.map((a) => bar(a.start_s, a.end_s, "action", `${a.label} (${a.score.toFixed(2)})`)))));
   const head = el("div", { id: "playhead", class: "playhead" });
