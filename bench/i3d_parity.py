@@ -137,6 +137,11 @@ def main() -> None:
             "file": "v_CricketShot_g04_c01_rgb.gif (deepmind/kinetics-i3d data/, the RGB input rendered as a gif)",
             "frames": n, "published_top1": "playing cricket", "published_top1_logit_rgb": 25.856646,
             "port_top5": [cats[i] for i in t5], "port_top1_logit": float(lg[t5[0]]), "port_top1_p": float(p[t5[0]])}
+        # DeepMind's README (deepmind/kinetics-i3d, evaluate_sample.py's output for the RGB model):
+        # "playing cricket", logit 25.856646; the GIF is a 256-colour copy of that input, so only the
+        # label is checked here, where the port really runs on it (the test suite cannot: no clip)
+        if cats[t5[0]] != "playing cricket":
+            raise SystemExit(f"the port's top-1 on DeepMind's sample is {cats[t5[0]]!r}, not 'playing cricket'")
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
     FIXTURE.write_text(json.dumps(fx, indent=1) + "\n")
     print(json.dumps({k: v for k, v in fx.items() if not k.startswith("logits")}, indent=1))

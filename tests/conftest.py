@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# No test fetches anything: weights that are not staged are refused by vidx itself (workers/actions.py),
+# so a run gives the same result with a network and without one.  Subprocesses inherit it.
+os.environ["VIDX_OFFLINE"] = "1"
 DATA = Path(os.environ.get("VIDX_TEST_DATA", ROOT.parent / "shared" / "data"))
 
 
@@ -155,3 +158,39 @@ def sigkill_when_committed(cmd: list[str], env: dict, count, at_least: int = 1, 
         if proc.poll() is None:
             proc.kill()
         subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True, env=env)
+
+
+# ------------------------------------------------------------------ the suite's own report
+# After every run: test-artifacts/test-report.json (counts, wall time, the slowest tests), which
+# bench/readme_tests.py writes into the README's test section (its numbers are never typed by hand).
+_T0 = {}
+
+
+def pytest_sessionstart(session):
+    import time
+
+    _T0["t"] = time.time()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    import json
+    import platform
+    import time
+
+    stats = terminalreporter.stats
+    counts = {k: len([r for r in stats.get(k, []) if getattr(r, "when", "call") in ("call", "setup")])
+              for k in ("passed", "failed", "skipped", "error")}
+    durs: dict[str, float] = {}
+    for k in ("passed", "failed"):
+        for r in stats.get(k, []):
+            durs[r.nodeid] = durs.get(r.nodeid, 0.0) + float(getattr(r, "duration", 0.0))
+    slow = sorted(durs.items(), key=lambda x: -x[1])[:10]
+    report = {"date": time.strftime("%Y-%m-%d"), "counts": counts, "exit": int(exitstatus),
+              "wall_s": round(time.time() - _T0.get("t", time.time()), 1), "ci": bool(os.environ.get("CI")),
+              "cpus": os.cpu_count(), "python": platform.python_version(),
+              "args": list(config.invocation_params.args),
+              "slowest": [{"test": n, "s": round(d, 1)} for n, d in slow]}
+    out = Path(os.environ.get("VIDX_SCREENSHOTS", ROOT / "test-artifacts"))
+    with contextlib.suppress(OSError):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "test-report.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -178,7 +178,8 @@ def test_port_equals_the_reference_on_a_real_clip(data_dir, i3d_weights):
     cpu = actions.ActionModel("i3d", i3d_weights, clip_len=x.shape[2])  # CPU actors' path: onnxruntime
     assert cpu.backend == "onnxruntime"
     assert np.abs(cpu.onnx(x)[0].numpy() - np.array(fx["logits_float32"])).max() < 1e-4
-    assert fx["deepmind_sample"]["port_top5"][0] == fx["deepmind_sample"]["published_top1"]  # recorded by the bench
+    # (DeepMind's own sample clip cannot ship with the tests: bench/i3d_parity.py --sample-gif checks the
+    # port's label on it against DeepMind's published one when it runs, and fails otherwise)
 
 
 @pytest.mark.media

@@ -69,7 +69,11 @@ def test_no_actions_indexes_faces_only(setup, tmp_path):
 
 
 def test_missing_action_weights_stop_before_any_work(setup, tmp_path):
+    """With VIDX_OFFLINE (set for every test by conftest.py) weights that are not staged are refused
+    by the code, never fetched: the same result with a network or without one."""
+    assert os.environ.get("VIDX_OFFLINE")
     p = run(setup, tmp_path / "idx", weights="missing")
     assert p.returncode != 0
     assert "r3d_18-b3b3357e.pth" in p.stderr and "--no-actions" in p.stderr
+    assert "not fetched: VIDX_OFFLINE is set" in p.stderr and "fetching them" not in p.stderr
     assert not (tmp_path / "idx").exists()

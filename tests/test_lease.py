@@ -44,7 +44,7 @@ def hold_in_another_process(out):
     return proc
 
 
-def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_is_taken_over(index_dir):
+def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_is_taken_over(index_dir, monkeypatch):
     proc = hold_in_another_process(index_dir)
     try:
         with pytest.raises(WriterBusy, match=rf"another vidx command \(index, pid {proc.pid} on "):
@@ -58,11 +58,18 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_is_tak
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    # killed on this machine: taken over at once, not after the lease's TTL
-    t = time.time()
+    # killed on this machine: taken over at once, not after the lease's TTL (the killed holder's
+    # lease is still fresh, so only the dead pid lets it go; acquire never waits: it refuses a live one)
+    dead = json.loads((index_dir / LEASE).read_bytes())
+    assert dead["pid"] == proc.pid and time.time() - float(dead["renewed"]) < lease_mod.TTL_S / 2
+
+    def no_wait(s):  # taking over a dead holder's lease never waits for it
+        raise AssertionError(f"the takeover slept {s} s")
+
+    monkeypatch.setattr(lease_mod.time, "sleep", no_wait)
     with writing(str(index_dir), "reindex") as held:
         assert held is not None and json.loads((index_dir / LEASE).read_bytes())["pid"] == os.getpid()
-    assert time.time() - t < 5
+    monkeypatch.undo()
     assert not (index_dir / LEASE).exists()  # released
     assert not [p for p in index_dir.iterdir() if ".stale-" in p.name]
 
@@ -95,8 +102,27 @@ def test_a_writer_whose_lease_was_taken_over_cannot_commit(index_dir):
     assert json.loads((index_dir / LEASE).read_bytes())["owner"] == "x"  # the new holder's lease is left alone
 
 
+class _SpyLock:
+    """The per-index lock, telling when a thread other than its creator asks for it."""
+
+    def __init__(self):
+        self.inner, self.owner, self.asked = threading.RLock(), threading.current_thread(), threading.Event()
+
+    def __enter__(self):
+        if threading.current_thread() is not self.owner:
+            self.asked.set()
+        self.inner.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.inner.release()
+
+
 def test_nested_writers_share_a_lease_and_threads_take_turns(index_dir):
+    from vidx.indexing.store import Store
+
     order = []
+    spy = lease_mod._locks[Store(str(index_dir)).path("")] = _SpyLock()
     with writing(str(index_dir), "forget") as outer:
         with writing(str(index_dir), "reindex") as inner:  # forget runs the people refresh
             assert inner is outer
@@ -107,8 +133,8 @@ def test_nested_writers_share_a_lease_and_threads_take_turns(index_dir):
 
         th = threading.Thread(target=other)
         th.start()
-        time.sleep(0.3)
-        order.append("first")  # the other thread waits for this block to end
+        assert spy.asked.wait(10)  # the other thread is at the lock (no sleep: an event)
+        order.append("first")  # it waits for this block to end
     th.join(timeout=10)
     assert order == ["first", "other"] and not (index_dir / LEASE).exists()
 

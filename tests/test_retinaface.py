@@ -133,8 +133,12 @@ def test_crowd_clip_recall_against_faces_counted_by_eye(data_dir, capsys):
     with capsys.disabled():
         print(f"\nfnp_video 1 fps, {total} visible faces: RetinaFace 640x360 found {n_small} (kept at score 0.8: "
               f"{kept_small}), 1280x720 kept at the index's gate {gate}: {kept_large}; dlib 640x360 upsample 0: {dlib0}, upsample 1: {dlib1}")
-    assert n_small >= 0.75 * total  # measured 30/35
-    assert kept_large >= 0.75 * total  # the index default (max_side 1280, score gate 0.9): measured 27/35
+    # Bars from the measurement (this test's own print, 2026-12-05, CPU): 30 of 35 found at 640x360, 27 of
+    # 35 kept by the index default (max_side 1280, score gate 0.9).  Each bar allows one face less than
+    # measured (about 3 points of recall: a face at the score gate's edge may flip with a decoder or
+    # onnxruntime update); two faces less means the detector, its preprocessing or the gate changed.
+    assert n_small >= 29, n_small
+    assert kept_large >= 26, kept_large
     assert dlib1 < n_small
 
 

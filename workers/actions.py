@@ -211,11 +211,15 @@ def categories(name: str, path: str | os.PathLike) -> list[str]:
 
 def resolve_for_index(model: str, weights: str, gpu: bool, allow_download: bool = True) -> tuple[str, Path]:
     """(model name, weights file) for the index job, before any work: config path, weights
-    folder, then a pull when the network allows."""
+    folder, then a pull when the network allows, unless ``VIDX_OFFLINE`` is set (then weights that
+    are not staged are refused with the staging instructions, never fetched)."""
     name = resolve_name(model, gpu)
     try:
         return name, resolve_weights(name, weights or None)
     except ActionWeightsError as e:
+        if os.environ.get("VIDX_OFFLINE") and not weights and name in known_models():
+            raise ActionWeightsError(f"{e}; not fetched: VIDX_OFFLINE is set. Or index faces only with "
+                                     "--no-actions") from None
         if weights or not allow_download or name not in known_models():
             raise
         log.info("%s weights not in %s: fetching them (vidx models pull %s) ...", name, weights_dir(), name)
