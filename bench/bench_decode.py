@@ -1,6 +1,7 @@
 """Decoding the sampled frames: decord by index (every frame decoded) beside PyAV by time (only
 the sampled frames and the frames they are predicted from; groups of pictures with no sampled
-frame jumped by seeking), per video, at the index job's size, one run.
+frame jumped by seeking), and beside what the index job does now: every frame decoded and shown
+to the shot detector (workers/shots.py) on the way, per video, at the index job's size, one run.
 
     python bench/bench_decode.py [--data ../shared/data] [--rates 2,0.5] [--threads 1]
 
@@ -35,8 +36,10 @@ def main(argv=None) -> int:
 
     print(f"# decode benchmark: decord {__import__('decord').__version__} vs PyAV {av.__version__}, "
           f"{args.threads} decoder thread(s), frames at max side {args.max_side}")
+    from vidx.workers import shots
+
     print("| video | codec | size | B-frames | key every s | rate fps | frames | decord ms/frame | "
-          "PyAV sparse ms/frame | speed-up | same pixels |")
+          "PyAV sparse ms/frame | every frame + cuts ms/frame | same pixels |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---|")
     tot = {}
     for p in sorted((args.data / "videos").iterdir()):
@@ -48,24 +51,25 @@ def main(argv=None) -> int:
         for rate in args.rates:
             idx = decode.sample_indices(info.timestamps, 0.0, info.duration, rate)
             runs = {}
-            for name, inf in (("decord", dataclasses.replace(info, backend="decord")), ("pyav", info)):
+            for name, inf in (("decord", dataclasses.replace(info, backend="decord")), ("pyav", info),
+                              ("every", info)):
                 t = time.perf_counter()
+                every = shots.ShotDetector().push if name == "every" else None
                 frames = np.concatenate([f for _, f in decode.read_frames(str(p), inf, idx, args.max_side, 16,
-                                                                        threads=args.threads)])
+                                                                        threads=args.threads, every=every)])
                 runs[name] = (time.perf_counter() - t, frames)
                 tot[(name, rate)] = tot.get((name, rate), 0.0) + runs[name][0]
-            if info.backend != "pyav":
-                print(f"| {p.name} | {info.codec} | {info.width}x{info.height} | {'yes' if bf else 'no'} | - | {rate:g} | "
-                      f"{len(idx)} | {1000 * runs['decord'][0] / len(idx):.1f} | (decord: packet times are not "
-                      f"the frames') | | |")
-                continue
-            same = np.array_equal(runs["decord"][1], runs["pyav"][1])
-            print(f"| {p.name} | {info.codec} | {info.width}x{info.height} | {'yes' if bf else 'no'} | {gop:.1f} | "
-                  f"{rate:g} | {len(idx)} | {1000 * runs['decord'][0] / len(idx):.1f} | "
-                  f"{1000 * runs['pyav'][0] / len(idx):.1f} | {runs['decord'][0] / runs['pyav'][0]:.2f}x | {same} |")
+            ms = {k: f"{1000 * v[0] / len(idx):.1f}" for k, v in runs.items()}
+            same = np.array_equal(runs["decord"][1], runs["every"][1]) and (
+                info.backend != "pyav" or np.array_equal(runs["decord"][1], runs["pyav"][1]))
+            print(f"| {p.name} | {info.codec} | {info.width}x{info.height} | {'yes' if bf else 'no'} | "
+                  f"{gop:.1f} | {rate:g} | {len(idx)} | {ms['decord']} | "
+                  f"{ms['pyav'] if info.backend == 'pyav' else '(decord: packet times are not the frames)'} | "
+                  f"{ms['every']} | {same} |")
     for rate in args.rates:
-        print(f"\nall videos at {rate:g} fps: decord {tot[('decord', rate)]:.2f} s, as the index decodes now "
-              f"{tot[('pyav', rate)]:.2f} s ({tot[('decord', rate)] / tot[('pyav', rate)]:.2f}x)")
+        print(f"\nall videos at {rate:g} fps: decord {tot[('decord', rate)]:.2f} s, PyAV sparse (the index before "
+              f"cuts on every frame) {tot[('pyav', rate)]:.2f} s, every frame + cuts (the index now) "
+              f"{tot[('every', rate)]:.2f} s ({tot[('every', rate)] / tot[('pyav', rate)]:.2f}x the sparse read)")
     return 0
 
 

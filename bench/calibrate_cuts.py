@@ -1,9 +1,10 @@
-"""Cut scores on every decoded frame, for choosing ``workers.shots.THRESHOLD``.
+"""Cut scores on every frame the index decodes, for choosing ``workers.shots.THRESHOLD``.
 
     python bench/calibrate_cuts.py [--videos ../shared/data/videos] [--cuts out/cuts]
 
 Runs :class:`vidx.workers.shots.ShotDetector` (PySceneDetect's ContentDetector on the thumbnails
-vidx takes from every decoded frame) over the shared clips and the cuts set of
+vidx takes from every frame its reader decodes on the way to the 2 fps sample: every reference
+frame, and the sampled ones) over the shared clips and the cuts set of
 ``bench/make_cuts.py``, and prints: per video the highest scores, the cuts it reports, and overall
 the largest score inside a shot against the smallest at a true cut.  True cuts: the film clip's
 PySceneDetect goldens (frames 90 and 210 at 24 fps: ~3.75 s and ~8.76 s) and the join of every
@@ -23,19 +24,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def scores(path: Path):
-    import av
-
-    from vidx.workers import shots
+def scores(path: Path, fps: float = 2.0):
+    """Every frame the index job's reader decodes on the way to its sampled frames (at ``fps``), as
+    the index shows them to the detector: (time, score) pairs and the cuts found."""
+    from vidx.workers import decode, shots
 
     det = shots.ShotDetector(keep_scores=True)
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        t0 = None
-        for fr in c.decode(s):
-            t = float(fr.pts * s.time_base)
-            t0 = t if t0 is None else t0
-            det.push(t - t0, fr)
+    info = decode.probe(str(path))
+    idx = decode.sample_indices(info.timestamps, 0.0, info.duration + 1, fps)
+    for _ in decode.read_frames(str(path), info, idx, 1280, 16, every=det.push):
+        pass
     return np.asarray(det.scores), [t for t, _ in det.cuts]
 
 

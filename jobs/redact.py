@@ -150,7 +150,8 @@ def _tracks(out: str, video_id: str, named: set[str], keep: bool, identities: pa
 
 def _at(tr: _Tracks, times: np.ndarray, carry_s: float) -> np.ndarray:
     """(frames, tracks, 4) each track's box at each time, interpolated between its samples and
-    held ``carry_s`` past its ends, but never across a cut (the next shot is another picture);
+    held ``carry_s`` past its ends, but never across a cut (the next shot is another picture) nor
+    over another track's face on screen at that place (a face that took its place in the shot);
     NaN where the track is not on screen."""
     out = np.full((len(times), len(tr.ids), 4), np.nan)
     if not len(times) or not tr.ids:
@@ -166,6 +167,15 @@ def _at(tr: _Tracks, times: np.ndarray, carry_s: float) -> np.ndarray:
         m = (times >= lo) & (times <= hi)
         for c in range(4):
             out[m, j, c] = np.interp(times[m], tr.t[j], tr.box[j][:, c])
+    if len(live) > 1:  # a held box gives way where another track's own face is: that face is explained
+        sub = out[:, live]  # (B, L, 4)
+        inside = (times[:, None] >= tr.start[live][None]) & (times[:, None] <= tr.end[live][None])
+        held = ~inside & ~np.isnan(sub[..., 0])
+        if held.any():
+            iou = _iou(sub[:, :, None, :], sub[:, None, :, :])  # (B, L, L)
+            taken = ((iou >= ATTRIBUTE_IOU) & inside[:, None, :] & ~np.eye(len(live), dtype=bool)[None]).any(2)
+            sub[held & taken] = np.nan
+            out[:, live] = sub
     return out
 
 

@@ -275,11 +275,12 @@ def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int =
     ``lost`` (a list), damage is read around: the times of sampled frames that cannot be decoded
     are appended to it and the rest are yielded; without it, damage raises :class:`DecodeError`.
     ``threads``: the decoder's threads (FFmpeg's frame and slice threads).
-    ``every(t, frame)``: called with every decoded frame from the first wanted frame to the last, in
-    order, before the piece that holds the frames up to it is yielded (shot detection): a PyAV
-    ``VideoFrame``, or an RGB array at the wanted size where decord decodes; ``t`` on vidx's clock.
-    Every frame is then decoded (no skipping of frames or groups of pictures the wanted ones do not
-    need; on the shared clips that costs what decord's own reading of the sampled frames does).
+    ``every(t, frame)``: called with every frame the reader decodes from the first wanted frame to the
+    last, in order, before the piece that holds the frames up to it is yielded (shot detection): a
+    PyAV ``VideoFrame``, or an RGB array at the wanted size where decord decodes; ``t`` on vidx's
+    clock.  The wanted frames are among them, and so is every frame they are predicted from (the
+    reference frames; non-reference frames are skipped as before); groups of pictures are then never
+    jumped over.  ``bench/bench_decode.py`` measures what that costs against the sparse read.
 
     Either way the pixels are decord's: the same libavfilter ``scale`` (bilinear) to packed RGB."""
     w, h = scaled_size(info.width, info.height, max_side)
@@ -311,13 +312,13 @@ def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int =
             yield part, frames
         return
     yield from _pyav_safe(path, indices, times, w, h, piece, lost, info.keyframes, info.pts_offset, threads,
-                          skip=every is None, every=every)
+                          skip=True, every=every)
 
 
 def _decord_every(vr, path, indices, times, w, h, piece, lost, threads, every):
     """decord's reading when every frame is wanted by ``every``: the frames from the first wanted
     index to the last, a piece at a time (times between wanted frames interpolated by index)."""
-    want = {int(i): k for k, i in enumerate(indices)}
+    want = set(np.asarray(indices).tolist())
     span = np.arange(int(indices[0]), int(indices[-1]) + 1)
     span_t = np.interp(span, indices, times)
     buf_i, buf_f = [], []
@@ -326,13 +327,12 @@ def _decord_every(vr, path, indices, times, w, h, piece, lost, threads, every):
         try:
             frames = vr.get_batch(part.tolist()).asnumpy()
         except Exception as e:  # noqa: BLE001
-            rest = np.asarray([i for i in indices if i >= part[0]])
             if lost is None:
                 raise DecodeError(f"decoding failed near frame {part[0]}: {_short(e)}") from None
             log.debug("%s: decord stopped near frame %d (%s); PyAV reads on around the damage", path, part[0], _short(e))
             if buf_i:
                 yield np.asarray(buf_i), np.stack(buf_f)
-            sel = np.isin(indices, rest)
+            sel = np.asarray(indices) >= part[0]  # the wanted frames not yielded yet
             yield from _pyav_safe(path, indices[sel], times[sel], w, h, piece, lost, threads=threads)
             return
         for i, t, f in zip(part.tolist(), span_t[s : s + piece].tolist(), frames):

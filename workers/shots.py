@@ -1,16 +1,21 @@
 """Shot changes: a hard cut ends every open face track.
 
 Two people filmed in the same place across a cut must not share a track, so the tracker is told
-where the picture changes as a whole.  :class:`ShotDetector` looks at **every decoded frame**, not
-only the sampled ones: the decoder decodes them anyway to reach the sampled frames, and each is
-reduced to a thumbnail (about 128 px wide) straight from its YUV planes, which costs next to nothing.
-The thumbnails go through PySceneDetect's ``ContentDetector`` (mean change of hue, saturation and
-value between consecutive frames; cut at 27, PySceneDetect's default) in its ``SUPPRESS`` mode, so a
-cut is known when its frame is decoded.  On thumbnails its scores follow full-size frames' (r 0.999
-on the film clip, whose PySceneDetect goldens, cuts at 3.75 s and 8.76 s, it finds).  Measured with
-``bench/calibrate_cuts.py``: the 22 cuts of the shared film clip and the cuts set
-(``bench/make_cuts.py``: colour-matched, the next face where the last one was) score 30.6-91.5; no
-frame inside a shot of the shared clips scores over 23.3 (a camera swing, a player at the lens).
+where the picture changes as a whole.  :class:`ShotDetector` looks at **every frame the decoder
+decodes** on the way to the sampled frames, not only at the sampled ones: the sampled frames and
+every frame they are predicted from (the reference frames; non-reference B-frames are skipped, as
+the sparse reader always did), so a cut is seen by the first sampled frame after it at the latest,
+and its time is known within the few frames between reference frames.  Each frame is reduced to a
+thumbnail (about 128 px wide) straight from its YUV planes, and the thumbnails go through
+PySceneDetect's ``ContentDetector`` (mean change of hue, saturation and value between consecutive
+frames; cut at 27, PySceneDetect's default) in its ``SUPPRESS`` mode, so a cut is known when its
+frame is decoded.  On thumbnails its scores follow full-size frames' (r 0.999 on the film clip,
+whose PySceneDetect goldens, cuts at 3.75 s and 8.76 s, it finds).  Measured with
+``bench/calibrate_cuts.py`` on what the index decodes: the 22 true cuts of the shared film clip and
+the cuts set (``bench/make_cuts.py``: colour-matched, the next face where the last one was) score
+30.2 or more; no frame inside a shot of the shared clips scores over 26.8 (a player walking into
+the lens at the end of the basketball clip).  A false cut only splits a track, which people
+clustering joins again; a missed one can put two people in one track.
 
 The colour histograms below still decide which sampled frames the lean face path searches whole
 (a picture that moved); they no longer decide cuts.

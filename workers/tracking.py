@@ -135,6 +135,7 @@ def top_mean(qs: list[float]) -> float:
 
 
 def _jpeg(img: np.ndarray, size: int) -> bytes:
+    """A JPEG of ``img`` fitted into size x size."""
     im = Image.fromarray(np.ascontiguousarray(img))
     im.thumbnail((size, size))
     buf = io.BytesIO()
@@ -147,11 +148,7 @@ def thumbnail(frame: np.ndarray, box: np.ndarray, size: int) -> bytes:
     x1, y1, x2, y2 = box
     pad = 0.2 * (x2 - x1)
     crop = frame[max(0, int(y1 - pad)) : min(h, int(y2 + pad) + 1), max(0, int(x1 - pad)) : min(w, int(x2 + pad) + 1)]
-    im = Image.fromarray(np.ascontiguousarray(crop))
-    im.thumbnail((size, size))
-    buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
+    return _jpeg(crop, size)
 
 
 @dataclass
