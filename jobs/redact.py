@@ -408,6 +408,9 @@ def _regions(found: dict, times: np.ndarray, tr: _Tracks, every: int, carry_s: f
             best = iou.argmax(1) if iou.shape[1] else np.zeros(len(cf), np.int64)
             hit = iou[np.arange(len(cf)), best] >= ATTRIBUTE_IOU if iou.shape[1] else np.zeros(len(cf), bool)
             blur = ~hit | (tr.redacted[best] if len(tr.ids) else True)
+            if len(tr.ids):  # kept only inside the kept track's own samples: a face a held box explains may be
+                tf = times[b0:b1][cf]  # someone else's (the face that took its place), so it is blurred
+                blur |= (tf < tr.start[best]) | (tf > tr.end[best])
             res.faces_found += int(own.sum())
             res.unattributed += int((own & ~hit).sum())
             res.kept += int((own & ~blur).sum())
