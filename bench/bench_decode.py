@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from vidx.workers import shots
 
     print("| video | codec | size | B-frames | key every s | rate fps | frames | decord ms/frame | "
-          "PyAV sparse ms/frame | every frame + cuts ms/frame | same pixels |")
+          "PyAV sparse ms/frame | the index's read with cuts ms/frame | same pixels |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---|")
     tot = {}
     for p in sorted((args.data / "videos").iterdir()):
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
                   f"{ms['every']} | {same} |")
     for rate in args.rates:
         print(f"\nall videos at {rate:g} fps: decord {tot[('decord', rate)]:.2f} s, PyAV sparse (the index before "
-              f"cuts on every frame) {tot[('pyav', rate)]:.2f} s, every frame + cuts (the index now) "
+              f"cuts) {tot[('pyav', rate)]:.2f} s, the same read with cuts (the index now) "
               f"{tot[('every', rate)]:.2f} s ({tot[('every', rate)] / tot[('pyav', rate)]:.2f}x the sparse read)")
     return 0
 

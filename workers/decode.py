@@ -299,13 +299,8 @@ def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int =
             return
         for s in range(0, len(indices), piece):
             part = indices[s : s + piece]
-            try:
-                frames = vr.get_batch(part.tolist()).asnumpy()
-            except Exception as e:  # noqa: BLE001
-                if lost is None:
-                    raise DecodeError(f"decoding failed near frame {part[0]}: {_short(e)}") from None
-                log.debug("%s: decord stopped near frame %d (%s); PyAV reads on around the damage", path,
-                          part[0], _short(e))
+            frames = _decord_batch(vr, path, part, lost)
+            if frames is None:  # damage: PyAV reads on from here
                 del vr
                 yield from _pyav_safe(path, indices[s:], times[s:], w, h, piece, lost, threads=threads)
                 return
@@ -313,6 +308,18 @@ def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int =
         return
     yield from _pyav_safe(path, indices, times, w, h, piece, lost, info.keyframes, info.pts_offset, threads,
                           skip=True, every=every)
+
+
+def _decord_batch(vr, path: str, part: np.ndarray, lost: list[float] | None) -> np.ndarray | None:
+    """decord's frames of ``part``; None where decord stops at damage and ``lost`` asks for the rest
+    to be read around it (PyAV), else the failure as a DecodeError."""
+    try:
+        return vr.get_batch(part.tolist()).asnumpy()
+    except Exception as e:  # noqa: BLE001
+        if lost is None:
+            raise DecodeError(f"decoding failed near frame {part[0]}: {_short(e)}") from None
+        log.debug("%s: decord stopped near frame %d (%s); PyAV reads on around the damage", path, part[0], _short(e))
+        return None
 
 
 def _decord_every(vr, path, indices, times, w, h, piece, lost, threads, every):
@@ -324,12 +331,8 @@ def _decord_every(vr, path, indices, times, w, h, piece, lost, threads, every):
     buf_i, buf_f = [], []
     for s in range(0, len(span), piece):
         part = span[s : s + piece]
-        try:
-            frames = vr.get_batch(part.tolist()).asnumpy()
-        except Exception as e:  # noqa: BLE001
-            if lost is None:
-                raise DecodeError(f"decoding failed near frame {part[0]}: {_short(e)}") from None
-            log.debug("%s: decord stopped near frame %d (%s); PyAV reads on around the damage", path, part[0], _short(e))
+        frames = _decord_batch(vr, path, part, lost)
+        if frames is None:  # damage: what is decoded goes out, PyAV reads on from here
             if buf_i:
                 yield np.asarray(buf_i), np.stack(buf_f)
             sel = np.asarray(indices) >= part[0]  # the wanted frames not yielded yet
