@@ -408,9 +408,10 @@ def _regions(found: dict, times: np.ndarray, tr: _Tracks, every: int, carry_s: f
             best = iou.argmax(1) if iou.shape[1] else np.zeros(len(cf), np.int64)
             hit = iou[np.arange(len(cf)), best] >= ATTRIBUTE_IOU if iou.shape[1] else np.zeros(len(cf), bool)
             blur = ~hit | (tr.redacted[best] if len(tr.ids) else True)
-            if len(tr.ids):  # kept only inside the kept track's own samples: a face a held box explains may be
-                tf = times[b0:b1][cf]  # someone else's (the face that took its place), so it is blurred
-                blur |= (tf < tr.start[best]) | (tf > tr.end[best])
+            if len(tr.ids):  # not kept before the kept track's first sample: a face there that only its box,
+                # held backwards, explains may be whoever had the place before (an in-shot swap); after its
+                # last sample a redacted newcomer's own held box covers the place anyway
+                blur |= times[b0:b1][cf] < tr.start[best]
             res.faces_found += int(own.sum())
             res.unattributed += int((own & ~hit).sum())
             res.kept += int((own & ~blur).sum())

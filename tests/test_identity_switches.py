@@ -271,16 +271,17 @@ def test_redaction_holds_a_tracks_box_past_its_ends_but_never_across_a_cut():
     assert held.tolist() == [True, True, True, True, True, False, False]
 
 
-def test_a_face_only_a_kept_tracks_held_box_explains_is_blurred():
-    """Under --keep, a found face is left visible only inside the kept track's own samples: past them
-    (the box held 0.5 s) the face may be whoever took the place, so it is blurred."""
+def test_a_face_before_a_kept_tracks_first_sample_is_blurred():
+    """Under --keep, a found face that only the kept track's box held backwards explains (before its
+    first sample) may be whoever had the place before: blurred. Inside the track and after its last
+    sample (the same face going on) it stays visible."""
     from vidx.jobs.redact import Redaction, _regions, _Tracks
 
     box = np.array([[10.0, 10.0, 50.0, 50.0], [10.0, 10.0, 50.0, 50.0]])
     kept = _Tracks(["k"], np.array([False]), [np.array([1.0, 2.0])], [box], np.array([1.0]), np.array([2.0]))
-    times = np.array([1.5, 2.3])
-    found = {0: box[:1], 1: box[:1]}  # the same face place, inside the track and 0.3 s after it
+    times = np.array([1.5, 0.7, 2.3])
+    found = {0: box[:1], 1: box[:1], 2: box[:1]}  # the same place: inside the track, 0.3 s before it, 0.3 s after
     res = Redaction(output="x")
-    regions = _regions(found, times, kept, 1, 0.5, 0.0, 100, 100, res)
-    assert len(regions[0]) == 0  # inside the kept track: visible
-    assert len(regions[1]) >= 1 and (regions[1] == box[0].astype(np.int64)).all()  # only the hold explains it: blurred
+    regions = _regions(found, times, kept, 0, 0.5, 0.0, 100, 100, res)
+    assert len(regions[0]) == 0 and len(regions[2]) == 0  # inside the kept track and after it: visible
+    assert len(regions[1]) >= 1 and (regions[1] == box[0].astype(np.int64)).all()  # before it: blurred
