@@ -88,7 +88,7 @@ FACE_TRACKS = pa.schema([
 ])
 
 # Top-k labels of every classified window (kept for re-thresholding without re-running models).
-# Shots (per chunk): the stretches between cuts, found on every decoded frame (workers/shots.py).
+# Shots (per chunk): the stretches between cuts, found on every frame the reader decodes (workers/shots.py).
 # One row per shot and chunk; a shot that spans a chunk boundary has a row in each chunk, the later
 # one with a null score.  score: PySceneDetect's ContentDetector score of the cut that starts the shot
 # (null: the shot starts where the chunk does, not at a cut).  Times on vidx's clock.
