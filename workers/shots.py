@@ -73,8 +73,6 @@ class ShotDetector:
                                     filter_mode=FlashFilter.Mode.SUPPRESS)
         self.cuts: list[tuple[float, float]] = []
         self.scores: list[tuple[float, float]] = [] if keep_scores else None  # every frame's (t, score)
-        self.frames = 0
-        self.last_t: float | None = None
 
     def push(self, t: float, frame) -> None:
         from scenedetect.common import FrameTimecode
@@ -85,8 +83,6 @@ class ShotDetector:
             self.cuts.append((float(t), float(self._det._frame_score or 0.0)))
         if self.scores is not None:
             self.scores.append((float(t), float(self._det._frame_score or 0.0)))
-        self.frames += 1
-        self.last_t = float(t)
 
     def between(self, after: float, upto: float) -> list[tuple[float, float]]:
         """The cuts with after < time <= upto."""

@@ -193,7 +193,6 @@ class Tracker:
         self.tracks: list[_Track] = []
         self._next = 0
         self.moved: dict[int, int] = {}  # row -> track number, for faces a split moved to a new track
-        self.splits = 0
 
     def track(self, k: int) -> _Track:
         return next(tr for tr in self.tracks if tr.k == k)
@@ -242,7 +241,6 @@ class Tracker:
             self.moved[row] = new.k
         self.tracks.append(new)
         self.open.append(new)
-        self.splits += 1
         return new.k
 
     @staticmethod
