@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
+    if not args.report.is_file():
+        print(f"{args.report} is missing: run the test suite first (tests/conftest.py writes it)", file=sys.stderr)
+        return 2
     rep = json.loads(args.report.read_text())
     text = args.readme.read_text()
     pat = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
