@@ -27,7 +27,9 @@ a hard row only (no other row covers them) are left out, as MOTChallenge leaves 
 IDF1, ID precision and ID recall (the best one-to-one mapping of people to tracks over the whole
 video), identity switches (a person's track changes) and transfers (a track goes from one person to
 another), over all truth videos.  Purity: per track, the share of its faces (one per sampled time)
-that belong to its majority person, by time and face position.
+that belong to its majority person, by time and face position.  The same measures by person
+(``identity["people"]``): each face labelled by the person vidx gives its track to, as a user
+sees it; a track that restarts on the same person is a track switch but no person switch.
 """
 
 from __future__ import annotations
@@ -369,7 +371,17 @@ def _people(out: str, m: dict, rows: list[TruthRow], person_rows: list[TruthRow]
     report.bcubed = _bcubed(att)
     report.mixed = mixed_tracks(out, person_rows)
     report.by_quality = _by_quality(att, identities, matched, named, hold)
-    report.identity = identity_measures(out, person_rows, fps)
+    faces = _faces_by_video(out, {r.video_id for r in person_rows})
+    report.identity = identity_measures(out, person_rows, fps, faces)
+    # the same by person: what a user sees is the person a face is given to, not its track, so a
+    # track that restarts on the same person is no error there, and a person credited with another's
+    # face is
+    person_of = dict(zip(identities["track_id"].to_pylist(), identities["person_id"].to_pylist()))
+    by_person = {v: (t, x, [person_of.get(k) or k for k in ks]) for v, (t, x, ks) in faces.items()}
+    p = identity_measures(out, person_rows, fps, by_person)
+    report.identity["people"] = {k: p.get(k) for k in ("idf1", "idp", "idr", "switches", "transfers")} | {
+        "people": p.get("tracks"), "pure_people": p.get("pure_tracks"), "purity_min": p.get("purity_min"),
+        "impure": p.get("impure", [])}
 
 
 QUALITY_BINS = (0.0, 0.15, 0.25, 0.5, 1.0)  # track quality; people.min_quality (0.25) is an edge
@@ -492,6 +504,8 @@ def identity_measures(out: str, person_rows: list[TruthRow], sample_fps: float,
                     h[p] = h.get(p, 0) + 1
                 if who and not (who & set(gt)):
                     continue  # a face only a hard row explains: neither found nor false
+                if ftr[j] in hyp:
+                    continue  # by person: two of one person's tracks at one time (counted by `overlapping`)
                 hyp.append(ftr[j])
                 dist.append([0.0 if p in who else np.nan for p in gt])
             d = np.asarray(dist, np.float64).T if hyp else np.zeros((len(gt), 0))
@@ -621,6 +635,15 @@ def format_report(rep: Report) -> str:
         for t in i["impure"][:10]:
             lines.append(f"  {t['track_id']}: purity {_pct(t['purity'])} "
                          + ", ".join(f"{p} {n}" for p, n in sorted(t["people"].items())))
+        q = i.get("people") or {}
+        if q.get("idf1") is not None:
+            lines.append(f"identity by person (each face labelled by its person, not its track): IDF1 {_pct(q['idf1'])} "
+                         f"(IDP {_pct(q['idp'])}, IDR {_pct(q['idr'])}); switches {q['switches']}, transfers "
+                         f"{q['transfers']}; pure people {q['pure_people']} of {q['people']} (lowest purity "
+                         f"{_pct(q['purity_min'])})")
+            for t in q["impure"][:10]:
+                lines.append(f"  {t['track_id']}: purity {_pct(t['purity'])} "
+                             + ", ".join(f"{p} {n}" for p, n in sorted(t["people"].items())))
     lines.append(f"tracks of one person overlapping in time: {len(rep.overlapping)}")
     lines.append(f"tracks holding two people (by the truth's times and face positions): {len(rep.mixed)}")
     for m in rep.mixed[:10]:

@@ -175,6 +175,14 @@ def test_identity_measures_on_a_hand_counted_case():
     frag = {"v": (np.r_[t[:3], t[4:]], np.full(9, 0.5), ["T1"] * 2 + ["T3"] * 2 + ["T2"] * 5)}
     r = evaluate.identity_measures("", rows, 1.0, faces=frag)
     assert (r["switches"], r["transfers"], r["misses"]) == (1, 0, 1)
+    # labelled by person (eval's identity["people"]): T1 and T3 are one person P1, so no switch there;
+    # a person P1 holding both A's and B's tracks is a transfer and half pure
+    by_person = {"v": (frag["v"][0], frag["v"][1], ["P1"] * 4 + ["P2"] * 5)}
+    r = evaluate.identity_measures("", rows, 1.0, faces=by_person)
+    assert (r["switches"], r["transfers"], r["pure_tracks"]) == (0, 0, 2)
+    mixed = {"v": (frag["v"][0], frag["v"][1], ["P1"] * 9)}
+    r = evaluate.identity_measures("", rows, 1.0, faces=mixed)
+    assert (r["transfers"], r["pure_tracks"], r["purity_min"]) == (1, 0, 0.5556)
 
 
 def test_identity_measures_tell_two_people_on_screen_together_apart_by_position():
