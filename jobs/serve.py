@@ -285,9 +285,14 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
     def page():
         return HTMLResponse((web / "index.html").read_text())
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():  # what a browser asks for by itself, whatever the page's <link rel=icon> says
+        return Response((web / "favicon.svg").read_text(), media_type="image/svg+xml")
+
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str):
-        files = {"app.js": "text/javascript", "style.css": "text/css"}  # a fixed list: no paths from requests
+        files = {"app.js": "text/javascript", "style.css": "text/css",  # a fixed list: no paths from requests
+                 "favicon.svg": "image/svg+xml"}
         if name not in files:
             raise HTTPException(404, "not found")
         return Response((web / name).read_text(), media_type=files[name])

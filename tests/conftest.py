@@ -78,7 +78,7 @@ def random_r3d(tmp_path_factory) -> Path:
 @contextlib.contextmanager
 def served_page(out, env=None):
     """`vidx serve OUT` on a free port and a headless Chromium page (Debian's chromium through
-    Playwright): yields (page, base url, page errors).  Without chromium: a failure in CI (.ci/run
+    Playwright): yields (page, base url, errors: page errors and console errors).  Without chromium: a failure in CI (.ci/run
     installs it), a skip elsewhere."""
     import shutil
     import socket
@@ -115,6 +115,10 @@ def served_page(out, env=None):
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            # a console error (a 404 for the favicon, a failed fetch the page did not expect) looks
+            # broken to anyone with the developer tools open and hides real errors: each test fails on it
+            page.on("console", lambda m: errors.append(f"console {m.type}: {m.text} ({m.location.get('url', '')})")
+                    if m.type == "error" else None)
             yield page, f"http://127.0.0.1:{port}", errors
             browser.close()
     finally:
