@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import base64
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -90,6 +90,7 @@ class QueryEngine:
         if identities.num_rows and identities["face_id"].null_count:
             raise QueryError(f"the people tables of {out} were built by an older vidx; run 'vidx reindex {out}'")
         self.people = ppl.drop_columns(["embedding"])
+        self._people_full: pa.Table | None = None  # with the vectors, for near misses (read when asked)
         self.videos = read_index_table(out, "videos")
         # a player's media time of vidx's time t is t + this (indexes made before it was recorded: absent)
         self.stream_starts = {vid: float(e["stream_start_s"]) for vid, e in (m.get("videos") or {}).items()
@@ -126,6 +127,9 @@ class QueryEngine:
         self._vcode = self._by_video.codes
         self._face_rows = faces_index.IdRows(identities["face_id"].to_numpy())  # FAISS id -> row
         self._names = {p: nm for p, nm in zip(self.people["person_id"].to_pylist(), self.people["name"].to_pylist())}
+        # "not this person" marks: (the tracks left in the person then, its name, the tracks ruled out)
+        self._nots = [(op.get("anchor") or [], op.get("name") or "", op["tracks"])
+                      for op in people.read_corrections(self.store) if op["op"] == "not" and op.get("tracks")]
         # videos, in the answer's order (path, then id), by their code in identities
         vt = {r["video_id"]: r for r in self.videos.select(["video_id", "path", "paths"]).to_pylist()}
         self._videos, rank = [], {}
@@ -219,6 +223,39 @@ class QueryEngine:
         rows = self._person_rows(set(self.identities["person_id"].take(pa.array(hits)).to_pylist()))
         return rows, self._to_face(rows, q).astype(np.float32)
 
+    def ruled_out(self, rows: np.ndarray, dist: np.ndarray) -> dict[int, str]:
+        """Of a face's answer (rows, distances), the rows the user marked as not the person the face
+        matches best (``vidx people not`` / "not this person" on the page: tracks put out of that
+        person, or out of its name), with the reason: the answer marks them and puts them last."""
+        if not len(rows) or not self._nots:
+            return {}
+        pid = self.identities["person_id"]
+        best = pid[int(rows[int(np.argmin(dist))])].as_py()
+        name = self._names.get(best)
+        out: dict[int, str] = {}
+        for anchor, op_name, tracks in self._nots:
+            at = pc.index_in(pa.array(anchor, pa.string()), value_set=self.identities["track_id"]).drop_null()
+            of_best = best in set(pid.take(at).to_pylist()) if len(at) else False
+            if not (of_best or (op_name and name and op_name.casefold() == name.casefold())):
+                continue
+            why = f"you marked it not {name or best}"
+            got = pc.index_in(pa.array(tracks, pa.string()), value_set=self.identities["track_id"]).drop_null()
+            for r in got.to_pylist():
+                if pid[r].as_py() != best:  # moved back into the person since: not ruled out
+                    out[r] = why
+        answer = set(rows.tolist())
+        return {r: w for r, w in out.items() if r in answer}
+
+    def near_misses(self, embedding: np.ndarray, max_distance: float | None = None, k: int = 3) -> list[dict[str, Any]]:
+        """The ``k`` people nearest a face that matched no one (as ``vidx enroll`` names them for a
+        photo): person id, name, distance to the person's centre, how far over the rule, tracks,
+        videos.  The people's vectors are read on the first call."""
+        if self._people_full is None:
+            self._people_full = people.load(self.out)[1]
+        rule = self.cfg.match_distance if max_distance is None else max_distance
+        return [asdict(x) for x in people.nearest_people(self._people_full, np.asarray(embedding, np.float32)[None],
+                                                          self.space, rule, k)]
+
     def name_distances(self, name: str, rows: np.ndarray) -> np.ndarray | None:
         """Each row's distance to the nearest photo enrolled under ``name``; None when the name
         has no photos (a manual name)."""
@@ -270,9 +307,11 @@ class QueryEngine:
         if q.limit < 1 or q.offset < 0:
             raise QueryError("limit must be >= 1 and offset >= 0")
         rows, dist = None, None  # candidate rows and, for a face or a name, their distances
+        ruled: dict[int, str] = {}  # rows the user ruled out for the person a face matches best, and why
         if q.face is not None:
             self.check_embedder(q.face_embedder)
             rows, dist = self.face_matches(q.face, q.max_distance)
+            ruled = self.ruled_out(rows, dist)
         who = q.person_id or q.person
         if who:
             try:
@@ -309,7 +348,7 @@ class QueryEngine:
             seg_ok &= labels[self._segs.label]
             pact_ok &= labels[self._pacts.label]
         if rows is not None:
-            return self._answer(q, rows, dist, seg_ok, pact_ok, q.offset, q.limit)
+            return self._answer(q, rows, dist, seg_ok, pact_ok, q.offset, q.limit, ruled)
         # by action alone (or nothing): the videos that hold such actions, in the answer's order
         codes = self._videos_holding(tuple(sorted(a.lower() for a in q.actions)), float(q.min_score), seg_ok, pact_ok)
         skip, out, at, size = q.offset, [], 0, 16  # pages before the asked one are counted, not built
@@ -375,11 +414,14 @@ class QueryEngine:
         return rows, dist, t1, s1, t2, s2
 
     def _answer(self, q: Query, rows: np.ndarray, dist: np.ndarray | None, seg_ok: np.ndarray, pact_ok: np.ndarray,
-                offset: int, limit: int) -> list[dict[str, Any]]:
+                offset: int, limit: int, ruled: dict[int, str] | None = None) -> list[dict[str, Any]]:
         rows, dist, t1, s1, t2, s2 = self._matching(q, rows, dist, seg_ok, pact_ok)
+        ruled = ruled or {}
         keys = [rows, self._start[rows], self._vrank[self._vcode[rows]]]
         if q.face is not None:
             keys.append(dist)
+        if ruled:  # what the user ruled out comes last
+            keys.append(np.isin(rows, np.fromiter(ruled, np.int64)))
         page = np.lexsort(keys)[offset : offset + limit]
         out = []
         sel1, sel2 = np.isin(t1, rows[page]), np.isin(t2, rows[page])
@@ -399,7 +441,8 @@ class QueryEngine:
                         "start_s": float(self._start[r]), "end_s": float(self._end[r]),
                         "scope": "person" if self._has_pact[r] else "scene", "actions": a,
                         "distance": round(float(dist[page[i]]), 4) if dist is not None else None,
-                        "track_id": tid[i], "detections": int(self._det[r]), "thumbnail_t": float(self._thumb_t[r])})
+                        "track_id": tid[i], "detections": int(self._det[r]), "thumbnail_t": float(self._thumb_t[r]),
+                        **({"ruled_out": ruled[r]} if r in ruled else {})})
         return out
 
     # ------------------------------------------------------------------ thumbnails, on demand

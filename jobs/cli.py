@@ -335,6 +335,9 @@ def cmd_query(args) -> int:
         return 2
     if args.action and not rows and not engine.known_labels():
         log.warning("this index has no action segments (indexed with --no-actions?)")
+    near = []  # a face that matched no one: the nearest people, as `vidx enroll` names them for a photo
+    if picked is not None and not rows:
+        near = engine.near_misses(picked.embedding, args.max_distance)
     if not args.all_paths:  # one path per row unless asked: the video's other names (copies, archive members)
         for r in rows:
             r.pop("other_paths", None)
@@ -346,6 +349,8 @@ def cmd_query(args) -> int:
             return 2
         for r in rows:
             print(json.dumps(r))
+        if near:  # no row matched: one line of its own, that no row can be mistaken for
+            print(json.dumps({"near_misses": near}))
     elif args.csv:
         w = csv.writer(sys.stdout)
         w.writerow(["person", "person_id", "video_id", "path", "start_s", "end_s", "distance", "actions", "track_id"]
@@ -357,7 +362,17 @@ def cmd_query(args) -> int:
                        + (["|".join(r["other_paths"])] if args.all_paths else []))
     else:
         if not rows:
-            print("no match")
+            if near:
+                from vidx.indexing.people import Suggestion, describe_near
+
+                rule = args.max_distance if args.max_distance is not None else engine.cfg.match_distance
+                print(f"no match: no track is within {rule:g} of this face (people.match_distance); nearest: "
+                      + describe_near([Suggestion(**x) for x in near], within="within the rule")
+                      + f". If one is this person: vidx people rename {shlex.quote(str(args.out))} "
+                      f"{near[0]['person_id']} NAME (kept across re-indexing); 'vidx people show "
+                      f"{shlex.quote(str(args.out))} {near[0]['person_id']}' lists its appearances")
+            else:
+                print("no match")
             return 0
         wp = max(6, *(len(r["person"]) for r in rows))
         wv = max(5, *(len(Path(r["path"] or r["video_id"]).name) for r in rows))
@@ -366,6 +381,8 @@ def cmd_query(args) -> int:
             dist = f"{r['distance']:.3f}" if r["distance"] is not None else "-"
             print(f"{r['person']:<{wp}}  {Path(r['path'] or r['video_id']).name:<{wv}}  {r['start_s']:8.2f}  "
                   f"{r['end_s']:8.2f}  {dist:>8}  {r['track_id']}")
+            if r.get("ruled_out"):
+                print(f"{'':<{wp}}    ruled out: {r['ruled_out']} (listed last)")
             for a in r["actions"]:
                 print(f"{'':<{wp}}    {a['label']} (score {a['score']:.2f}, {a['overlap_s']:.1f} s overlap)")
             for other in r.get("other_paths") or []:

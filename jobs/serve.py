@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import math
 import tempfile
 import threading
 import time
@@ -354,12 +355,14 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
         return {"items": people_mod.similar_people(out, person_id, k)}
 
     @app.get("/api/review")
-    def review(offset: int = Q(0, ge=0), limit: int = Q(50, ge=1, le=500)) -> dict[str, Any]:
+    def review(offset: int = Q(0, ge=0), limit: int = Q(50, ge=1, le=500), all: bool = False) -> dict[str, Any]:
         """Appearances to review, the least certain first (margin: distance to the runner-up
-        person minus distance to their own); accept or mark "not this person" to clear them."""
-        total, items = people_mod.review_queue(out, limit, offset)
-        return {"total": total, "offset": offset,
-                "items": [{**x, "name_of_video": Path(x["path"] or x["video_id"]).name} for x in items]}
+        person minus distance to their own): those under the bound (``people.REVIEW_MARGIN``), or
+        ``all`` open ones; accept or mark "not this person" to clear them.  ``rest``: the open
+        appearances the bound leaves out."""
+        q = people_mod.review_queue(out, limit, offset, bound=math.inf if all else None)
+        return {"total": q.total, "rest": q.rest, "bound": q.bound, "offset": offset,
+                "items": [{**x, "name_of_video": Path(x["path"] or x["video_id"]).name} for x in q.items]}
 
     @app.post("/api/people/{person_id}/accept")
     def accept(person_id: str, body: Tracks) -> dict[str, Any]:
@@ -449,8 +452,11 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
             rows = engine.search(q)
         # encoded here: the rows are plain JSON types, and FastAPI's own encoder walking them cost
         # more than the query at 8 concurrent clients (bench/bench_query.py)
-        return Response(orjson.dumps({"offset": offset, "limit": limit, "more": len(rows) > limit,
-                                      "items": rows[:limit]}), media_type="application/json")
+        body = {"offset": offset, "limit": limit, "more": len(rows) > limit, "items": rows[:limit]}
+        if face is not None and not rows and not offset:  # a face that matched no one: the nearest people
+            body["near_misses"] = engine.near_misses(face)
+            body["rule"] = engine.cfg.match_distance
+        return Response(orjson.dumps(body), media_type="application/json")
 
     # async: a query is a few milliseconds of work holding the GIL; run on the event loop, it skips a
     # thread hop and the GIL handoffs between threads that cost more than the query at 8 clients;

@@ -5,8 +5,10 @@ the people, and forget one of them."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
@@ -161,3 +163,86 @@ def test_a_near_miss_is_suggested_and_confirming_it_names_every_appearance(tmp_p
         cov = coverage(rows(vidx("query", out, "--person", "Barack Obama", "--json")))
         assert set(cov) == {"hk_obama.mp4", "shd_obama.mp4"} and min(cov.values()) > 0.8, cov
         assert vidx("reindex", out, "--full").returncode == 0  # a correction survives re-indexing
+    near_miss_answers_agree(out, f / "fr_obama.jpg", pid)
+
+
+def near_miss_answers_agree(out, photo, pid):
+    """One photo that matches no one (the rule at 0.2): `vidx query --face` (text and --json), the
+    API's face search, the page's photo search, `vidx enroll` of a name with that one photo and
+    `vidx query --person` of that name all give the same nearest people at the same distances."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from conftest import ROOT, served_page
+    from vidx.jobs.serve import create_app
+
+    shots = Path(os.environ.get("VIDX_SCREENSHOTS", ROOT / "test-artifacts"))
+
+    p = vidx("query", out, "--face", photo, "--json")
+    assert p.returncode == 0, p.stderr
+    near = [json.loads(x) for x in p.stdout.splitlines()]
+    assert len(near) == 1 and set(near[0]) == {"near_misses"}, p.stdout  # no row, a line of its own
+    want = [(x["person_id"], round(x["distance"], 3)) for x in near[0]["near_misses"]]
+    assert want[0][0] == pid and want[0][1] > 0.2 and len(want) >= 2, want
+    for x in near[0]["near_misses"]:
+        assert abs(x["over"] - (x["distance"] - 0.2)) < 1e-6
+    near_re = re.compile(r"(P[0-9a-f]+)(?: \([^)]*\))?\s+(?:at|distance) (\d\.\d{3})")
+    said = lambda text: [(m[0], float(m[1])) for m in near_re.findall(text)]  # noqa: E731
+    p = vidx("query", out, "--face", photo)
+    assert p.returncode == 0 and p.stdout.startswith("no match: no track is within 0.2 of this face"), p.stdout
+    assert said(p.stdout) == want, p.stdout
+    with TestClient(create_app(str(out))) as c:
+        with open(photo, "rb") as fh:
+            r = c.post("/api/search/face", files={"photo": ("p.jpg", fh, "image/jpeg")})
+        assert r.status_code == 200 and r.json()["items"] == [], r.text
+        assert [(x["person_id"], round(x["distance"], 3)) for x in r.json()["near_misses"]] == want
+    with served_page(out) as (page, url, errors):
+        page.goto(f"{url}/#search")
+        page.set_input_files("#photo", str(photo))
+        page.click("#search-btn")
+        page.wait_for_selector("#results .near-miss", timeout=60_000)
+        cards = page.locator("#results .near-miss")
+        got = [(cards.nth(i).get_attribute("data-person-id"),
+                float(re.search(r"distance (\d\.\d{3})", cards.nth(i).inner_text())[1])) for i in range(cards.count())]
+        assert got == want and "no match" in page.inner_text("#summary")
+        page.screenshot(path=str(shots / "vidx-serve-near-misses.png"), full_page=True)
+    assert not errors, errors
+    p = vidx("enroll", out, "--name", "One Photo", photo)  # a name from this photo alone
+    assert p.returncode == 0 and said("\n".join(p.stdout.splitlines()[2:])) == want, p.stdout
+    p = vidx("query", out, "--person", "One Photo")
+    assert p.returncode == 2 and said(p.stderr) == want, p.stderr
+
+
+def test_a_photo_search_marks_what_the_user_ruled_out_for_the_person_it_matches(enrolled, faces_dir, tmp_path):
+    """Obama's appearance in shd_obama.mp4 marked "not this person": it leaves Obama, yet his photo is
+    still near it.  A search by his photo (CLI, --json and the API) keeps it, but marked with the
+    reason and listed after everything the user did not rule out."""
+    from fastapi.testclient import TestClient
+
+    from vidx.jobs.serve import create_app
+
+    out = tmp_path / "copy"
+    shutil.copytree(enrolled, out)
+    photo = faces_dir / "fr_obama2.jpg"
+    before = rows(vidx("query", out, "--face", photo, "--json"))
+    shd = [r["track_id"] for r in before if r["path"].endswith("shd_obama.mp4")]
+    assert len(shd) == 1 and all(r["person"] == "Barack Obama" and "ruled_out" not in r for r in before), before
+    p = vidx("people", "not", out, "Barack Obama", "--tracks", shd[0])
+    assert p.returncode == 0, p.stderr
+    after = rows(vidx("query", out, "--face", photo, "--json"))
+    assert {r["track_id"] for r in after} == {r["track_id"] for r in before}  # still near the photo
+    ruled = [r for r in after if r.get("ruled_out")]
+    assert [r["track_id"] for r in ruled] == shd and after[-1]["track_id"] == shd[0], after
+    assert ruled[0]["person"] != "Barack Obama" and "not Barack Obama" in ruled[0]["ruled_out"]
+    assert all(r["person"] == "Barack Obama" for r in after[:-1])
+    p = vidx("query", out, "--face", photo)
+    assert "ruled out: you marked it not Barack Obama" in p.stdout, p.stdout
+    with TestClient(create_app(str(out))) as c:
+        with open(photo, "rb") as fh:
+            r = c.post("/api/search/face", files={"photo": ("p.jpg", fh, "image/jpeg")})
+    assert [(x["track_id"], x.get("ruled_out")) for x in r.json()["items"]] == [
+        (x["track_id"], x.get("ruled_out")) for x in after]
+    # a search by a photo of someone else is not touched by Obama's marks
+    assert not [r for r in rows(vidx("query", out, "--face", faces_dir / "fr_biden2.jpg", "--json"))
+                if r.get("ruled_out")]

@@ -359,14 +359,27 @@ def test_review_queue_by_keyboard(out, tmp_path):
     shutil.copytree(out, copy)
     with served_page(copy) as (page, url, errors):
         queue = page.request.get(f"{url}/api/review").json()
-        # every appearance no one reviewed or corrected by hand is open (people/review.py), here all of them
+        # the queue holds the open appearances (no one reviewed or corrected them by hand) whose margin
+        # is under the bound, the others are counted; ?all=true lists every open one
         from vidx.indexing import people as people_mod
 
         ident, _ = people_mod.load(str(copy))
         open_ = sum(r not in ("manual", "reviewed") for r in ident["role"].to_pylist())
         assert open_ == ident.num_rows >= 3
-        assert queue["total"] == open_ and queue["items"] == sorted(queue["items"], key=lambda x: x["margin"])
+        every = page.request.get(f"{url}/api/review?all=true").json()
+        assert every["total"] == open_ and every["rest"] == 0
+        assert every["items"] == sorted(every["items"], key=lambda x: x["margin"])
+        assert all(x["distance"] >= 0 and x["other_distance"] >= 0 for x in every["items"])  # no -0.000
+        under = [x["track_id"] for x in every["items"] if x["margin"] < queue["bound"]]
+        assert [x["track_id"] for x in queue["items"]] == under and queue["rest"] == open_ - len(under)
         page.goto(f"{url}/#review")
+        page.wait_for_selector("#review-summary")
+        page.wait_for_function("document.getElementById('review-summary').textContent.includes('to review')")
+        if queue["rest"]:  # the page says how many the bound leaves out and shows them on request
+            assert f"{queue['rest']} other open" in page.inner_text("#review-summary")
+            page.click("#review-all")
+            page.wait_for_function(f"document.querySelectorAll('#review-list .card').length === {open_}")
+        queue = every
         page.wait_for_selector("#review-list .card.current")
         page.wait_for_function("document.getElementById('review-frame').complete && "
                                "document.getElementById('review-frame').naturalWidth > 0", timeout=60_000)

@@ -100,8 +100,12 @@ from vidx.indexing.people.naming import WEAK_PHOTO, PhotoFace, name_people, near
 from vidx.indexing.people.refresh import RefreshResult, refresh  # noqa: F401
 from vidx.indexing.people.review import (  # noqa: F401
     REVIEW_CANDIDATES,
+    REVIEW_MARGIN,
+    ReviewQueue,
     Suggestion,
+    describe_near,
     near_misses,
+    nearest_people,
     person_tracks,
     review_queue,
     similar_people,

@@ -60,12 +60,27 @@ def suggestions(out: str, name: str, k: int = 3) -> list[Suggestion]:
     if marked:  # people marked as not NAME are not suggested for it
         no = identities.filter(pc.is_in(identities["track_id"], value_set=pa.array(marked, pa.string())))["person_id"]
         people = people.filter(pc.invert(pc.is_in(people["person_id"], value_set=no.unique())))
-    if not people.num_rows:
+    return nearest_people(people, _emb(g), sp, rule, k)
+
+
+def nearest_people(people: pa.Table, photos: np.ndarray, sp, rule: float, k: int = 3) -> list[Suggestion]:
+    """The ``k`` people (rows of the people table, with embeddings) nearest photos' embeddings
+    ``photos`` (P, D), by :func:`nearest_photos` to each person's centre (for one photo: its distance),
+    nearest first, with how far over ``rule``: what every search by a face reports when nothing is
+    within the rule (enrol, ``query --person`` and ``--face``, the page)."""
+    if not people.num_rows or not len(photos):
         return []
-    d = nearest_photos(sp.pairwise(_emb(people), _emb(g)))
+    d = nearest_photos(sp.pairwise(_emb(people), np.asarray(photos).reshape(len(photos), -1)))
     rows = people.drop_columns(["embedding"]).to_pylist()
     return [Suggestion(rows[i]["person_id"], rows[i]["name"], float(d[i]), float(d[i] - rule), rows[i]["tracks"],
                        rows[i]["videos"], rows[i]["thumbnail_track"]) for i in np.argsort(d, kind="stable")[:k]]
+
+
+def describe_near(sug: list[Suggestion], within: str = "within the rule but on screen with someone nearer") -> str:
+    """The near misses in one line: each person, its distance and how far over the rule."""
+    return "; ".join(f"{x.person_id}{f' ({x.name})' if x.name else ''} at {x.distance:.3f}"
+                     + (f", {x.over:.3f} over the rule" if x.over > 0 else f", {within}")
+                     + f", {x.tracks} track(s) in {x.videos} video(s)" for x in sug)
 
 
 def near_misses(out: str, name: str, k: int = 3) -> str:
@@ -75,10 +90,7 @@ def near_misses(out: str, name: str, k: int = 3) -> str:
     sug = suggestions(out, name, k)
     if not sug:
         return f"no indexed person is near the photos of {name!r} yet"
-    near = "; ".join(f"{x.person_id}{f' ({x.name})' if x.name else ''} at {x.distance:.3f}"
-                     + (f", {x.over:.3f} over the rule" if x.over > 0 else ", within the rule but on screen with "
-                        "someone nearer")
-                     + f", {x.tracks} track(s) in {x.videos} video(s)" for x in sug)
+    near = describe_near(sug)
     return (f"no indexed person is within {rule:g} of the photos of {name!r} (people.match_distance); nearest: "
             f"{near}. If one is {name}: vidx people rename {out} {sug[0].person_id} {_quote(name)} (kept across "
             f"re-indexing); 'vidx people show {out} {sug[0].person_id}' lists its appearances")
@@ -146,15 +158,31 @@ def similar_people(out: str, who: str, k: int = 5) -> list[dict[str, Any]]:
 
 
 REVIEW_CANDIDATES = 2000  # tracks farthest from their own person whose runner-up is measured for the queue
+# the review queue holds appearances whose margin (runner-up's distance - own person's) is under this,
+# per embedder; measured by bench/calibrate_review.py (README "The review queue")
+REVIEW_MARGIN = {"sface": 0.3, "dlib": 0.3}
 
 
-def review_queue(out: str, limit: int = 50, offset: int = 0,
-                 candidates: int = REVIEW_CANDIDATES) -> tuple[int, list[dict[str, Any]]]:
-    """Appearances to review, the least certain first: (how many are open, a page of them).
+@dataclass
+class ReviewQueue:
+    """A page of the review queue: ``total`` appearances in the queue (margin under ``bound``),
+    ``rest``: the other open ones (not reviewed or corrected by hand), and the page's ``items``."""
+
+    total: int
+    rest: int
+    bound: float
+    items: list[dict[str, Any]]
+
+
+def review_queue(out: str, limit: int = 50, offset: int = 0, candidates: int = REVIEW_CANDIDATES,
+                 bound: float | None = None) -> ReviewQueue:
+    """Appearances to review, the least certain first: those whose margin is under ``bound``
+    (default :data:`REVIEW_MARGIN`, in the index's distance; ``math.inf``: every open one).
 
     A track's certainty is its margin: the distance to the nearest *other* person's centre minus
     the distance to its own (small or negative: it could as well be someone else), low quality
-    first among equal margins. Tracks already reviewed or corrected by hand are not offered. Of
+    first among equal margins; a person of one track is its own centre, so it enters only when
+    someone else is near. Tracks already reviewed or corrected by hand are not offered. Of
     the open tracks, the ``candidates`` farthest from their own person are measured (one FAISS
     search against the people's centres), so the queue costs the same at a million tracks."""
     import duckdb
@@ -163,10 +191,12 @@ def review_queue(out: str, limit: int = 50, offset: int = 0,
     store = Store(out)
     sp = index_space(store.require_manifest())
     identities, people = load(out)
+    bound = REVIEW_MARGIN.get(sp.name, 0.1) if bound is None else bound
     role = identities["role"].to_numpy(zero_copy_only=False)
     rows = np.flatnonzero(~np.isin(role, ["manual", "reviewed"]))
+    n_open = len(rows)
     if not len(rows) or people.num_rows < 2:
-        return 0, []
+        return ReviewQueue(0, n_open, bound, [])
     own_d = identities["distance"].to_numpy(zero_copy_only=False).astype(np.float64)[rows]
     rows = rows[np.argsort(-np.nan_to_num(own_d, nan=np.inf), kind="stable")[:candidates]]
     vec = np.asarray(read_vectors(store, identities.num_rows)[rows], np.float32)
@@ -188,9 +218,12 @@ def review_queue(out: str, limit: int = 50, offset: int = 0,
     other = np.where(nn[:, 0] != own, 0, 1)  # the nearest that is not the track's own person
     o_idx = nn[np.arange(len(rows)), other]
     o_d = dist[np.arange(len(rows)), other].astype(np.float64)
-    d = sp.distance(vec.astype(np.float64), centres[own].astype(np.float64))
+    d = np.maximum(sp.distance(vec.astype(np.float64), centres[own].astype(np.float64)), 0.0)  # no -0.000
+    o_d = np.maximum(o_d, 0.0)
     margin = o_d - d
     quality = identities["quality"].to_numpy(zero_copy_only=False).astype(np.float64)[rows]
+    inq = np.flatnonzero(margin < bound)
+    rows, margin, d, o_d, o_idx, quality = rows[inq], margin[inq], d[inq], o_d[inq], o_idx[inq], quality[inq]
     order = np.lexsort((np.nan_to_num(quality), margin))[offset: offset + limit]
     names = people["name"].to_pylist()
     q = pa.table({"row": pa.array(rows[order]), "margin": pa.array(margin[order]), "distance": pa.array(d[order]),
@@ -209,4 +242,4 @@ def review_queue(out: str, limit: int = 50, offset: int = 0,
         FROM q JOIN i USING (row) LEFT JOIN p USING (person_id) LEFT JOIN v USING (video_id)
         ORDER BY q.rank""")
     cols = [c[0] for c in cur.description]
-    return len(rows), [dict(zip(cols, r)) for r in cur.fetchall()]
+    return ReviewQueue(len(rows), n_open - len(rows), bound, [dict(zip(cols, r)) for r in cur.fetchall()])

@@ -56,7 +56,9 @@ function card(r) {
     el("div", { class: "who" }, r.person),
     el("div", {}, (r.path || r.video_id).split("/").pop()),
     el("div", { class: "muted" }, `${fmt(r.start_s)} – ${fmt(r.end_s)}` + (r.distance != null ? `, distance ${r.distance.toFixed(3)}` : "")),
+    ...(r.ruled_out ? [el("div", { class: "ruled-out" }, `ruled out: ${r.ruled_out}`)] : []),
     el("div", { class: "chips" }, ...acts));
+  if (r.ruled_out) c.classList.add("is-ruled-out");
   return c;
 }
 
@@ -90,6 +92,15 @@ async function search(offset = 0) {
   }
   $("results").replaceChildren(...res.items.map(card));
   $("summary").textContent = res.items.length ? `results ${offset + 1}–${offset + res.items.length}` : "no match";
+  if (res.near_misses && res.near_misses.length) {  // a face that matched no one: the nearest people, as enrol names them
+    $("summary").textContent = `no match: no appearance is within ${res.rule} of this face. The nearest people:`;
+    $("results").replaceChildren(...res.near_misses.map((x) => el("div", { class: "card near-miss", "data-person-id": x.person_id },
+      el("a", { href: `#person/${encodeURIComponent(x.person_id)}`, title: "see this person's appearances" },
+        el("img", { src: thumb(x.thumbnail_track), alt: x.person_id })),
+      el("div", { class: "who" }, x.name || x.person_id),
+      el("div", { class: "muted" }, `distance ${x.distance.toFixed(3)}` + (x.over > 0 ? `, ${x.over.toFixed(3)} over the rule` : ", within the rule")),
+      el("div", { class: "muted" }, `${plural(x.tracks, "appearance", "appearances")} in ${plural(x.videos, "video", "videos")}`))));
+  }
   $("prev").hidden = offset === 0;
   $("next").hidden = !res.more;
 }
@@ -296,18 +307,24 @@ async function personView(pid) {
 }
 
 // The review queue: one appearance at a time on its frame (face boxed), keyboard first.
-const review = { items: [], at: 0 };
+const review = { items: [], at: 0, all: false };
+const num = (x) => (Math.abs(x) < 0.0005 ? 0 : x).toFixed(3);  // never "-0.000"
 
 async function reviewView() {
   let r;
-  try { [r] = await Promise.all([api("/api/review?limit=100"), loadLists()]); } catch (e) { showError(e.message); return; }
+  try { [r] = await Promise.all([api("/api/review?limit=100" + (review.all ? "&all=true" : "")), loadLists()]); } catch (e) { showError(e.message); return; }
   review.items = r.items;
-  $("review-summary").textContent = `${plural(r.total, "appearance", "appearances")} to review`;
+  $("review-summary").replaceChildren(
+    review.all ? `${plural(r.total, "open appearance", "open appearances")}, the least certain first` :
+      `${plural(r.total, "appearance", "appearances")} to review (margin under ${r.bound})` +
+      (r.rest ? `; ${r.rest} other open ${r.rest === 1 ? "one is" : "ones are"} clearly their person's ` : ""),
+    (r.rest || review.all) ? el("button", { id: "review-all", onclick: () => { review.all = !review.all; review.at = 0; reviewView(); } },
+      review.all ? "show only the uncertain" : "show them too") : "");
   $("review-list").replaceChildren(...r.items.map((x, i) => el("div", { class: "card review", "data-track": x.track_id },
     el("img", { src: thumb(x.track_id), alt: x.track_id, onclick: () => reviewAt(i) }),
     el("div", { class: "who" }, x.name || x.person_id),
     el("div", { class: "muted" }, `${x.name_of_video} ${fmt(x.start_s)} – ${fmt(x.end_s)}`),
-    el("div", { class: "muted" }, `margin ${x.margin.toFixed(3)}: ${x.distance.toFixed(3)} to them, ${x.other_distance.toFixed(3)} to ${x.other_name || x.other_person}`),
+    el("div", { class: "muted" }, `margin ${num(x.margin)}: ${num(x.distance)} to them, ${num(x.other_distance)} to ${x.other_name || x.other_person}`),
     el("label", {}, el("input", { type: "checkbox", class: "rsel", value: x.track_id }), " select"))));
   reviewAt(review.at);
 }
@@ -320,7 +337,7 @@ function reviewAt(i) {
   $("review-current").replaceChildren(
     el("img", { id: "review-frame", src: `/api/tracks/${encodeURIComponent(x.track_id)}/frame`, alt: "the frame, the face boxed" }),
     el("div", { id: "review-what" }, `${x.name || x.person_id} in ${x.name_of_video} at ${fmt(x.thumbnail_t)} (from its first frame); ` +
-      `margin ${x.margin.toFixed(3)}, the runner-up: ${x.other_name || x.other_person}, quality ${x.quality.toFixed(2)}`));
+      `margin ${num(x.margin)}, the runner-up: ${x.other_name || x.other_person}, quality ${x.quality.toFixed(2)}`));
   document.querySelector("#review-list .card.current")?.scrollIntoView({ block: "nearest" });
 }
 
