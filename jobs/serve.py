@@ -77,6 +77,7 @@ class Rename(BaseModel):
 class Merge(BaseModel):
     people: list[str]
     force: bool = False  # merge even people seen on screen together
+    check: bool = False  # only say whether it would be refused ({"refused": reason or null}), change nothing
 
 
 class EmbeddingSearch(BaseModel):
@@ -94,6 +95,7 @@ class EmbeddingSearch(BaseModel):
 class Tracks(BaseModel):
     tracks: list[str]
     force: bool = False  # move: even tracks on screen together with the person's
+    check: bool = False  # move: only say whether it would be refused ({"refused": reason or null})
 
 
 class NotPerson(BaseModel):
@@ -341,9 +343,20 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
             state.reload()
         return {"person_id": person_id, "moved": body.tracks, "people": res.people}
 
+    def _refusal(attempt) -> str | None:
+        """The reason a correction would be refused, or None."""
+        try:
+            attempt()
+        except people_mod.PeopleError as e:
+            return str(e)
+        return None
+
     @app.post("/api/people/{person_id}/move")
     def move(person_id: str, body: Tracks) -> dict[str, Any]:
         """Move tracks (of any people) into this person; refused if they share the screen with it."""
+        if body.check:  # a page asks first, so that a refusal is an answer, not a failed request
+            return {"refused": _refusal(lambda: people_mod.correct(out, "move", [person_id], tracks=body.tracks,
+                                                                   force=body.force, check=True))}
         with state.lock:
             res = people_mod.correct(out, "move", [person_id], tracks=body.tracks, force=body.force)
             state.reload()
@@ -403,6 +416,9 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
 
     @app.post("/api/people/merge")
     def merge(body: Merge) -> dict[str, Any]:
+        if body.check:
+            return {"refused": _refusal(lambda: people_mod.correct(out, "merge", body.people, force=body.force,
+                                                                   check=True))}
         with state.lock:
             res = people_mod.correct(out, "merge", body.people, force=body.force)
             state.reload()
@@ -593,7 +609,7 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
             raise HTTPException(404 if str(e).startswith(("no person", "no indexed video")) else 400, str(e)) from None
         return {"url": f"/api/exports/{name}", "file": name, "frames": r.frames, "redacted_frames": r.redacted_frames,
                 "faces_found": r.faces_found, "unattributed": r.unattributed, "kept": r.kept,
-                "wall_s": round(r.wall_s, 2)}
+                "verified": r.verified, "verified_kept": r.verified_kept, "wall_s": round(r.wall_s, 2)}
 
     @app.get("/api/exports/{name}")
     def export(name: str):

@@ -34,10 +34,11 @@ log = logging.getLogger(__name__)
 
 @writes_index("people")
 def correct(out: str, op: str, people_args: list[str], name: str | None = None, video: str | None = None,
-            tracks: list[str] | None = None, force: bool = False) -> RefreshResult:
+            tracks: list[str] | None = None, force: bool = False, check: bool = False) -> RefreshResult | None:
     """Record a correction (merge A B..., split P [--video V | --tracks T...], move P --tracks T...
     (into P), rename P NAME) and refresh.  People may be given by id or name.  A merge or move that
-    would put two faces on screen together into one person is refused unless ``force``."""
+    would put two faces on screen together into one person is refused unless ``force``.  ``check``:
+    only refuse (PeopleError) or return None, recording nothing (a page asks before it acts)."""
     store = Store(out)
     identities, people = load(out)
     persons = [resolve_people(people, p) for p in people_args]
@@ -119,6 +120,8 @@ def correct(out: str, op: str, people_args: list[str], name: str | None = None, 
         rec = {"op": "split", "tracks": moved, "person_id": person_id_for(moved, salt="split:")}
     else:
         raise PeopleError(f"unknown correction {op!r}")
+    if check:
+        return None
     rec["at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_corrections(store, read_corrections(store) + [rec])
     return refresh(out)

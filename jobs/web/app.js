@@ -302,7 +302,12 @@ async function personView(pid) {
   $("move-btn").onclick = async () => {
     const tracks = picked();
     if (!tracks.length || !target.value) { showError("select appearances and the person to move them to"); return; }
-    try { await post(`/api/people/${encodeURIComponent(target.value)}/move`, { tracks }); showError(""); personView(pid); } catch (e) { showError(e.message); }
+    const url = `/api/people/${encodeURIComponent(target.value)}/move`;
+    try {
+      const no = (await post(url, { tracks, check: true })).refused;  // asked first: a refusal is an answer, not a failed request
+      if (no) { showError(no); return; }
+      await post(url, { tracks }); showError(""); personView(pid);
+    } catch (e) { showError(e.message); }
   };
 }
 
@@ -315,7 +320,7 @@ async function reviewView() {
   try { [r] = await Promise.all([api("/api/review?limit=100" + (review.all ? "&all=true" : "")), loadLists()]); } catch (e) { showError(e.message); return; }
   review.items = r.items;
   $("review-summary").replaceChildren(
-    review.all ? `${plural(r.total, "open appearance", "open appearances")}, the least certain first` :
+    review.all ? `${plural(r.total, "open appearance", "open appearances")}, the least certain first ` :
       `${plural(r.total, "appearance", "appearances")} to review (margin under ${r.bound})` +
       (r.rest ? `; ${r.rest} other open ${r.rest === 1 ? "one is" : "ones are"} clearly their person's ` : ""),
     (r.rest || review.all) ? el("button", { id: "review-all", onclick: () => { review.all = !review.all; review.at = 0; reviewView(); } },
@@ -394,7 +399,11 @@ $("show-weak").addEventListener("change", () => peopleView());
 $("merge-btn").addEventListener("click", async () => {
   const ids = [...document.querySelectorAll(".merge:checked")].map((x) => x.value);
   if (ids.length < 2) { showError("tick two or more people to merge"); return; }
-  try { await post("/api/people/merge", { people: ids }); peopleView(); } catch (e) { showError(e.message); }
+  try {
+    const no = (await post("/api/people/merge", { people: ids, check: true })).refused;  // asked first: no failed request
+    if (no) { showError(no); return; }
+    await post("/api/people/merge", { people: ids }); showError(""); peopleView();
+  } catch (e) { showError(e.message); }
 });
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
