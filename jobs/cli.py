@@ -609,8 +609,10 @@ def cmd_redact(args) -> int:
     tm = r.timing
     print(f"wrote {r.output}: {r.frames} frames ({r.seconds:.1f} s), faces blurred on {r.redacted_frames} of them "
           f"({r.regions} regions); {r.faces_found} faces found, {r.unattributed} of them no index track explains "
-          f"(blurred), {r.kept} kept visible; {r.wall_s:.1f} s, {r.fps:.1f} frames/s (detect {tm['detect_s']:.1f} s, "
-          f"encode {tm['encode_s']:.1f} s, decode {tm['decode_s']:.1f} s, blur {tm['redact_s']:.1f} s)")
+          f"(blurred), {r.kept} kept visible ({r.verified_kept} of the {r.verified} the boxes could not attribute, "
+          f"by their embedding); {r.wall_s:.1f} s, {r.fps:.1f} frames/s (detect {tm['detect_s']:.1f} s, "
+          f"embed {tm['embed_s']:.1f} s, encode {tm['encode_s']:.1f} s, decode {tm['decode_s']:.1f} s, "
+          f"blur {tm['redact_s']:.1f} s)")
     return 0
 
 

@@ -8,7 +8,12 @@ passes over the file, at its full frame rate:
    frame then taking the boxes of the detected frames within N of it), at ``max_side``. Every
    face found is given to the index track whose box, interpolated between the track's samples
    (and held for ``carry_s`` past its ends), it overlaps most (IoU >= ``ATTRIBUTE_IOU``); the
-   track's person decides. A face that no track explains is blurred in either mode.
+   track's person decides. A face that no track explains is blurred in either mode. Where the
+   box alone cannot tell (a face near a kept track's box but blurred by the boxes: between two
+   tracks' samples at one place, before the kept track's first sample, or under a redacted
+   track's box held past its end), the face is embedded as the index embedded its faces and kept
+   visible only when it is within ``verify_distance`` of a kept track of this video and nearer it
+   than every redacted one; a redacted track's held box then gives way on that frame.
 2. **Write**: every frame decoded again, the boxes of redacted faces (found in pass 1 on this
    frame or its neighbours, and the interpolated boxes of redacted people's tracks, which cover
    a turned head the detector misses) widened by ``margin`` and blurred, pixelated or filled,
@@ -55,6 +60,8 @@ class Redaction:
     faces_found: int = 0  # faces found by the detection pass (on detected frames)
     unattributed: int = 0  # of them, faces no index track explains (blurred)
     kept: int = 0  # of them, faces of kept people (left visible)
+    verified: int = 0  # of them, faces the boxes could not attribute, embedded and compared with the tracks
+    verified_kept: int = 0  # of those, faces found to be a kept person's (left visible)
     seconds: float = 0.0  # the video's duration (last frame time + one frame)
     wall_s: float = 0.0
     timing: dict = field(default_factory=dict)
@@ -76,6 +83,9 @@ class _Tracks:
     start: np.ndarray  # (M,) first sample time
     end: np.ndarray  # (M,) last sample time
     cuts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the video's cuts (shots table): no box held across one
+    emb: np.ndarray | None = None  # (M, D) each track's embedding (NaN where it has none)
+    space: object = None  # the index's embedding space (configs.spaces.Space)
+    embedder: str = ""  # its embedder's config name (to embed a face the boxes cannot attribute)
 
 
 def _video(out: str, video: str) -> dict:
@@ -114,13 +124,15 @@ def _tracks(out: str, video_id: str, named: set[str], keep: bool, identities: pa
     """The video's tracks with their sampled boxes (from the parts of that video only) and whether
     each is redacted: ``keep``: the ``named`` people stay and everyone else goes; else only they go."""
     from vidx.indexing import people
+    from vidx.indexing.people import index_space
+    from vidx.indexing.store import Store
     from vidx.indexing.tables import read_video_rows
 
     if identities is None:
         identities, _ = people.load(out)
     idn = identities.filter(pc.equal(identities["video_id"], video_id))
     person = dict(zip(idn["track_id"].to_pylist(), idn["person_id"].to_pylist()))
-    tracks = read_video_rows(out, "face_tracks", video_id, ["track_id", "segments"])
+    tracks = read_video_rows(out, "face_tracks", video_id, ["track_id", "segments", "embedding"])
     segs = pa.table({"segment_id": pc.list_flatten(tracks["segments"]),
                      "track_id": pc.list_parent_indices(tracks["segments"])})
     segs = segs.set_column(1, "track_id", tracks["track_id"].take(segs["track_id"]))
@@ -144,8 +156,12 @@ def _tracks(out: str, video_id: str, named: set[str], keep: bool, identities: pa
         cuts = np.unique(shots.filter(pc.is_valid(shots["score"]))["start_s"].to_numpy())
     except Exception:  # noqa: BLE001 - no shots table
         cuts = np.zeros(0)
+    sp = index_space(Store(out).require_manifest())
+    vec = dict(zip(tracks["track_id"].to_pylist(), tracks["embedding"].to_pylist()))
+    dim = next((len(e) for e in vec.values() if e is not None), 1)
+    emb = np.array([vec.get(k) if vec.get(k) is not None else [np.nan] * dim for k in ids], np.float64).reshape(len(ids), dim)
     return _Tracks(ids, red, ts, bs, np.array([x[0] for x in ts]) if ids else np.zeros(0),
-                   np.array([x[-1] for x in ts]) if ids else np.zeros(0), cuts)
+                   np.array([x[-1] for x in ts]) if ids else np.zeros(0), cuts, emb, sp, sp.name)
 
 
 def _at(tr: _Tracks, times: np.ndarray, carry_s: float) -> np.ndarray:
@@ -177,6 +193,73 @@ def _at(tr: _Tracks, times: np.ndarray, carry_s: float) -> np.ndarray:
             sub[held & taken] = np.nan
             out[:, live] = sub
     return out
+
+
+NEAR_IOU = 0.1  # a face this close to a kept track's box may be that person's: embedded when the boxes blur it
+VERIFY_BATCH = 32  # faces an embedder call
+
+
+class _Verifier:
+    """Pass 1's check of the faces the boxes cannot attribute (module doc): each detected frame's
+    faces near a kept track's box that the boxes would blur are embedded (a batch at a time, with
+    the index's embedder on the redaction's own detections) and compared with this video's tracks;
+    ``verdict``: frame position -> (K,) int8, 1 a kept person's face, 0 not, -1 not checked."""
+
+    def __init__(self, tr: _Tracks, det, device: str, carry_s: float, timing: dict, res: Redaction):
+        self.tr, self.det, self.device, self.carry_s, self.timing, self.res = tr, det, device, carry_s, timing, res
+        self.verdict: dict[int, np.ndarray] = {}
+        self.engine = None
+        self.pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        has = ~np.isnan(tr.emb).any(1) if tr.emb is not None and len(tr.ids) else np.zeros(len(tr.ids), bool)
+        self.kept_ids = np.flatnonzero(~tr.redacted & has)
+        self.red_ids = np.flatnonzero(tr.redacted & has)
+        self.on = len(self.kept_ids) > 0 and tr.space is not None
+
+    def add(self, i: int, t: float, img: np.ndarray, boxes: np.ndarray, d, scale: np.ndarray) -> None:
+        """Frame ``i`` at ``t`` s (vidx clock): its faces ``boxes`` (video pixels) and detections ``d``."""
+        if not self.on or not len(boxes) or d.points is None:
+            return
+        tr = self.tr
+        at = _at(tr, np.array([t]), self.carry_s)[0]  # (M, 4)
+        iou = _iou(boxes[:, None, :], at[None])  # (K, M)
+        near = (iou[:, ~tr.redacted] >= NEAR_IOU).any(1)
+        if not near.any():
+            return
+        best = iou.argmax(1)
+        hit = iou[np.arange(len(boxes)), best] >= ATTRIBUTE_IOU
+        blur = ~hit | tr.redacted[best] | (t < tr.start[best]) | (iou[:, tr.redacted] >= ATTRIBUTE_IOU).any(1)
+        doubt = np.flatnonzero(near & blur)
+        if not len(doubt):
+            return
+        self.verdict[i] = np.full(len(boxes), -1, np.int8)
+        self.pending.append((i, img, doubt, d.boxes[doubt].astype(np.float64), np.asarray(d.points)[doubt]))
+        if sum(len(p[2]) for p in self.pending) >= VERIFY_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        t0 = time.perf_counter()
+        if self.engine is None:
+            from vidx.workers.faces import FaceEngine
+
+            self.engine = FaceEngine(device=self.device, detector=self.det, embedder=self.tr.embedder)
+        imgs = [p[1] for p in self.pending]
+        idx = np.concatenate([np.full(len(p[2]), k, np.int64) for k, p in enumerate(self.pending)])
+        faces = self.engine.describe(imgs, idx, np.concatenate([p[3] for p in self.pending]),
+                                     points=np.concatenate([p[4] for p in self.pending]))
+        sp, tr = self.tr.space, self.tr
+        dk = sp.pairwise(faces.embeddings, tr.emb[self.kept_ids]).min(1)
+        dr = sp.pairwise(faces.embeddings, tr.emb[self.red_ids]).min(1) if len(self.red_ids) else np.full(len(dk), np.inf)
+        ok = ~np.isnan(dk) & (dk <= sp.verify_distance) & (dk < dr)
+        k = 0
+        for i, _, doubt, _, _ in self.pending:
+            self.verdict[i][doubt] = ok[k:k + len(doubt)].astype(np.int8)
+            k += len(doubt)
+        self.res.verified += len(ok)
+        self.res.verified_kept += int(ok.sum())
+        self.pending.clear()
+        self.timing["embed_s"] += time.perf_counter() - t0
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -223,14 +306,16 @@ def apply(frame: np.ndarray, regions: np.ndarray, style: str) -> np.ndarray:
     return frame
 
 
-def _detected(det, items, timing: dict | None = None) -> Iterator[tuple[object, np.ndarray]]:
-    """(key, (K, 4) boxes) for each (key, image) of ``items``, ``BATCH`` images a detector call;
-    ``timing["detect_s"]`` adds up the detector's time."""
+def _detected(det, items, timing: dict | None = None, full: bool = False) -> Iterator[tuple]:
+    """(key, (K, 4) boxes) for each (key, image) of ``items``, ``BATCH`` images a detector call
+    (``full``: (key, image, Detections)); ``timing["detect_s"]`` adds up the detector's time."""
     keys, imgs = [], []
 
     def run():
         t = time.perf_counter()
-        got = [(k, d.boxes.astype(np.float64) if len(d) else np.zeros((0, 4))) for k, d in zip(keys, det.detect(imgs))]
+        dets = det.detect(imgs)
+        got = list(zip(keys, imgs, dets)) if full else \
+            [(k, d.boxes.astype(np.float64) if len(d) else np.zeros((0, 4))) for k, d in zip(keys, dets)]
         if timing is not None:
             timing["detect_s"] += time.perf_counter() - t
         keys.clear()
@@ -304,7 +389,7 @@ def redact(out: str, video: str, to: str, keep: list[str] | None = None, only: l
     named, keeping = _people(out, list(keep if keep is not None else only)), keep is not None
     tr = _tracks(out, v["video_id"], named, keeping)
     t0 = time.perf_counter()
-    timing = {"decode_s": 0.0, "detect_s": 0.0, "redact_s": 0.0, "encode_s": 0.0}
+    timing = {"decode_s": 0.0, "detect_s": 0.0, "embed_s": 0.0, "redact_s": 0.0, "encode_s": 0.0}
     try:
         with local_file(v["path"]) as path:
             return _run(path, dst, tr, v, style, margin, every, max_side, crf, device, carry_s, keep_boxes, progress,
@@ -348,18 +433,24 @@ def _run(path, dst, tr, v, style, margin, every, max_side, crf, device, carry_s,
                 yield i, img
 
     t = time.perf_counter()
+    found: dict[int, np.ndarray] = {}
+    check = _Verifier(tr, det, device, carry_s, timing, res)
+    scale = np.array([sx, sy, sx, sy])
     try:
-        found = {i: b * np.array([sx, sy, sx, sy]) for i, b in _detected(det, sampled(), timing)}
+        for i, img, d in _detected(det, sampled(), timing, full=True):
+            found[i] = d.boxes.astype(np.float64) * scale if len(d) else np.zeros((0, 4))
+            check.add(i, t_all[i], img, found[i], d, scale)
+        check.flush()
     except av.error.FFmpegError as e:
         raise RedactError(f"{v['path']}: decoding stopped at frame {len(pts_all)} ({e}); redacting a damaged "
                           "file is not supported") from None
-    timing["decode_s"] += time.perf_counter() - t - timing["detect_s"]
+    timing["decode_s"] += time.perf_counter() - t - timing["detect_s"] - timing["embed_s"]
     bar.close()
     n = len(pts_all)
     if not n:
         raise RedactError(f"{v['path']}: no frame could be decoded")
     times = np.asarray(t_all)
-    regions = _regions(found, times, tr, every, carry_s, margin, w, h, res)
+    regions = _regions(found, times, tr, every, carry_s, margin, w, h, res, check.verdict)
 
     # pass 2: every frame again, redacted, encoded with its own timestamp; audio copied
     tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
@@ -379,8 +470,10 @@ def _run(path, dst, tr, v, style, margin, every, max_side, crf, device, carry_s,
 
 
 def _regions(found: dict, times: np.ndarray, tr: _Tracks, every: int, carry_s: float, margin: float, w: int, h: int,
-             res: Redaction) -> list[np.ndarray]:
-    """Per frame, the regions to blur (widened, inclusive int pixels), a block of frames at a time."""
+             res: Redaction, verdict: dict[int, np.ndarray] | None = None) -> list[np.ndarray]:
+    """Per frame, the regions to blur (widened, inclusive int pixels), a block of frames at a time;
+    ``verdict`` (:class:`_Verifier`) overrides the boxes' attribution of the faces it checked."""
+    verdict = verdict or {}
     n = len(times)
     out: list[np.ndarray] = [np.zeros((0, 4), np.int64)] * n
     det_pos = np.array(sorted(found), np.int64)
@@ -392,18 +485,22 @@ def _regions(found: dict, times: np.ndarray, tr: _Tracks, every: int, carry_s: f
         # frame and its two neighbours, so a face the detector misses on one frame stays covered)
         reach = max(1, every)
         lo, hi = np.searchsorted(det_pos, b0 - reach), np.searchsorted(det_pos, b1 + reach)
-        cand_f, cand_b, cand_own = [], [], []
+        cand_f, cand_b, cand_own, cand_v = [], [], [], []
         for p in det_pos[lo:hi].tolist():  # a loop over detected frames near the block
             bx = found[p]
             if not len(bx):
                 continue
+            v = verdict.get(p, np.full(len(bx), -1, np.int8))
             for f in range(max(b0, p - reach), min(b1, p + reach + 1)):
                 cand_f.append(np.full(len(bx), f - b0))
                 cand_b.append(bx)
                 cand_own.append(np.full(len(bx), f == p))
+                cand_v.append(v)
         red_b = [[] for _ in range(b1 - b0)]
+        seen_kept = [[] for _ in range(b1 - b0)]  # per frame: its own faces an embedding found kept
         if cand_f:
-            cf, cb, own = np.concatenate(cand_f), np.concatenate(cand_b), np.concatenate(cand_own)
+            cf, cb, own, cv = (np.concatenate(cand_f), np.concatenate(cand_b), np.concatenate(cand_own),
+                               np.concatenate(cand_v))
             iou = _iou(cb[:, None, :], at[cf])  # (C, M): each found face against the tracks at its frame
             best = iou.argmax(1) if iou.shape[1] else np.zeros(len(cf), np.int64)
             hit = iou[np.arange(len(cf)), best] >= ATTRIBUTE_IOU if iou.shape[1] else np.zeros(len(cf), bool)
@@ -412,12 +509,22 @@ def _regions(found: dict, times: np.ndarray, tr: _Tracks, every: int, carry_s: f
                 # held backwards, explains may be whoever had the place before (an in-shot swap); after its
                 # last sample a redacted newcomer's own held box covers the place anyway
                 blur |= times[b0:b1][cf] < tr.start[best]
+            blur = np.where(cv == 1, False, np.where(cv == 0, True, blur))  # an embedding's verdict decides
+            for f, bx in zip(cf[own & (cv == 1)].tolist(), cb[own & (cv == 1)]):
+                seen_kept[f].append(bx)
             res.faces_found += int(own.sum())
             res.unattributed += int((own & ~hit).sum())
             res.kept += int((own & ~blur).sum())
             for f, bx in zip(cf[blur].tolist(), cb[blur]):
                 red_b[f].append(bx)
         red_t = at[:, tr.redacted, :] if len(tr.ids) else np.zeros((b1 - b0, 0, 4))  # redacted people's tracks
+        if any(seen_kept):  # a redacted track's box held past its samples gives way to a kept person's checked face
+            tb = times[b0:b1]
+            held = (tb[:, None] < tr.start[tr.redacted][None]) | (tb[:, None] > tr.end[tr.redacted][None])
+            red_t = red_t.copy()
+            for f in (f for f in range(b1 - b0) if seen_kept[f]):
+                over = (_iou(red_t[f][:, None, :], np.asarray(seen_kept[f])[None]) >= ATTRIBUTE_IOU).any(1)
+                red_t[f][held[f] & over] = np.nan
         for f in range(b1 - b0):  # per frame: stack its boxes (small arrays)
             parts = [np.asarray(red_b[f]).reshape(-1, 4), red_t[f][~np.isnan(red_t[f]).any(1)]]
             g = _widen(np.concatenate(parts), margin, w, h)

@@ -293,3 +293,24 @@ def test_a_face_before_a_kept_tracks_first_sample_is_blurred():
     regions = _regions(found, times, kept, 0, 0.5, 0.0, 100, 100, res)
     assert len(regions[0]) == 0 and len(regions[2]) == 0  # inside the kept track and after it: visible
     assert len(regions[1]) >= 1 and (regions[1] == box[0].astype(np.int64)).all()  # before it: blurred
+
+
+def test_a_face_the_boxes_cannot_attribute_follows_its_embedding_verdict():
+    """Between a kept track's last sample (1.0 s) and a redacted track's first (1.5 s) at one place
+    (an in-shot swap), the boxes cannot tell whose face a found face is: both tracks' held boxes
+    cover it and it is blurred.  The verifier's verdict decides: a face found to be the kept
+    person's stays visible and the redacted track's held box gives way on that frame; a face
+    found not to be stays blurred; an unchecked face stays blurred."""
+    from vidx.jobs.redact import Redaction, _regions, _Tracks
+
+    box = np.array([[10.0, 10.0, 50.0, 50.0], [10.0, 10.0, 50.0, 50.0]])
+    tr = _Tracks(["k", "r"], np.array([False, True]), [np.array([0.5, 1.0]), np.array([1.5, 2.0])], [box, box],
+                 np.array([0.5, 1.5]), np.array([1.0, 2.0]))
+    times = np.array([1.05, 1.1, 1.2, 1.3, 1.4])
+    found = {i: box[:1] for i in range(5)}
+    blurred = lambda regions: [len(r) > 0 for r in regions]  # noqa: E731
+    assert blurred(_regions(found, times, tr, 1, 0.5, 0.0, 100, 100, Redaction(output="x"))) == [True] * 5
+    verdict = {i: np.array([v], np.int8) for i, v in enumerate([1, 1, 1, 0, -1])}
+    res = Redaction(output="x")
+    # each frame also takes its neighbours' blurred faces: frame 2 is blurred for frame 3's face
+    assert blurred(_regions(found, times, tr, 1, 0.5, 0.0, 100, 100, res, verdict)) == [False, False, True, True, True]
