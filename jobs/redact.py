@@ -347,6 +347,34 @@ def _frames(path: str, size: tuple[int, int] | None = None) -> Iterator[tuple[in
             yield int(f.pts), f.pts * tb, arr
 
 
+class _Progress:
+    """A progress bar on a terminal (tqdm, shown when ``progress`` is True and stderr is one) and,
+    when ``progress`` is a callable, ``progress(phase, done, total)`` at each frame (a server's job)."""
+
+    def __init__(self, total: int | None, desc: str, progress, phase: str):
+        from tqdm import tqdm
+
+        self.cb = progress if callable(progress) else None
+        self.bar = tqdm(total=total, desc=desc, unit="frame", disable=None if progress is True else True, leave=False)
+        self.n, self.total, self.phase = 0, total, phase
+
+    def update(self, k: int = 1) -> None:
+        self.bar.update(k)
+        self.n += k
+        if self.cb is not None:
+            self.cb(self.phase, self.n, self.total)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _frames_from_duration(s, c) -> int:
+    """A stream's frame count guessed from its duration and rate, where its header gives none."""
+    rate = float(s.average_rate or s.guessed_rate or 0)
+    dur = float(s.duration * s.time_base) if s.duration else (c.duration / 1e6 if c.duration else 0.0)
+    return int(round(dur * rate))
+
+
 def _check_target(src: str, to: str) -> Path:
     dst = Path(to)
     if dst.suffix.lower() not in (".mp4", ".mov", ".mkv", ".m4v"):
@@ -365,10 +393,12 @@ def _check_target(src: str, to: str) -> Path:
 
 def redact(out: str, video: str, to: str, keep: list[str] | None = None, only: list[str] | None = None,
            style: str = "blur", margin: float = 0.25, every: int = 1, max_side: int = 1280, crf: int = 18,
-           device: str = "cpu", carry_s: float = 0.5, keep_boxes: bool = False, progress: bool = True) -> Redaction:
+           device: str = "cpu", carry_s: float = 0.5, keep_boxes: bool = False, progress=True) -> Redaction:
     """Write a copy of ``video`` (id, path or file name in the index ``out``) to ``to`` with faces
     blurred: everyone's but ``keep`` (person ids or names; ``keep=[]`` keeps no one) or only
-    ``only``'s. See the module's docstring for how every frame is covered."""
+    ``only``'s. See the module's docstring for how every frame is covered.  ``progress``: a bar on
+    a terminal (True), none (False), or a callable ``(phase, done, total)`` called at each frame of
+    each pass (phase ``"find"`` then ``"write"``; ``total`` may be None in the first)."""
     from vidx.workers.sources import SourceError, local_file
 
     if style not in STYLES:
@@ -401,7 +431,6 @@ def redact(out: str, video: str, to: str, keep: list[str] | None = None, only: l
 def _run(path, dst, tr, v, style, margin, every, max_side, crf, device, carry_s, keep_boxes, progress, timing,
          t0) -> Redaction:
     import av
-    from tqdm import tqdm
 
     from vidx.workers import decode
     from vidx.workers.retinaface import RetinaFace
@@ -410,7 +439,7 @@ def _run(path, dst, tr, v, style, margin, every, max_side, crf, device, carry_s,
         with av.open(path) as c:
             s = c.streams.video[0]
             w, h = s.codec_context.width, s.codec_context.height
-            n_guess = s.frames or None
+            n_guess = s.frames or _frames_from_duration(s, c) or None  # for the progress bar only
     except (av.error.FFmpegError, IndexError) as e:
         raise RedactError(f"{v['path']}: cannot be read as a video ({e})") from None
     first = decode.stream_start(path)
@@ -421,8 +450,7 @@ def _run(path, dst, tr, v, style, margin, every, max_side, crf, device, carry_s,
 
     # pass 1: faces on every (Nth) frame (found: frame position -> (K, 4) boxes in video pixels)
     pts_all, t_all = [], []
-    bar = tqdm(total=n_guess, desc="redact: finding faces", unit="frame", disable=None if progress else True,
-               leave=False)
+    bar = _Progress(n_guess, "redact: finding faces", progress, "find")
 
     def sampled():
         for i, (pts, ts, img) in enumerate(_frames(path, (dw, dh))):
@@ -538,7 +566,6 @@ def _regions(found: dict, times: np.ndarray, tr: _Tracks, every: int, carry_s: f
 def _write(path: str, tmp: Path, regions: list[np.ndarray], pts_all: list[int], style: str, crf: int, timing: dict,
            progress: bool, n: int, res: Redaction) -> None:
     import av
-    from tqdm import tqdm
 
     pos = {p: i for i, p in enumerate(pts_all)}
     with av.open(path) as i, av.open(str(tmp), "w") as o:
@@ -557,7 +584,7 @@ def _write(path: str, tmp: Path, regions: list[np.ndarray], pts_all: list[int], 
             oas = {a.index: o.add_stream_from_template(a) for a in ias}
         except (ValueError, av.error.FFmpegError) as e:
             raise RedactError(f"{tmp.suffix} cannot hold this video's audio ({e}); write to a .mkv file") from None
-        bar = tqdm(total=n, desc="redact: writing", unit="frame", disable=None if progress else True, leave=False)
+        bar = _Progress(n, "redact: writing", progress, "write")
         t = time.perf_counter()
         for pkt in i.demux(iv, *ias):
             if pkt.stream.type == "audio":

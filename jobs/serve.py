@@ -9,8 +9,9 @@ Routes (JSON unless said): ``/api/health``, ``/api/people`` (list, paginated), `
 video, time range; paginated), ``/api/search/face`` (photo upload, same filters), ``/api/search/embedding`` (a face embedding as
 JSON, same filters),
 ``/api/videos``, ``/api/videos/{id}/timeline``, ``/api/videos/{id}/stream`` (the video, a local
-file or an object-store object, with HTTP range requests so a browser can seek), ``/api/thumbnails/{track_id}`` (JPEG), and
-the page itself at ``/``.
+file or an object-store object, with HTTP range requests so a browser can seek), ``/api/thumbnails/{track_id}`` (JPEG),
+``/api/videos/{id}/redact`` (starts a redaction job), ``/api/redactions[/{job id}]`` (its progress, then its
+download link under ``/api/exports/``), and the page itself at ``/``.
 
 Files are served only by id: a video id is looked up in the index's videos table and the path
 found there is served; nothing in a request is used as a path.  Off loopback a token is
@@ -25,7 +26,6 @@ then the version already loaded answers.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import logging
@@ -53,6 +53,7 @@ from vidx.indexing.query import Query, QueryEngine, QueryError
 from vidx.indexing.lease import LeaseLost, WriterBusy
 from vidx.indexing.store import IndexError_, Store
 from vidx.jobs.engines import pick_faces
+from vidx.jobs.redact_jobs import RedactJobs
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class NotPerson(BaseModel):
     name: str | None = None  # or: the person is not NAME
 
 
-class Redact(BaseModel):
+class Redact(BaseModel):  # the request for a redaction job
     keep: list[str] | None = None  # people left visible; every other face blurred ([]: blur everyone)
     only: list[str] | None = None  # people blurred; the others stay
     style: str = "blur"  # blur | pixelate | box
@@ -593,23 +594,45 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
 
     exports = Path(tempfile.mkdtemp(prefix="vidx-exports-"))  # redacted copies, for this server's lifetime
 
-    @app.post("/api/videos/{video_id}/redact")
+    def _redact(job, progress) -> dict[str, Any]:
+        from vidx.jobs.redact import redact
+
+        r = redact(out, job.video_id, str(exports / job.file), keep=job.keep, only=job.only, style=job.style,
+                   progress=progress)
+        return {"frames": r.frames, "redacted_frames": r.redacted_frames, "faces_found": r.faces_found,
+                "unattributed": r.unattributed, "kept": r.kept, "verified": r.verified,
+                "verified_kept": r.verified_kept, "wall_s": round(r.wall_s, 2)}
+
+    redactions = RedactJobs(_redact)
+
+    @app.post("/api/videos/{video_id}/redact", status_code=202)
     def redact_video(video_id: str, body: Redact) -> dict[str, Any]:
-        """A copy of the video with faces blurred (see `vidx redact`); download it from ``url``.
-        Runs while the request waits: seconds per second of video on a CPU."""
-        from vidx.jobs.redact import RedactError, redact
+        """Start a copy of the video with faces blurred (see `vidx redact`): answered at once with the
+        job (``GET /api/redactions/{id}``: progress, then ``url`` to download, or ``error``).  Jobs
+        run one after another; the same request again gives the same job."""
+        from vidx.jobs.redact import STYLES
 
         v = _video(video_id)
-        tag = hashlib.sha256(repr((video_id, body.keep, body.only, body.style)).encode()).hexdigest()[:10]
-        name = f"{Path(v['path']).stem}.redacted-{tag}.mp4"
-        try:
-            r = redact(out, video_id, str(exports / name), keep=body.keep, only=body.only, style=body.style,
-                       progress=False)
-        except RedactError as e:
-            raise HTTPException(404 if str(e).startswith(("no person", "no indexed video")) else 400, str(e)) from None
-        return {"url": f"/api/exports/{name}", "file": name, "frames": r.frames, "redacted_frames": r.redacted_frames,
-                "faces_found": r.faces_found, "unattributed": r.unattributed, "kept": r.kept,
-                "verified": r.verified, "verified_kept": r.verified_kept, "wall_s": round(r.wall_s, 2)}
+        if (body.keep is None) == (body.only is None):
+            raise HTTPException(400, "say whose faces stay: keep (blur everyone else) or only (blur just them)")
+        if body.style not in STYLES:
+            raise HTTPException(400, f"unknown style {body.style!r} (choose from {', '.join(STYLES)})")
+        for who in (body.keep or []) + (body.only or []):  # a person unknown now fails now, not in the queue
+            people_mod.resolve_people(state.engine.people, who)
+        job = redactions.submit(video_id, Path(v["path"]).stem, body.keep, body.only, body.style)
+        return redactions.view(job)
+
+    @app.get("/api/redactions")
+    def redaction_jobs(video: str | None = None) -> dict[str, Any]:
+        """Every redaction job of this server (of one video), oldest first: a page finds its jobs again."""
+        return {"items": redactions.views(video)}
+
+    @app.get("/api/redactions/{job_id}")
+    def redaction_job(job_id: str) -> dict[str, Any]:
+        job = redactions.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no redaction job {job_id!r}")
+        return redactions.view(job)
 
     @app.get("/api/exports/{name}")
     def export(name: str):

@@ -5,6 +5,7 @@ duration and audio; bad input gets one line and writes nothing."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
@@ -94,21 +95,41 @@ def test_bad_input_is_one_line_and_writes_nothing(out, data_dir, tmp_path):
 
 
 def test_page_exports_a_redacted_copy(out, tmp_path):
-    """The person's page: export one of their videos with everyone else blurred, then download it."""
-    from conftest import served_page
+    """The person's page: export one of their videos with everyone else blurred and with them
+    blurred, both at once.  The requests are answered at once with jobs that run one after the
+    other; the page shows a progress bar, finds the jobs again after a reload, and links each copy,
+    which downloads."""
+    from conftest import ROOT, served_page
 
+    shots = Path(os.environ.get("VIDX_SCREENSHOTS", ROOT / "test-artifacts"))
     with served_page(out) as (page, url, errors):
         people = page.request.get(f"{url}/api/people?limit=1000").json()["items"]
         pid = next(x["person_id"] for x in people if x["name"] == "Barack Obama")
         page.goto(f"{url}/#person/{pid}")
         page.wait_for_selector("#export-video option", state="attached")
         page.click("#export-keep")
-        link = page.wait_for_selector("#export-link", timeout=120_000)
-        assert "faces blurred on" in page.inner_text("#export-result")
+        page.click("#export-only")
+        page.wait_for_selector(".export-job progress", timeout=60_000)
+        page.screenshot(path=str(shots / "vidx-serve-redact-job.png"), full_page=True)
+        jobs = page.request.get(f"{url}/api/redactions").json()["items"]
+        assert len(jobs) == 2 and {j["state"] for j in jobs} <= {"queued", "running", "done"}, jobs
+        assert [j["state"] for j in jobs].count("running") <= 1  # never two at once
+        page.reload()  # the jobs are the server's: the page finds them again
+        page.wait_for_selector("#export-video option", state="attached")
+        page.wait_for_function("document.querySelectorAll('.export-job.done .export-link').length === 2",
+                               timeout=240_000)
+        jobs = sorted(page.request.get(f"{url}/api/redactions").json()["items"], key=lambda j: j["started_at"])
+        assert jobs[1]["started_at"] >= jobs[0]["finished_at"] - 1e-3, jobs  # one after the other
+        assert all(j["percent"] == 100.0 and j["result"]["frames"] == 153 for j in jobs), jobs
+        again = page.request.post(f"{url}/api/videos/{jobs[0]['video_id']}/redact",
+                                  data={"keep" if jobs[0]["keep"] else "only": jobs[0]["keep"] or jobs[0]["only"]})
+        assert again.json()["id"] == jobs[0]["id"]  # the same request: the same job, not the work again
+        link = page.locator(".export-job.done .export-link").first
         got = page.request.get(url + link.get_attribute("href"))
         assert got.status == 200
         (tmp_path / "x.mp4").write_bytes(got.body())
         assert page.request.get(f"{url}/api/exports/..%2Fetc").status == 404
+        page.screenshot(path=str(shots / "vidx-serve-redact-done.png"), full_page=True)
     assert not errors, errors
     with av.open(str(tmp_path / "x.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 153  # hk_obama's frames
@@ -134,3 +155,22 @@ def test_a_video_gone_since_indexing_is_one_line(data_dir, tmp_path):
     with pytest.raises(RedactError, match="cannot be read"):
         redact(str(o), "obama.mp4", str(tmp_path / "x.mp4"), keep=[], progress=False)
     assert not (tmp_path / "x.mp4").exists()
+    # as a job of the server: it fails, and the job says why in one line
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from vidx.jobs.serve import create_app
+
+    with TestClient(create_app(str(o))) as c:
+        vid = c.get("/api/videos").json()["items"][0]["video_id"]
+        r = c.post(f"/api/videos/{vid}/redact", json={"keep": []})
+        assert r.status_code == 202 and r.json()["state"] in ("queued", "running", "failed"), r.text
+        for _ in range(600):
+            job = c.get(f"/api/redactions/{r.json()['id']}").json()
+            if job["state"] == "failed":
+                break
+            time.sleep(0.1)
+        assert job["state"] == "failed" and "cannot be read" in job["error"] and "\n" not in job["error"], job
+        assert c.post(f"/api/videos/{vid}/redact", json={"keep": ["Nobody"]}).status_code == 404  # refused at once
+        assert c.get("/api/redactions/nope").status_code == 404

@@ -242,6 +242,28 @@ async function enrollFace(name, file, face) {
   peopleView();
 }
 
+// Redaction jobs of these videos: a progress bar each, the download link when done, the reason
+// when failed; polled while any is queued or running, and found again after a reload.
+let jobsTimer = null;
+async function exportJobs(videoIds) {
+  clearTimeout(jobsTimer);
+  let r;
+  try { r = await api("/api/redactions"); } catch (e) { showError(e.message); return; }
+  const mine = r.items.filter((j) => videoIds.includes(j.video_id));
+  const what = (j) => (j.keep ? "only this person visible" : "this person blurred");
+  $("export-jobs").replaceChildren(...mine.map((j) => el("div", { class: `export-job ${j.state}`, "data-job": j.id },
+    el("span", {}, `${j.file}: `),
+    j.state === "done" ? el("span", {}, el("a", { href: j.url, download: j.file, class: "export-link" }, "download"),
+      ` (${what(j)}; ${j.result.frames} frames, faces blurred on ${j.result.redacted_frames}; ${j.result.wall_s.toFixed(1)} s)`)
+      : j.state === "failed" ? el("span", { class: "error-text" }, `failed: ${j.error}`)
+        : j.state === "queued" ? el("span", { class: "muted" }, `queued (${plural(j.ahead, "job", "jobs")} ahead)`)
+          : el("span", {}, el("progress", { max: 100, value: j.percent || 0 }),
+            el("span", { class: "muted" }, ` ${j.phase === "write" ? "blurring and writing" : "finding faces"}: ` +
+              `${j.percent == null ? j.done + " frames" : j.percent.toFixed(0) + "%"}` +
+              (j.rate ? `, ${j.rate.toFixed(0)} frames/s` : "") + (j.eta_s != null ? `, about ${Math.ceil(j.eta_s)} s left` : ""))))));
+  if (mine.some((j) => j.state === "queued" || j.state === "running")) jobsTimer = setTimeout(() => exportJobs(videoIds), 1000);
+}
+
 // One person's tracks, farthest from the person's centre first (the likeliest mistakes): tick
 // tracks, then move them out to a new person or into another person.
 async function personView(pid) {
@@ -264,17 +286,16 @@ async function personView(pid) {
   // a redacted copy of one of their videos: this person blurred, or everyone else blurred
   const vids = [...new Map(p.items.map((t) => [t.video_id, t.name])).entries()];
   $("export-video").replaceChildren(...vids.map(([id, name]) => el("option", { value: id }, name)));
-  const exportAs = async (body, what) => {
-    const res = $("export-result");
-    res.replaceChildren(`writing a copy with ${what}, every frame (seconds per second of video) ...`);
+  const exportAs = async (body) => {
     try {
-      const r = await post(`/api/videos/${encodeURIComponent($("export-video").value)}/redact`, body);
-      res.replaceChildren(el("a", { href: r.url, download: r.file, id: "export-link" }, `download ${r.file}`),
-        ` (${r.frames} frames, faces blurred on ${r.redacted_frames}; ${r.wall_s.toFixed(1)} s)`);
-    } catch (e) { res.replaceChildren(""); showError(e.message); }
+      await post(`/api/videos/${encodeURIComponent($("export-video").value)}/redact`, body);
+      $("export-result").replaceChildren("");
+      exportJobs(vids.map(([id]) => id));
+    } catch (e) { showError(e.message); }
   };
-  $("export-only").onclick = () => exportAs({ only: [pid] }, "this person blurred");
-  $("export-keep").onclick = () => exportAs({ keep: [pid] }, "only this person visible");
+  $("export-only").onclick = () => exportAs({ only: [pid] });
+  $("export-keep").onclick = () => exportAs({ keep: [pid] });
+  exportJobs(vids.map(([id]) => id));
   api(`/api/people/${encodeURIComponent(pid)}/similar`).then((r) => $("similar").replaceChildren(...r.items.map((x) =>
     el("div", { class: "card similar", "data-person-id": x.person_id },
       el("a", { href: `#person/${encodeURIComponent(x.person_id)}` }, el("img", { src: thumb(x.thumbnail_track), alt: x.person_id })),
