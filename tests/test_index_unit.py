@@ -24,6 +24,14 @@ def test_config_presets_and_overrides():
     assert (cfg.faces.sample_fps, cfg.ray.actors, cfg.chunk_seconds) == (4.0, 3, 30.0)
 
 
+@pytest.mark.parametrize("embedder,detector", [("sface", "retinaface"), ("dlib", "dlib")])
+def test_the_default_preset_is_the_default(embedder, detector):
+    """`--config default` (a file a user copies to tune one key) equals no config, for either
+    embedder: it once pinned dlib's thresholds, so copying it changed who matched whom under SFace."""
+    sets = [f"faces.embedder={embedder}", f"faces.detector={detector}"]
+    assert load_config("default", sets).to_dict() == load_config(None, sets).to_dict()
+
+
 @pytest.mark.parametrize("bad,msg", [
     (["faces.smaple_fps=2"], "unknown config key 'faces.smaple_fps'"),
     (["faces.sample_fps=fast"], "must be float"),
