@@ -245,6 +245,17 @@ def test_a_photo_search_marks_what_the_user_ruled_out_for_the_person_it_matches(
             r = c.post("/api/search/face", files={"photo": ("p.jpg", fh, "image/jpeg")})
     assert [(x["track_id"], x.get("ruled_out")) for x in r.json()["items"]] == [
         (x["track_id"], x.get("ruled_out")) for x in after]
+    from conftest import served_page
+
+    with served_page(out) as (page, url, errors):  # the page's photo search shows the mark on the last card
+        page.goto(f"{url}/#search")
+        page.set_input_files("#photo", str(photo))
+        page.click("#search-btn")
+        page.wait_for_selector("#results .card.is-ruled-out", timeout=60_000)
+        cards = page.locator("#results .card")
+        assert "ruled out: you marked it not Barack Obama" in cards.nth(cards.count() - 1).inner_text()
+        assert page.locator("#results .card.is-ruled-out").count() == 1
+    assert not errors, errors
     # a search by a photo of someone else is not touched by Obama's marks
     assert not [r for r in rows(vidx("query", out, "--face", faces_dir / "fr_biden2.jpg", "--json"))
                 if r.get("ruled_out")]
