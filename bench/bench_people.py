@@ -17,7 +17,7 @@ is vidx's clustering before the rules (every track, no constraint), "after" is
 nearest).  Reported: wall seconds of each (FAISS build included, one run each, side by side),
 B-cubed precision / recall over all tracks and over the confident ones, and pairs of tracks on
 screen together that ended up as one person.  A synthetic benchmark checks the machinery; the
-answer on real footage is `vidx eval` (README "Identities").
+answer on real footage is `vidx eval` (docs/internals/identities.md).
 """
 
 from __future__ import annotations

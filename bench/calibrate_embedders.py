@@ -17,7 +17,7 @@ detections', as vidx writes it.  Reported per embedder:
 - photos: the named people's photos (MANIFEST.tsv) against their own tracks and everyone else's;
 - photo-pair verification (bench/verify_faces.py) and ms per face of each backend.
 
-The thresholds in vidx.configs.spaces were chosen from these numbers (README: "Face embedders").
+The thresholds in vidx.configs.spaces were chosen from these numbers (docs/internals/embedders.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Index the shared clips, enrol the two named people from their photos, and evaluate against the
-truth written by eye (tests/truth/shared_clips.csv): the numbers of the README's "Identities" table.
+truth written by eye (tests/truth/shared_clips.csv): the numbers of the "Identities" table (docs/internals/identities.md).
 
     python bench/eval_shared.py OUT [--embedder sface|dlib] [--reuse] [--json] [--set KEY=VALUE]
     python bench/eval_shared.py OUT --reuse --min-quality 0 0.1 0.25 0.4 0.6   # people.min_quality sweep

@@ -37,22 +37,27 @@ def block(rep: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--report", type=Path, default=ROOT / "test-artifacts" / "test-report.json")
-    ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument("--readme", type=Path, nargs="+", default=[ROOT / "README.md", ROOT / "docs" / "development" / "tests.md"],
+                    help="the files holding the block (the README and the manual's Tests page)")
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
     if not args.report.is_file():
         print(f"{args.report} is missing: run the test suite first (tests/conftest.py writes it)", file=sys.stderr)
         return 2
     rep = json.loads(args.report.read_text())
-    text = args.readme.read_text()
     pat = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    if not pat.search(text):
-        print(f"{args.readme} has no {BEGIN} ... {END} block", file=sys.stderr)
-        return 2
-    new = pat.sub(lambda _: block(rep), text)
+    same = True
+    for path in args.readme:
+        text = path.read_text()
+        if not pat.search(text):
+            print(f"{path} has no {BEGIN} ... {END} block", file=sys.stderr)
+            return 2
+        new = pat.sub(lambda _: block(rep), text)
+        same &= new == text
+        if not args.check:
+            path.write_text(new)
     if args.check:
-        return 0 if new == text else 1
-    args.readme.write_text(new)
+        return 0 if same else 1
     print(block(rep))
     return 0
 

@@ -77,7 +77,7 @@ class PeopleConfig:
     match_distance: float = 0.0  # a photo (enrolled or queried) matches a track below this (0: the embedder's)
     neighbours: int = 30  # k of the k-nearest-neighbour graph clustering works on
     # tracks of this quality (face_tracks.quality, 0-1) and up form people; weaker ones only join a person
-    # clearly nearest to them (README "Identities": chosen on the shared clips' tracks)
+    # clearly nearest to them (docs/internals/identities.md: chosen on the shared clips' tracks)
     min_quality: float = 0.25
     attach_margin: float = 0.1  # ...nearer by at least this than to any other person (the embedder's metric)
     index_exact_below: int = 100_000  # FAISS: exact search below this many tracks, IVF above

@@ -6,7 +6,7 @@ same person).  Distances of one embedder mean nothing to the other, so every thr
 property of the embedder (:class:`Space`), and an index records which embedder built it.
 
 The SFace values were chosen from the distributions of same-person and different-person track
-and detection distances on the shared clips (``bench/calibrate_embedders.py``; the README shows
+and detection distances on the shared clips (``bench/calibrate_embedders.py``; docs/internals/embedders.md shows
 the table); the dlib values are the ones vidx used before SFace, chosen the same way.  Plain
 numpy: indexing and the jobs read it without loading a model.
 """
@@ -95,7 +95,7 @@ SPACES = {
     "dlib": Space("dlib", "dlib_resnet_v1", "euclidean", link_distance=0.55, overlap_distance=0.7,
                   join_distance=0.5, cluster_distance=0.5, match_distance=0.6, same_person=0.6,
                   verify_distance=0.7),
-    # sface: calibrated on the shared clips' tracks (bench/calibrate_embedders.py, README table)
+    # sface: calibrated on the shared clips' tracks (bench/calibrate_embedders.py, docs/internals/embedders.md)
     # (detections: same person 95% < 0.50, 99% < 0.62; different people 1% < 0.72.  Consecutive
     # detections of a track: 95% < 0.43; the nearest other person in the same clip: >= 0.57.
     # Photos: own tracks <= 0.41, others' >= 0.63.  Tracks: different people >= 0.69.)

@@ -9,7 +9,7 @@ pairs only those with the action tables by array operations:
     tracks JOIN action_segments ON same video AND the intervals overlap (by more than 0 s)
 
 Embeddings (``faces.vectors``) and thumbnails (``face_tracks``) are read on demand, so a server
-holds narrow columns only (README "Queries at a million tracks").
+holds narrow columns only (docs/benchmarks.md, "Queries and people at a million tracks").
 
 A row is one appearance (a face track): the person (name or id), the video (id and path), start
 and end seconds, the actions overlapping it (label, score, seconds of overlap, longest first),

@@ -47,7 +47,7 @@ CPU_DEFAULT = I3D
 GPU_DEFAULT = I3D
 CLIP_FPS = 15.0  # torchvision's Kinetics reference trains on clips sampled at 15 fps
 # 64 frames (2.56 s at 25 fps) every 32: chosen on ../shared/data/actions and the shared videos' action rows
-# (bench/bench_real_actions.py; README "Real actions"): 15 of 17 clips right against 14 for 32-frame windows
+# (bench/bench_real_actions.py; docs/benchmarks.md "Real actions"): 15 of 17 clips right against 14 for 32-frame windows
 # or a stride of 64, tIoU-0.5 F1 0.857 against 0.65-0.80
 I3D_CLIP_LEN = 64
 I3D_MIN_LEN = 9  # the shortest clip I3D takes (its time axis: /8, then a 2-frame pool)

@@ -181,7 +181,7 @@ class ChunkIndexer:
                       min_size=float(faces["min_size"]), min_sharpness=float(faces["min_sharpness"]))
         # retinaface: weaker faces (down to the detector's 0.5) may continue tracks; dlib reports none
         self.extend_score = float(faces.get("extend_score", 1.0)) if detector == "retinaface" else 1.0
-        # detect where faces can be, embed what identity needs (README "Detect where faces can be"):
+        # detect where faces can be, embed what identity needs (docs/benchmarks.md "Detect where faces can be"):
         # a full-frame detection every full_every-th sampled frame and at shot changes, crops
         # around the live tracks between them; embed "needed": a face one track alone overlaps
         # continues it unembedded unless the track wants it (Tracker.wants)

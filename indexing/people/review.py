@@ -159,7 +159,7 @@ def similar_people(out: str, who: str, k: int = 5) -> list[dict[str, Any]]:
 
 REVIEW_CANDIDATES = 2000  # tracks farthest from their own person whose runner-up is measured for the queue
 # the review queue holds appearances whose margin (runner-up's distance - own person's) is under this,
-# per embedder; measured by bench/calibrate_review.py (README "The review queue")
+# per embedder; measured by bench/calibrate_review.py (docs/guide/page.md, the review queue)
 REVIEW_MARGIN = {"sface": 0.3, "dlib": 0.3}
 
 
