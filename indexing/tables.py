@@ -19,7 +19,9 @@ with ``purge``).  Each part carries tags saying which video and chunks it holds;
 than vidx (DuckDB, Polars, Spark, delta-rs) read the tables as they are.
 
 Files another engine added (no vidx tags, not a vidx name) are not vidx's results: vidx leaves
-them in the table, never changes them, and leaves them out of its own reads with a warning.
+them out of its own reads with a warning.  They are known by their rows (:func:`row_keys`): when
+vidx writes a chunk (or a video) again, the same commit takes that chunk's rows out of every
+foreign file holding them (:func:`strip_foreign`), so no row is ever in a table twice.
 """
 
 from __future__ import annotations
@@ -97,6 +99,62 @@ def chunk_keys(part: FilePart) -> list[tuple[str, int]]:
     """(video_id, chunk) of every chunk a part of vidx's holds (its tags)."""
     a, b = (int(x) for x in part.tags["chunks"].split("-"))
     return [(part.tags["video_id"], c) for c in range(a, b + 1)]
+
+
+def foreign_files(table: "IndexTable") -> dict[str, FilePart]:
+    """The table's live files that another engine wrote (an append, or the rewrite its delete,
+    update or compaction made of vidx's files): not vidx's results, but rows other readers see."""
+    if table.log.version < 0:
+        return {}
+    return {p: part for p, part in table.log.snapshot().files.items() if not is_own(table.name, part)}
+
+
+def row_keys(table: "IndexTable", part: FilePart) -> set[tuple]:
+    """What a file holds, read from its rows (two columns): (video_id, chunk) pairs of a per-chunk
+    table, (video_id,) of any other."""
+    cols = ["video_id", "chunk"] if table.name in CHUNK_TABLES else ["video_id"]
+    rows = table.read([part], columns=cols)
+    return set(zip(*(rows[c].to_pylist() for c in cols)))
+
+
+def key_mask(rows: pa.Table, keys: set[tuple]) -> pa.Array:
+    """Which rows belong to ``keys`` ((video_id, chunk) pairs, or (video_id,) alone)."""
+    if not keys:
+        return pa.array([False] * rows.num_rows)
+    if len(next(iter(keys))) == 1:
+        return pc.is_in(rows["video_id"], value_set=pa.array(sorted(k[0] for k in keys), pa.string()))
+    by_video: dict[str, list[int]] = {}
+    for v, c in keys:
+        by_video.setdefault(v, []).append(c)
+    mask = None
+    for v, cs in by_video.items():
+        m = pc.and_(pc.equal(rows["video_id"], v), pc.is_in(rows["chunk"], value_set=pa.array(cs, pa.int32())))
+        mask = m if mask is None else pc.or_(mask, m)
+    return pc.fill_null(mask, False)
+
+
+def strip_foreign(table: "IndexTable", foreign: dict[str, tuple[FilePart, set[tuple]]],
+                  keys: set[tuple]) -> tuple[list[FilePart], list[FilePart]]:
+    """Take the rows of ``keys`` out of the foreign files holding any (``foreign``: path -> (file,
+    the keys it holds), updated in place): (remainders to add, files to remove), for the same
+    commit that adds vidx's new rows of those keys, so that no row is ever in the table twice.  A
+    remainder (the file's other rows, rewritten as they were) stays another engine's file."""
+    adds, removes = [], []
+    for path, (part, held) in list(foreign.items()):
+        hit = held & keys
+        if not hit:
+            continue
+        del foreign[path]
+        rows = table.read([part])
+        left = rows.filter(pc.invert(key_mask(rows, hit)))
+        removes.append(part)
+        if left.num_rows:
+            rem = write_part(table.store, table.name, left)
+            adds.append(rem)
+            foreign[rem.path] = (rem, held - hit)
+        log.info("%s: %d row(s) of %d key(s) taken out of %s, another engine's file (%d row(s) left)", table.name,
+                 rows.num_rows - left.num_rows, len(hit), path, left.num_rows)
+    return adds, removes
 
 
 def video_of(part: FilePart) -> str | None:

@@ -43,7 +43,16 @@ from vidx.indexing import schemas
 from vidx.indexing.delta_log import FilePart
 from vidx.indexing.lease import writes_index
 from vidx.indexing.store import Store, resolve
-from vidx.indexing.tables import CHUNK_TABLES, VIDEO_TABLES, chunk_keys, create_all, write_part
+from vidx.indexing.tables import (
+    CHUNK_TABLES,
+    VIDEO_TABLES,
+    chunk_keys,
+    create_all,
+    foreign_files,
+    row_keys,
+    strip_foreign,
+    write_part,
+)
 from vidx.workers import decode, face_weights, sources
 from vidx.workers.tracking import track_quality
 
@@ -667,25 +676,35 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
 class _ChunkParts:
     """The per-chunk tables' parts: those their Delta logs hold (read once, when the job starts)
     and those finished since the last commit.  A chunk is done when its detections are
-    committed: they are committed last, after its segments and windows."""
+    committed: they are committed last, after its segments and windows.
+
+    Files another engine wrote (an append, or its rewrite of vidx's parts by a delete, update or
+    compaction) are known by their rows: which (video, chunk) each holds.  A chunk whose part is
+    no longer vidx's is not done; when it is redone, the commit that adds its new part also takes
+    its old rows out of every foreign file holding them, so no chunk's rows are ever twice."""
 
     ORDER = ("person_windows", "action_windows", "shots", "track_segments", "face_detections")
 
     def __init__(self, tables: dict):
         self.tables = tables
         self.live: dict[str, dict[tuple[str, int], FilePart]] = {n: {} for n in CHUNK_TABLES}
+        self.foreign: dict[str, dict[str, tuple[FilePart, set]]] = {n: {} for n in CHUNK_TABLES}
         for n in CHUNK_TABLES:
             files = tables[n].snapshot(write=True).files
-            gone = tables[n].missing(files.values())
+            others = foreign_files(tables[n])
+            gone = tables[n].missing([*files.values(), *others.values()])
             if gone:  # deleted outside vidx: the log lets go of them and their chunks are indexed again
                 log.warning("%s: %d committed file(s) are missing from storage (%s%s); their chunks are indexed "
                             "again", n, len(gone), gone[0].path, ", ..." if len(gone) > 1 else "")
                 tables[n].commit([], gone, operation="DELETE")
                 for p in gone:
-                    del files[p.path]
+                    files.pop(p.path, None)
+                    others.pop(p.path, None)
             for p in files.values():
                 for k in chunk_keys(p):
                     self.live[n][k] = p
+            for path, p in others.items():  # read once: which chunks each holds
+                self.foreign[n][path] = (p, row_keys(tables[n], p))
         self.pending: dict[str, list[FilePart]] = {n: [] for n in CHUNK_TABLES}
 
     def done(self, key: tuple[str, int], needed: list[str]) -> bool:
@@ -721,7 +740,9 @@ class _ChunkParts:
         for p in adds:
             for k in chunk_keys(p):
                 live[k] = p
-        self.tables[name].commit(adds, removes.values(), operation)
+        rem_adds, rem_removes = strip_foreign(self.tables[name], self.foreign[name],
+                                              {k for p in adds for k in chunk_keys(p)})
+        self.tables[name].commit([*adds, *rem_adds], [*removes.values(), *rem_removes], operation)
 
     def commit(self) -> None:
         for n in self.ORDER:
@@ -955,7 +976,11 @@ def _commit(store, tables, parts, manifest, plans, chunk_errors, ran_videos, cfg
         rows["chunks_done"].append(done)
         rows["tracks"].append(tracks)
     for name, adds in new_parts.items():  # one commit a table: each video's new part replaces its old one
-        tables[name].commit(adds, [per_video[name].get(p.tags["video_id"]) for p in adds])
+        # ...and the video's rows another engine's files hold (its rewrite of vidx's part) leave them
+        others = {path: (p, row_keys(tables[name], p)) for path, p in foreign_files(tables[name]).items()} \
+            if adds else {}
+        rem_adds, rem_removes = strip_foreign(tables[name], others, {(p.tags["video_id"],) for p in adds})
+        tables[name].commit([*adds, *rem_adds], [per_video[name].get(p.tags["video_id"]) for p in adds] + rem_removes)
     _compact(tables, parts, plans, ran_videos)
     # videos indexed by earlier runs but not named this time stay in the table
     old_parts = list(tables["videos"].snapshot(write=True).files.values())
