@@ -162,7 +162,7 @@ class Snapshot:
     @property
     def configuration(self) -> dict[str, str]:
         conf = self.metadata.get("configuration") or {}
-        return dict(conf) if not isinstance(conf, list) else dict(conf)
+        return dict(conf)
 
     @property
     def retention_ms(self) -> int:

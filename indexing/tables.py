@@ -197,9 +197,9 @@ class IndexTable:
             key = (self.store.path(self.name), ",".join(foreign))
             if key not in _warned:
                 _warned.add(key)
-                log.warning("%s: %d file(s) another engine wrote (%s%s) are not vidx's results; vidx leaves them "
-                            "in the table unchanged and out of its own answers", self.name, len(foreign),
-                            foreign[0], ", ..." if len(foreign) > 1 else "")
+                log.warning("%s: %d file(s) another engine wrote (%s%s) are not vidx's results: they stay out of "
+                            "its answers, and a chunk vidx indexes again leaves them ('vidx check' says which)",
+                            self.name, len(foreign), foreign[0], ", ..." if len(foreign) > 1 else "")
             for p in foreign:
                 del snap.files[p]
         return snap

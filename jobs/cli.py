@@ -23,6 +23,7 @@ import argparse
 import json
 import shlex
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -402,6 +403,66 @@ def cmd_forget(args) -> int:
           f"{res.detections} detection(s) in {len(res.videos)} video(s), {res.gallery_photos} gallery photo(s); "
           "face index and people rebuilt")
     return 0
+
+
+def cmd_check(args) -> int:
+    from vidx.indexing.check import check, repair
+    from vidx.indexing.store import IndexError_
+
+    try:
+        rep = repair(args.out) if args.repair else check(args.out)
+        redo = sorted({f.redo for f in rep.findings if f.redo and f.redo != "*"})
+        if args.repair and redo:  # chunks whose rows are gone: decoded again, as the index was built
+            rep = _redo(args, redo, rep)
+    except (IndexError_, *_people_errors()) as e:
+        log.error("vidx check: %s", e)
+        return 2
+    for line in rep.repaired:
+        print(f"repaired: {line}")
+    for f in rep.findings:
+        print(f.what + (f" [--repair: {f.fix}]" if f.fix and not args.repair else ""))
+    for line in rep.not_repaired:
+        print(f"not repaired: {line}")
+    if rep.whole:
+        print(f"{args.out} is whole: {rep.summary()}")
+        return 0
+    if not args.repair:
+        redo = sorted({f.redo for f in rep.findings if f.redo and f.redo != "*"})
+        if redo:
+            print(f"chunks to decode again: vidx index {' '.join(shlex.quote(p) for p in redo)} --out "
+                  f"{shlex.quote(str(args.out))}")
+    print(f"{len(rep.findings)} problem(s) in {args.out} ({rep.summary()})", file=sys.stderr)
+    return 1
+
+
+def _redo(args, paths: list[str], rep):
+    """Index ``paths`` again into ``args.out`` with the config the index records, then check again."""
+    import tempfile
+
+    import yaml
+
+    from vidx.configs.config import load_config
+    from vidx.indexing.check import check
+    from vidx.indexing.store import Store
+    from vidx.jobs.index import run_index
+
+    m = Store(args.out).require_manifest()
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(m.get("config") or {}, f)
+    try:
+        cfg = load_config(f.name)
+    finally:
+        os.unlink(f.name)
+    log.info("vidx check --repair: indexing %d video(s) again: %s", len(paths), ", ".join(paths))
+    s = run_index(paths, args.out, cfg, progress=False)
+    after = check(args.out)
+    after.repaired = rep.repaired + [f"{s.chunks_run} chunk(s) of {len(paths)} video(s) indexed again "
+                                     f"({', '.join(Path(p).name for p in paths)})"]
+    left = sorted({f.redo for f in after.findings if f.redo and f.redo != "*"})
+    if left:
+        after.not_repaired.append("chunks still missing after indexing again (is the video still readable?): "
+                                  + ", ".join(left))
+    return after
 
 
 def cmd_vacuum(args) -> int:
@@ -873,6 +934,20 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("out", metavar="OUT", help="index folder or URI")
     fg.add_argument("--person", required=True, metavar="NAME|ID", help="the person's name or id")
     fg.set_defaults(func=cmd_forget)
+    ck = sub.add_parser("check", help="prove an index whole: every file, every chunk once, FAISS, identities, "
+                        "packs; --repair fixes what it can",
+                        description="Check an index as git fsck checks a repository: every file each table's log "
+                        "holds is in storage; every chunk of every indexed video is in each per-chunk table exactly "
+                        "once (in a part of vidx's, not again in another engine's file); the FAISS index holds "
+                        "exactly the tracks with vectors; identities cover them; the packs hold what their tables "
+                        "hold; no orphan file older than the retention. One line per problem and exit status 1; "
+                        "exit 0 and one summary line on a whole index.")
+    ck.add_argument("out", metavar="OUT", help="index folder or URI")
+    ck.add_argument("--repair", action="store_true",
+                    help="fix what removing or rebuilding can (missing files leave the log, rows twice leave the "
+                    "other engine's file, FAISS / identities / packs rebuilt, orphans deleted), with the index's "
+                    "lease held; say what it could not (chunks to decode again: the vidx index command)")
+    ck.set_defaults(func=cmd_check)
     vc = sub.add_parser("vacuum", help="delete files that commits removed longer ago than the retention period",
                         description="Delete the files that commits removed (a redone chunk's old part, a compacted "
                         "video's chunk parts, a replaced people table) once their retention has passed: each "

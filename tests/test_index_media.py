@@ -273,3 +273,73 @@ def test_other_engines_operations_then_an_index_give_an_uninterrupted_runs_table
     assert p.returncode == 0 and "0 indexed" in p.stdout, p.stdout + p.stderr[-2000:]
     _same_tables(uninterrupted, out, files_too=False)
     assert _delta_rows(out) == want
+
+
+def test_vidx_check_finds_each_injected_fault_and_repair_restores_an_uninterrupted_run(tmp_path, data_dir,
+                                                                                       uninterrupted):
+    """A whole index checks clean (exit 0, one line).  Five faults, one line each and exit 1: a
+    chunk's rows appended again by another engine, a data file deleted, a FAISS id without a
+    track, a stale pack and a chunk's rows half deleted by delta-rs.  `vidx check --repair` fixes
+    them (the half-deleted chunk's video decoded again with the index's own config) and leaves an
+    index that checks clean and equals an uninterrupted run, for vidx and for delta-rs."""
+    import deltalake
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    from vidx.indexing.faces_index import FaceIndex
+    from vidx.indexing.people.files import IDENTITIES_PACK
+    from vidx.indexing.store import Store
+    from vidx.indexing.tables import IndexTable
+
+    def check(*extra):
+        return subprocess.run([VIDX, "check", str(out), *extra], capture_output=True, text=True, env=ENV, timeout=900)
+
+    out = tmp_path / "faults"
+    shutil.copytree(uninterrupted, out)
+    p = check()
+    assert p.returncode == 0 and p.stdout.count("\n") == 1 and "is whole" in p.stdout, p.stdout + p.stderr
+    want = _delta_rows(uninterrupted)
+    dets = deltalake.DeltaTable(str(out / "face_detections")).to_pyarrow_table()
+    vids = sorted(set(dets["video_id"].to_pylist()))
+    # 1. another engine appends one chunk's rows again
+    again = dets.filter(pc.and_(pc.equal(dets["video_id"], vids[0]), pc.equal(dets["chunk"], 0)))
+    assert again.num_rows
+    deltalake.write_deltalake(str(out / "face_detections"), again, mode="append")
+    # 2. a data file deleted
+    store = Store(str(out))
+    seg = next(p for p in IndexTable(store, "track_segments").snapshot().files.values() if p.tags["video_id"] == vids[1])
+    os.unlink(out / "track_segments" / seg.path)
+    # 3. a FAISS id without a track
+    fi = FaceIndex.load(store)
+    fi.add(np.ones((1, fi.index.d), np.float32), ["ghost-track"])
+    fi.save(store)
+    # 4. a stale pack: the identities pack loses a row, still claiming the table's version
+    pk = ipc.open_file(pa.BufferReader(store.read_bytes(IDENTITIES_PACK))).read_all()
+    buf = pa.BufferOutputStream()
+    with ipc.new_file(buf, pk.schema) as w:
+        w.write_table(pk.slice(1))
+    store.write_bytes(IDENTITIES_PACK, buf.getvalue().to_pybytes())
+    # 5. half of one chunk's rows deleted by delta-rs
+    c1 = dets.filter(pc.and_(pc.equal(dets["video_id"], vids[2]), pc.equal(dets["chunk"], 1)))
+    assert c1.num_rows >= 2
+    mid = sorted(c1["t"].to_pylist())[c1.num_rows // 2]
+    deltalake.DeltaTable(str(out / "face_detections")).delete(f"video_id = '{vids[2]}' AND chunk = 1 AND t < {mid}")
+    p = check()
+    assert p.returncode == 1, p.stdout + p.stderr
+    lines = [ln for ln in p.stdout.splitlines() if not ln.startswith("chunks to decode again")]
+    assert len(lines) == 5, p.stdout  # one line a fault
+    text = p.stdout
+    assert f"face_detections: chunk 0 of {vids[0]}" in text and "twice for other readers" in text
+    assert f"track_segments: {seg.path} is in the table's log but missing from storage" in text
+    assert "the FAISS index holds 1 id(s) of no track with a vector (ghost-track)" in text
+    assert "packs/identities.arrow claims version" in text
+    assert f"of {vids[2]}" in text and "rows only in another engine's file" in text
+    assert "chunks to decode again: vidx index" in text
+    p = check("--repair")
+    assert p.returncode == 0 and "is whole" in p.stdout, p.stdout + p.stderr[-3000:]
+    assert "indexed again" in p.stdout and "rebuilt" in p.stdout, p.stdout
+    p = check()
+    assert p.returncode == 0 and "is whole" in p.stdout, p.stdout
+    _same_tables(uninterrupted, out, files_too=False)
+    assert _delta_rows(out) == want

@@ -191,6 +191,27 @@ def test_sigkill_on_s3_then_rerun_equals_a_local_uninterrupted_run(s3, data_dir,
     finally:
         for k in ("AWS_ENDPOINT_URL", *KEYS):
             os.environ.pop(k, None)
+    # vidx check on the object store: whole; a data object deleted is one line; --repair redoes its chunks
+    p = vidx(env, "check", out)
+    assert p.returncode == 0 and "is whole" in p.stdout, p.stdout + p.stderr[-2000:]
+    from vidx.indexing.delta_log import DeltaLog
+
+    part = sorted(DeltaLog(fs, "archive/killed/face_detections").snapshot().files)[0]
+    fs.delete_file(f"archive/killed/face_detections/{part}")
+    p = vidx(env, "check", out)
+    assert p.returncode == 1 and f"face_detections: {part} is in the table's log but missing from storage" in p.stdout
+    p = vidx(env, "check", out, "--repair")
+    assert p.returncode == 0 and "indexed again" in p.stdout and "is whole" in p.stdout, p.stdout + p.stderr[-3000:]
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, **KEYS})
+    try:
+        a = read_index_table(str(local), "face_detections").sort_by([(k, "ascending") for k in ("video_id", "frame",
+                                                                                                   "x1", "y1")])
+        b = read_index_table(out, "face_detections").sort_by([(k, "ascending") for k in ("video_id", "frame", "x1",
+                                                                                          "y1")])
+        assert a.select(["video_id", "frame", "x1", "y1"]).equals(b.select(["video_id", "frame", "x1", "y1"]))
+    finally:
+        for k in ("AWS_ENDPOINT_URL", *KEYS):
+            os.environ.pop(k, None)
 
 
 @pytest.mark.media
