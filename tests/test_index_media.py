@@ -267,12 +267,16 @@ def test_other_engines_operations_then_an_index_give_an_uninterrupted_runs_table
     assert "0 indexed" not in p.stdout and "already done" in p.stdout, p.stdout  # some chunks redone, not all
     _same_tables(uninterrupted, out)
     assert _delta_rows(out) == want
+    p = subprocess.run([VIDX, "check", str(out)], capture_output=True, text=True, env=ENV)
+    assert p.returncode == 0 and "is whole" in p.stdout, p.stdout + p.stderr
     deltalake.DeltaTable(str(out / "face_detections")).vacuum(retention_hours=0, enforce_retention_duration=False,
                                                                dry_run=False)
     p = index(*_kill_args(data_dir), "--out", out)
     assert p.returncode == 0 and "0 indexed" in p.stdout, p.stdout + p.stderr[-2000:]
     _same_tables(uninterrupted, out, files_too=False)
     assert _delta_rows(out) == want
+    p = subprocess.run([VIDX, "check", str(out)], capture_output=True, text=True, env=ENV)
+    assert p.returncode == 0 and "is whole" in p.stdout, p.stdout + p.stderr
 
 
 def test_vidx_check_finds_each_injected_fault_and_repair_restores_an_uninterrupted_run(tmp_path, data_dir,
