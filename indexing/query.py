@@ -99,6 +99,7 @@ class QueryEngine:
         self.segments = packs.read(self.store, "action_segments", basis)  # one file, not one a video
         self.person_actions = packs.read(self.store, "person_actions", basis)
         self.gallery = people.read_gallery(self.store)  # enrolled photos: a query by name measures to them
+        self.action_vocabulary: list[str] = list(m.get("action_labels") or [])  # the action model's labels
         n = identities.num_rows
         self.n_tracks = n
         # person actions -> identities rows, hashing the (few) tracks with actions, not a million track ids
@@ -501,14 +502,15 @@ class QueryEngine:
         return [{**r, "thumbnail_jpeg_base64": base64.b64encode(thumbs[r["track_id"]]).decode()} for r in rows]
 
     def _check_labels(self, missing: list[str]) -> None:
-        """Words that are part of no label this index holds: fine when they are part of a Kinetics-400
-        label (the answer is empty), else a mistake to name, with the closest labels.  Only such a miss
-        reads Kinetics-400's list (a torchvision import, ~2.5 s: kept off the answering path)."""
-        if not missing:
-            return
-        from vidx.workers.actions import closest_labels, find_labels, kinetics400
+        """Words that are part of no label this index holds: fine when they are part of a label of
+        the model the index was built with (its vocabulary, recorded in the manifest: the answer is
+        empty), else a mistake to name, with the closest labels.  An index without actions answers
+        empty (the CLI says it has none)."""
+        from vidx.indexing.labels import closest_labels, find_labels
 
-        vocab = sorted(set(kinetics400()) | set(self._labels))
+        vocab = sorted(set(self.action_vocabulary) | set(self._labels))
+        if not missing or not vocab:
+            return
         for w in missing:
             if not find_labels(w, vocab):
                 close = closest_labels(w, vocab)

@@ -1001,6 +1001,7 @@ def _commit(store, tables, parts, manifest, plans, chunk_errors, ran_videos, cfg
         "distance": emb.rule}
     if actions:
         manifest["models"]["actions"] = f"{actions['model']} ({Path(actions['weights_path']).name})"
+        manifest["action_labels"] = list(actions["labels"])  # the query names a mistyped label from them
     manifest["config"] = cfg.to_dict()
     manifest.pop("tables", None)
     unchanged = (not ran_videos and old is not None and not any(new_parts.values())

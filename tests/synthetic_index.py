@@ -68,6 +68,10 @@ def write_index(out, videos: dict[str, list[tuple]],
     adds: dict[str, list] = {n: [] for n in tables}
     if embedder:
         man["embedder"] = embedder
+    if actions:  # the action model's vocabulary, as the index job records it (I3D: Kinetics-400's)
+        from vidx.workers.actions import kinetics400
+
+        man["action_labels"] = kinetics400()
     vrows = {k: [] for k in schemas.VIDEOS.names}
     for vid, tracks in videos.items():
         n = len(tracks)

@@ -41,3 +41,20 @@ def test_a_fresh_interpreter_imports_each_module_first():
     for mod in ("vidx.indexing.tables", "vidx.indexing.lease", "vidx.indexing.store", "vidx.indexing.people.review"):
         p = subprocess.run([sys.executable, "-c", f"import {mod}"], capture_output=True, text=True)
         assert p.returncode == 0, p.stderr
+
+
+FLOORS = ["configs", "indexing", "workers", "jobs"]  # each floor imports only the floors below it
+
+
+def test_no_floor_imports_one_above_it():
+    """configs < indexing < workers < jobs: the tables and queries never import the models or the
+    jobs, the models never the jobs (the query reads the action labels from the index, not from
+    the action model's module)."""
+    up = []
+    for i, floor in enumerate(FLOORS):
+        for path in sorted((ROOT / floor).rglob("*.py")):
+            for m in _imports(path):
+                to = m.split(".")[1] if m.count(".") else ""
+                if to in FLOORS and FLOORS.index(to) > i:
+                    up.append(f"{path.relative_to(ROOT)} imports {m}")
+    assert not up, up

@@ -104,8 +104,8 @@ def test_concurrent_searches_give_the_sequential_answers(engine):
 
 
 def test_an_action_word_matching_no_label_is_refused_with_the_closest(engine):
-    """Kinetics-400's labels and the index's own: a word in none of them is a mistake to name, not an
-    empty answer."""
+    """The index's action model's labels (recorded in its manifest) and the index's own: a word in
+    none of them is a mistake to name, not an empty answer."""
     from vidx.indexing.query import QueryError
 
     eng, _ = engine

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torchvision.models import get_model, get_model_weights, list_models
 from torchvision.models import video as tv_video
 
+from vidx.indexing.labels import closest_labels, find_labels  # noqa: F401 - vidx actions labels uses them here
 from vidx.workers import i3d
 
 log = logging.getLogger(__name__)
@@ -88,27 +89,6 @@ def kinetics400() -> list[str]:
     label_map.txt is the same, checked in tests/test_i3d.py)."""
     return list(tv_video.R3D_18_Weights.KINETICS400_V1.meta["categories"])
 
-
-def find_labels(word: str, labels: list[str]) -> list[str]:
-    """The labels a user's word means: the label itself (any case), else every label containing it."""
-    w = word.strip().lower()
-    exact = [x for x in labels if x.lower() == w]
-    return exact or [x for x in labels if w in x.lower()]
-
-
-def closest_labels(word: str, labels: list[str], n: int = 5) -> list[str]:
-    """Labels spelled like ``word`` or sharing a word with it, for a word that matches none."""
-    import difflib
-
-    w = word.strip().lower()
-    low = {x.lower(): x for x in labels}
-    close: list[str] = []
-    words = {t for x in low for t in x.split()}
-    for p in (p for p in w.replace("-", " ").split() if len(p) >= 3):  # "swiming" -> "swimming backstroke", ...
-        for key in difflib.get_close_matches(p, words, 2, cutoff=0.75):
-            close += [x for x in low if key in x.split()]
-    close += difflib.get_close_matches(w, list(low), n, cutoff=0.6)  # "basket ball" -> "playing basketball"
-    return [low[x] for x in dict.fromkeys(close)][:n]
 
 
 def weights_enum(name: str):
