@@ -380,17 +380,16 @@ def _table_uri(uri: str, fs_type: str, root: str) -> str:
 def storage_options(uri: str, fs_type: str) -> dict[str, str]:
     """delta-rs storage options matching pyarrow's view of ``uri`` (an S3 endpoint from the URI's
     query or ``AWS_ENDPOINT_URL``; credentials from the environment, which delta-rs reads)."""
-    import os
     from urllib.parse import parse_qs, urlparse
 
     if fs_type != "s3":
         return {}
+    from vidx.indexing.store import s3_endpoint
+
     q = {k: v[-1] for k, v in parse_qs(urlparse(uri).query).items()} if "://" in uri else {}
-    endpoint = q.get("endpoint_override") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = s3_endpoint(uri)
     out = {}
     if endpoint:
-        if "://" not in endpoint:
-            endpoint = f"{q.get('scheme', 'https')}://{endpoint}"
         out["AWS_ENDPOINT_URL"] = endpoint
         if endpoint.startswith("http://"):
             out["AWS_ALLOW_HTTP"] = "true"

@@ -124,10 +124,9 @@ def _object_store(uri: str, fs_type: str, root: str) -> tuple[Any, str]:
     bucket, _, prefix = root.partition("/")
     q = {k: v[-1] for k, v in parse_qs(urlparse(uri).query).items()} if "://" in uri else {}
     if fs_type == "s3":
-        endpoint = q.get("endpoint_override") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-            "AWS_ENDPOINT_URL")
-        if endpoint and "://" not in endpoint:
-            endpoint = f"{q.get('scheme', 'https')}://{endpoint}"
+        from vidx.indexing.store import s3_endpoint
+
+        endpoint = s3_endpoint(uri)
         kw: dict[str, Any] = {}
         if endpoint:
             kw["endpoint"] = endpoint

@@ -52,13 +52,27 @@ _STORE_ERRORS = [  # (what pyarrow's S3 / GCS message holds, what the user reads
 ]
 
 
+def s3_endpoint(uri: str = "") -> str | None:
+    """The S3 endpoint every client of vidx uses (pyarrow, obstore, delta-rs): the URI's
+    ``endpoint_override`` query, else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``, with a
+    scheme (the URI's ``scheme``, https by default); None for AWS itself."""
+    from urllib.parse import parse_qs, urlparse
+
+    q = {k: v[-1] for k, v in parse_qs(urlparse(uri).query).items()} if "://" in uri else {}
+    endpoint = q.get("endpoint_override") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+        "AWS_ENDPOINT_URL")
+    if endpoint and "://" not in endpoint:
+        endpoint = f"{q.get('scheme', 'https')}://{endpoint}"
+    return endpoint or None
+
+
 def storage_error(e: OSError) -> str | None:
     """One line for an object-store failure pyarrow raised (None: not one; let it through)."""
     text = str(e)
     if "AWS Error" not in text and "GCS" not in text and "bucket" not in text.lower():
         return None
     bucket = re.search(r"[Bb]ucket '([^']+)'", text)
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+    endpoint = s3_endpoint()
     detail = re.sub(r"\s*\(Request ID: [^)]*\)", "", text.split("Details:")[-1] if "Details:" in text
                     else text.split(": ", 1)[-1]).strip()[:200]
     for keys, msg in _STORE_ERRORS:

@@ -1,8 +1,7 @@
 """The per-chunk worker that runs inside Ray actors: decode -> faces -> tracks -> Parquet parts.
 
 The batch-inference pattern: :class:`ChunkIndexer` loads the face engine once in ``__init__``;
-``index_chunk`` (or ``__call__`` over a batch, as Ray Data calls it) turns chunk descriptions
-into small result rows.  The index job holds one per Ray actor (``jobs/index._Worker``), two
+``index_chunk`` turns a chunk description into a small result row.  The index job holds one per Ray actor (``jobs/index._Worker``), two
 chunks at a time.  Decoded frames never leave the actor: a decoder thread fills a bounded queue of frame pieces while
 the models run on the previous piece, so memory is set by ``faces.batch_frames`` and the
 queue depth, not by the video's length.  Parts are written under names of their own and
@@ -158,7 +157,7 @@ def _pieces(path: str, info: decode.VideoInfo, indices: np.ndarray, times: np.nd
 
 
 class ChunkIndexer:
-    """Callable class for ``Dataset.map_batches``: one chunk of one video per row."""
+    """The models, loaded once; ``index_chunk`` indexes one chunk of one video (a Ray actor's call)."""
 
     def __init__(self, out: str, faces: dict[str, Any], tracking: dict[str, Any], num_cpus: float = 1.0,
                  actions: dict[str, Any] | None = None):
@@ -207,11 +206,6 @@ class ChunkIndexer:
                                             clip_len=int(actions.get("clip_len") or 0),
                                             stride=int(actions.get("stride") or 0))
         self.store = Store(out)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["video_id"]))]
-        results = [self.index_chunk(r) for r in rows]
-        return {k: [r[k] for r in results] for k in results[0]}
 
     def index_chunk(self, row: dict[str, Any]) -> dict[str, Any]:
         vid, chunk = str(row["video_id"]), int(row["chunk"])
