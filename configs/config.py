@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-
-class ConfigError(ValueError):
-    pass
+from vidx.configs.errors import ConfigError  # noqa: F401 - defined there, raised here
 
 
 @dataclass

@@ -43,19 +43,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from vidx.indexing.objects import AlreadyExists, Objects
-from vidx.indexing.store import IndexError_
+from vidx.configs.errors import ConcurrentCommit, ProtocolError  # noqa: F401 - defined there, raised here
 
 LOG = "_delta_log"
 WEEK_MS = 7 * 24 * 3600 * 1000
 COMMIT_TRIES = 20  # races lost in a row before a writer gives up
-
-
-class ConcurrentCommit(IndexError_):
-    """Another writer's commit conflicts with this one (or won too many races in a row)."""
-
-
-class ProtocolError(IndexError_):
-    """Another engine changed the table's protocol or properties so that vidx must not write (or read) it."""
 
 
 @dataclass(frozen=True)

@@ -49,14 +49,11 @@ import pyarrow.csv as pcsv
 from vidx.indexing import people as people_mod
 from vidx.indexing.store import Store
 from vidx.indexing.tables import read_index_table
+from vidx.configs.errors import TruthError  # noqa: F401 - defined there, raised here
 
 STEP_S = 0.02  # the time grid seconds are counted on
 IOU = 0.5  # temporal IoU an action segment needs to match a truth segment
 REQUIRED = ("video", "start_s", "end_s")
-
-
-class TruthError(ValueError):
-    """The truth file cannot be used (missing column, unknown video, bad times...)."""
 
 
 @dataclass

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from vidx.indexing.store import Store
+from vidx.configs.errors import FaceIndexError  # noqa: F401 - defined there, raised here
 
 EMBEDDER = "dlib_resnet_v1"
 DISTANCE_RULE = "euclidean on raw 128-d descriptors < 0.6 = same person; index: cosine of unit vectors"
@@ -39,10 +40,6 @@ IDS_FILE = "faces.ids.parquet"  # (id, track_id) sorted by id: no Python dict of
 OLD_IDS_FILE = "faces.ids.json"  # before 2026-12: read, never written
 SHARD_DIR = "faces.shards"  # <n>.faiss + <n>.ids.parquet: vectors added by incremental refreshes
 MAX_SHARDS = 32  # more, and the next refresh writes the index whole again
-
-
-class FaceIndexError(RuntimeError):
-    pass
 
 
 def track_hash(track_ids: list[str]) -> np.ndarray:

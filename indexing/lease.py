@@ -40,20 +40,13 @@ from typing import Any, Callable, Iterator
 import pyarrow.fs as pafs
 
 from vidx.indexing.objects import AlreadyExists, Changed, Objects
-from vidx.indexing.store import MANIFEST, WRITER_CHECKS, IndexError_, Store
+from vidx.indexing.store import MANIFEST, WRITER_CHECKS, Store
+from vidx.configs.errors import LeaseLost, WriterBusy  # noqa: F401 - defined there, raised here
 
 log = logging.getLogger(__name__)
 
 LEASE = "_writer.json"
 TTL_S = 60.0
-
-
-class WriterBusy(IndexError_):
-    """Another command is writing this index."""
-
-
-class LeaseLost(IndexError_):
-    """This writer's lease was taken over: it must not commit."""
 
 
 def _alive(pid: int) -> bool:

@@ -25,14 +25,7 @@ import os
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlparse
-
-
-class AlreadyExists(FileExistsError):
-    """A create found the object there (another writer made it first)."""
-
-
-class Changed(RuntimeError):
-    """A conditional replace found the object changed (or gone) since it was read."""
+from vidx.configs.errors import AlreadyExists, Changed  # noqa: F401 - defined there, raised here
 
 
 class Objects:

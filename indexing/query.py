@@ -35,10 +35,7 @@ from vidx.configs.spaces import BY_MODEL, SPACES, space
 from vidx.indexing import faces_index, packs, people, schemas
 from vidx.indexing.store import IndexError_, Store
 from vidx.indexing.tables import IndexTable, read_index_table, video_of
-
-
-class QueryError(ValueError):
-    """The query cannot be answered as asked (unknown person or video, bad range...)."""
+from vidx.configs.errors import QueryError  # noqa: F401 - defined there, raised here
 
 
 @dataclass

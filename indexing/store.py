@@ -24,12 +24,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from vidx.indexing import schemas
+from vidx.configs.errors import IndexError_  # noqa: F401 - defined there, raised here
 
 MANIFEST = "manifest.json"
-
-
-class IndexError_(RuntimeError):
-    """The index folder is unusable (unreadable manifest, wrong version)."""
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:

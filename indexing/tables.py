@@ -39,7 +39,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from vidx.indexing import schemas
 from vidx.indexing.delta_log import DeltaLog, FilePart, Snapshot, file_stats
-from vidx.indexing.store import IndexError_, Store
+from vidx.indexing.store import Store
+from vidx.configs.errors import MissingFile  # noqa: F401 - defined there, raised here
 
 log = logging.getLogger(__name__)
 
@@ -284,10 +285,6 @@ class IndexTable:
         commits, checkpoints = self.log.versions()
         if commits and commits[-1] - max(checkpoints[-1:] or [0]) >= CHECKPOINT_EVERY:
             self.log.checkpoint()
-
-
-class MissingFile(IndexError_):
-    """A file the table's log holds is gone from storage."""
 
 
 def create_all(store: Store) -> dict[str, IndexTable]:

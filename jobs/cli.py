@@ -157,12 +157,10 @@ def cmd_compare(args) -> int:
 
 
 def _people_errors():
-    from vidx.indexing.faces_index import FaceIndexError
-    from vidx.indexing.people import PeopleError
-    from vidx.indexing.query import QueryError
-    from vidx.indexing.store import IndexError_
+    """The errors a command on people and queries reports as one line (every error of vidx's)."""
+    from vidx.configs.errors import VidxError
 
-    return (FaceIndexError, PeopleError, QueryError, IndexError_)
+    return (VidxError,)
 
 
 def _print_refresh(res) -> None:
@@ -1058,10 +1056,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(message)s" if args.verbose else "%(message)s",
                         stream=sys.stderr)
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU-feature probing at INFO
+    from vidx.configs.errors import VidxError
     from vidx.indexing.store import storage_error
 
     try:
         return args.func(args)
+    except VidxError as e:  # bad input or an index state the user can act on: one line, exit 2
+        log.error("vidx %s: %s", args.command, e)
+        return 2
     except OSError as e:  # an object store that cannot be reached or refuses: one line, not a trace
         msg = storage_error(e)
         if msg is None:

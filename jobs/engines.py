@@ -7,10 +7,7 @@ from __future__ import annotations
 
 from vidx.indexing.people import PeopleError, PhotoFace, index_space
 from vidx.indexing.store import Store
-
-
-class EngineChoiceError(ValueError):
-    pass
+from vidx.configs.errors import EngineChoiceError  # noqa: F401 - defined there, raised here
 
 
 def _models(m: dict) -> tuple[str, str, dict]:

@@ -36,6 +36,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from vidx.configs.errors import RedactError  # noqa: F401 - defined there, raised here
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,6 @@ STYLES = ("blur", "pixelate", "box")
 ATTRIBUTE_IOU = 0.3  # a face found at full rate belongs to the track whose interpolated box it overlaps this much
 DETECT_SCORE = 0.5  # RetinaFace's score to count as a face: lower than indexing's, a missed face leaks
 BATCH = 8  # frames a detector call
-
-
-class RedactError(RuntimeError):
-    """Bad input to a redaction: one line for the user."""
 
 
 @dataclass

@@ -58,3 +58,25 @@ def test_no_floor_imports_one_above_it():
                 if to in FLOORS and FLOORS.index(to) > i:
                     up.append(f"{path.relative_to(ROOT)} imports {m}")
     assert not up, up
+
+
+def test_every_exception_is_declared_in_the_one_errors_module():
+    """vidx/configs/errors.py declares every exception (the rest import them; a private one that
+    only stops a loop inside a function may stay there); a user-facing one is a VidxError, which the
+    CLI turns into one line and exit status 2."""
+    elsewhere = []
+    for floor in FLOORS:
+        for path in sorted((ROOT / floor).rglob("*.py")):
+            if path == ROOT / "configs" / "errors.py":
+                continue
+            for n in ast.walk(ast.parse(path.read_text())):
+                if isinstance(n, ast.ClassDef) and not n.name.startswith("_") and any(
+                        isinstance(b, ast.Name) and (b.id.endswith(("Error", "Exception", "Error_")) or b.id in
+                                                     ("VidxError", "FileExistsError")) for b in n.bases):
+                    elsewhere.append(f"{path.relative_to(ROOT)}: class {n.name}")
+    assert not elsewhere, elsewhere
+    from vidx.configs import errors
+
+    user = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)
+            and c.__module__ == errors.__name__ and c.__name__ not in ("AlreadyExists", "Changed")]
+    assert len(user) >= 20 and all(issubclass(c, errors.VidxError) for c in user)

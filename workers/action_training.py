@@ -29,12 +29,9 @@ from torchvision.models import get_model
 from tqdm import tqdm
 
 from vidx.workers import actions, decode
+from vidx.configs.errors import TrainingDataError  # noqa: F401 - defined there, raised here
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDataError(ValueError):
-    pass
 
 
 @dataclass

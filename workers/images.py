@@ -7,13 +7,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from vidx.configs.errors import ImageReadError  # noqa: F401 - defined there, raised here
 
 # Refuse decompression bombs with a clear message instead of PIL's warning (about 180 MP).
 MAX_PIXELS = 180_000_000
-
-
-class ImageReadError(ValueError):
-    """A photo could not be read; the message names the file and the reason."""
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:

@@ -19,20 +19,13 @@ from typing import IO, Iterator
 import pyarrow.fs as pafs
 
 from vidx.indexing.store import resolve
+from vidx.configs.errors import ArchiveRefused, SourceError  # noqa: F401 - defined there, raised here
 
 SEP = "::"
 MAX_MEMBER_BYTES = 64 << 30  # refuse absurd members (zip bombs declare what they like)
 MAX_ARCHIVE_BYTES = 64 << 30  # default bound on what an archive may expand to (config: max_archive_gb)
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 _HEADERS = {".tar.gz": "gzip", ".tgz": "gzip", ".tar.bz2": "bzip2", ".tar.xz": "xz", ".zip": "zip", ".tar": "tar"}
-
-
-class SourceError(RuntimeError):
-    pass
-
-
-class ArchiveRefused(SourceError):
-    """An archive vidx will not open (not what its name says, or it would expand too far)."""
 
 
 def archive_suffix(name: str) -> str | None:

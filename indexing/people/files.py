@@ -16,6 +16,7 @@ from vidx.configs.spaces import Space, space
 from vidx.indexing import faces_index, schemas
 from vidx.indexing.store import IndexError_, Store
 from vidx.indexing.tables import IndexTable, replace_table
+from vidx.configs.errors import PeopleError  # noqa: F401 - defined there, raised here
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,6 @@ GALLERY = pa.schema([
     pa.field("embedding", pa.list_(pa.float32(), schemas.EMBED_DIM)),
     pa.field("added", pa.string()),
 ])
-
-
-class PeopleError(RuntimeError):
-    """A people command cannot be carried out (unknown person, nothing indexed...)."""
 
 
 def person_id_for(track_ids: list[str], salt: str = "") -> str:
