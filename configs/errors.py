@@ -114,3 +114,8 @@ class EngineChoiceError(ValueError, VidxError):
 
 class RedactError(RuntimeError, VidxError):
     """Bad input to a redaction: one line for the user. (``jobs.redact``)"""
+
+
+class IndexJobError(RuntimeError, VidxError):
+    """The index job cannot start as asked (no videos, a missing bucket or weights, another embedder,
+    GPU actors on a cluster without GPUs). (``jobs.index``)"""

@@ -606,6 +606,7 @@ def compare_parser() -> argparse.ArgumentParser:
 
 
 def cmd_index(args) -> int:
+    from vidx.configs.errors import IndexJobError
     from vidx.indexing.store import IndexError_
     from vidx.configs.config import ConfigError, load_config
     from vidx.jobs.index import run_index
@@ -637,7 +638,7 @@ def cmd_index(args) -> int:
     fresh = "://" not in args.out and not os.path.exists(args.out)  # a local index this run creates
     try:
         s = run_index(args.sources, args.out, cfg, quiet=not args.verbose)
-    except IndexError_ as e:
+    except (IndexError_, IndexJobError) as e:
         log.error("vidx index: %s", e)
         if fresh and os.path.isdir(args.out):  # nothing of it was there before: leave nothing behind
             shutil.rmtree(args.out, ignore_errors=True)

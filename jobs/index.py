@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from vidx.configs.config import Config
+from vidx.configs.errors import IndexJobError
 from vidx.configs.spaces import space
 from vidx.indexing import schemas
 from vidx.indexing.delta_log import FilePart
@@ -457,7 +458,7 @@ def _pool_size(cfg: Config) -> int:
     if cfg.ray.num_gpus > 0:
         gpus = res.get("GPU", 0)
         if gpus < cfg.ray.num_gpus:
-            raise SystemExit(f"vidx: the config asks for GPU actors (ray.num_gpus={cfg.ray.num_gpus}) but the "
+            raise IndexJobError(f"the config asks for GPU actors (ray.num_gpus={cfg.ray.num_gpus}) but the "
                              f"Ray cluster has {gpus:g} GPUs; use --set ray.num_gpus=0 or --config default")
         cap = int(gpus // cfg.ray.num_gpus)
     else:
@@ -572,18 +573,18 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     store = Store(out)
     bucket = store.missing_bucket()  # before any work: workers would each fail on it
     if bucket:
-        raise SystemExit(f"vidx index: the bucket {bucket!r} of {out} does not exist "
+        raise IndexJobError(f"the bucket {bucket!r} of {out} does not exist "
                          "(vidx never creates buckets: create it first)")
     if cfg.faces.detector == "retinaface":  # before any work, as for the action weights below
         try:
             face_weights.retinaface_onnx_bytes()
         except face_weights.RetinaFaceWeightsError as e:
-            raise SystemExit(f"vidx index: {e}") from None
+            raise IndexJobError(f"{e}") from None
     if cfg.faces.embedder == "sface":
         try:
             face_weights.sface_onnx_bytes()
         except face_weights.SFaceWeightsError as e:
-            raise SystemExit(f"vidx index: {e}") from None
+            raise IndexJobError(f"{e}") from None
     actions = None
     if cfg.actions.enabled:  # before any work: the weights must be there (or fetchable)
         from vidx.workers import actions as act
@@ -591,7 +592,7 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
         try:
             name, wpath = act.resolve_for_index(cfg.actions.model, cfg.actions.weights, cfg.ray.num_gpus > 0)
         except act.ActionWeightsError as e:
-            raise SystemExit(f"vidx index: {e}") from None
+            raise IndexJobError(f"{e}") from None
         actions = {"model": name, "weights_path": str(wpath), "stride": cfg.actions.stride, "clip_len": cfg.actions.clip_len,
                    "top_k": cfg.actions.top_k, "per_person": cfg.actions.per_person,
                    "labels": act.categories(name, wpath)}
@@ -600,7 +601,7 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     built = manifest.get("embedder")
     if built and built != emb.model:
         other = space(built).name
-        raise SystemExit(f"vidx index: {space(built).built_with(out)}; its distances are not comparable with "
+        raise IndexJobError(f"{space(built).built_with(out)}; its distances are not comparable with "
                          f"{emb.name}'s. Index into a new folder (--out NEW) to use {emb.name}, or keep this index's "
                          f"embedder with --set faces.embedder={other}"
                          + (" --detector dlib" if other == "dlib" and cfg.faces.detector != "dlib" else ""))
@@ -614,7 +615,7 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
             summary.skipped.append((inp.uri, inp.skip))
     inputs = [i for i in inputs if not i.skip]
     if not inputs:
-        raise SystemExit(f"vidx: no videos found in {' '.join(srcs)}"
+        raise IndexJobError(f"no videos found in {' '.join(srcs)}"
                          + "".join(f"\n  skipped: {u}: {w}" for u, w in summary.skipped))
     # New names are likely work: Ray and its actors start (and load the models) while this
     # process hashes and probes the inputs in a thread; a rerun over known names plans first.

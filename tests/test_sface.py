@@ -163,7 +163,9 @@ def test_index_run_refuses_another_embedder(tmp_path):
 
     out, _ = _two_people_index(tmp_path, "dlib_resnet_v1")
     cfg = load_config(None, ["actions.enabled=false"])
-    with pytest.raises(SystemExit, match="built with the dlib face embedder") as e:
+    from vidx.configs.errors import IndexJobError
+
+    with pytest.raises(IndexJobError, match="built with the dlib face embedder") as e:
         run_index([str(tmp_path)], out, cfg)
     assert "--out NEW" in str(e.value) and "faces.embedder=dlib" in str(e.value)
 
