@@ -18,80 +18,103 @@ import yaml
 from vidx.configs.errors import ConfigError  # noqa: F401 - defined there, raised here
 
 
+def key(default: Any, help: str, valid: str = "") -> Any:  # noqa: A002 - the word the docs use
+    """One config key, declared once: its default, what it means (the config reference prints it)
+    and its valid range, a Python expression of ``v`` (checked by ``--set`` and the YAML loader)."""
+    return field(default=default, metadata={"help": help, "valid": valid})
+
+
 @dataclass
 class FacesConfig:
-    detector: str = "retinaface"  # retinaface (small, turned faces; fast) | dlib (exact dlib, CC0)
-    embedder: str = "sface"  # sface (video faces; needs retinaface) | dlib (exact dlib, CC0; photos)
-    sample_fps: float = 2.0  # frames per second sampled for faces
-    max_side: int = 1280  # decode at most this long a side for detection (0 = native)
-    upsample: int = 0  # dlib detector: 1 finds ~40 px faces at 4x the cost
-    min_score: float = 0.9  # RetinaFace faces scoring lower are kept as rejected, not embedded
-    # a rejected face scoring at least this (RetinaFace) still extends the track whose last box it
-    # overlaps (IoU >= 0.3): it starts no track and is not embedded (>= min_score: off)
-    extend_score: float = 0.6
-    min_size: float = 20.0  # faces with a shorter side (decoded pixels) are kept as rejected
-    min_sharpness: float = 0.0  # blurrier chips (variance of the Laplacian) are kept as rejected
-    batch_frames: int = 16  # frames decoded and run through the models together
-    # retinaface: a full-frame detection on every full_every-th sampled frame (and at shot changes);
-    # between them only crops around the live tracks are searched (1: every frame; 0: auto, 2 on
-    # a CPU actor, 1 on a GPU, where whole frames run batched)
-    full_every: int = 0
-    # needed: a face one track alone overlaps continues it unembedded | all | auto: needed on a
-    # CPU actor, all on a GPU
-    embed: str = "auto"
-    device: str = "auto"  # auto: cuda when the actor has a GPU, else cpu
+    detector: str = key('retinaface',
+        "retinaface (small, turned faces; fast) | dlib (exact dlib, CC0)", 'v in ("retinaface", "dlib")')
+    embedder: str = key('sface',
+        "sface (video faces; needs retinaface) | dlib (exact dlib, CC0; photos)", 'v in ("sface", "dlib")')
+    sample_fps: float = key(2.0, 'frames per second sampled for faces', '0 < v <= 120')
+    max_side: int = key(1280, 'decode at most this long a side for detection (0 = native)', 'v == 0 or v >= 160')
+    upsample: int = key(0, 'dlib detector: 1 finds ~40 px faces at 4x the cost', 'v in (0, 1)')
+    min_score: float = key(0.9, 'RetinaFace faces scoring lower are kept as rejected, not embedded', '0 <= v <= 1')
+    extend_score: float = key(0.6,
+        "a rejected face scoring at least this (RetinaFace) still extends the track whose last box it overlaps "
+        "(IoU >= 0.3): it starts no track and is not embedded (>= min_score: off)", '0 <= v <= 1')
+    min_size: float = key(20.0, 'faces with a shorter side (decoded pixels) are kept as rejected', 'v >= 0')
+    min_sharpness: float = key(0.0, 'blurrier chips (variance of the Laplacian) are kept as rejected', 'v >= 0')
+    batch_frames: int = key(16, 'frames decoded and run through the models together', '1 <= v <= 1024')
+    full_every: int = key(0,
+        "retinaface: a full-frame detection on every full_every-th sampled frame (and at shot changes); between "
+        "them only crops around the live tracks are searched (1: every frame; 0: auto, 2 on a CPU actor, 1 on a "
+        "GPU, where whole frames run batched)", '0 <= v <= 100')
+    embed: str = key('auto',
+        "needed: a face one track alone overlaps continues it unembedded | all | auto: needed on a CPU actor, all"
+        " on a GPU", 'v in ("auto", "all", "needed")')
+    device: str = key('auto',
+        "auto: cuda when the actor has a GPU, else cpu", 'v == "auto" or v == "cpu" or v.startswith("cuda")')
 
 
 @dataclass
 class TrackingConfig:
-    link_distance: float = 0.0  # max embedding distance to continue a track (0: the embedder's value)
-    overlap_distance: float = 0.0  # ...for a face that stays in place (IoU >= 0.5) (0: the embedder's value)
-    max_gap_s: float = 1.5  # close a track unseen for longer than this
-    join_distance: float = 0.0  # join tracks across a chunk boundary below this distance (0: the embedder's)
-    # one track, one person: a face stays in a track only this close to the track's own faces (0: the embedder's)
-    verify_distance: float = 0.0
+    link_distance: float = key(0.0,
+        "max embedding distance to continue a track (0: the embedder's value)", '0 <= v <= 2')
+    overlap_distance: float = key(0.0,
+        "...for a face that stays in place (IoU >= 0.5) (0: the embedder's value)", '0 <= v <= 2')
+    max_gap_s: float = key(1.5, 'close a track unseen for longer than this', 'v >= 0')
+    join_distance: float = key(0.0,
+        "join tracks across a chunk boundary below this distance (0: the embedder's)", '0 <= v <= 2')
+    verify_distance: float = key(0.0,
+        "one track, one person: a face stays in a track only this close to the track's own faces (0: the "
+        "embedder's)", '0 <= v <= 2')
 
 
 @dataclass
 class ActionsConfig:
-    enabled: bool = True  # off: faces only (--no-actions)
-    model: str = "auto"  # i3d (auto: DeepMind's Kinetics-400 I3D, CPU and GPU) or a torchvision video model
-    weights: str = ""  # an explicit weights file (default: VIDX_WEIGHTS_DIR / the model's file name)
-    clip_len: int = 0  # frames per window at the model's rate (i3d 25 fps, torchvision 15); 0 = the model's
-    stride: int = 0  # frames between windows; 0 = the model's (i3d: half its clip, torchvision: its clip)
-    top_k: int = 5  # labels kept per window
-    min_score: float = 0.3  # a window's top label opens a segment at this score
-    keep_score: float = 0.15  # ...and keeps it open while it stays above this
-    min_duration: float = 1.0  # shorter segments are dropped
-    # what each person does: on = classify every face track's own body region; auto = only where two or more
-    # faces share the screen (a person alone takes the frame's label); off = frame-level labels only
-    per_person: str = "auto"
+    enabled: bool = key(True, 'off: faces only (--no-actions)')
+    model: str = key('auto', "i3d (auto: DeepMind's Kinetics-400 I3D, CPU and GPU) or a torchvision video model")
+    weights: str = key('', "an explicit weights file (default: VIDX_WEIGHTS_DIR / the model's file name)")
+    clip_len: int = key(0,
+        "frames per window at the model's rate (i3d 25 fps, torchvision 15); 0 = the model's",
+        'v == 0 or 9 <= v <= 512')
+    stride: int = key(0,
+        "frames between windows; 0 = the model's (i3d: half its clip, torchvision: its clip)", 'v >= 0')
+    top_k: int = key(5, 'labels kept per window', '1 <= v <= 400')
+    min_score: float = key(0.3, "a window's top label opens a segment at this score", '0 <= v <= 1')
+    keep_score: float = key(0.15, '...and keeps it open while it stays above this', '0 <= v <= 1')
+    min_duration: float = key(1.0, 'shorter segments are dropped', 'v >= 0')
+    per_person: str = key('auto',
+        "what each person does: on = classify every face track's own body region; auto = only where two or more "
+        "faces share the screen (a person alone takes the frame's label); off = frame-level labels only",
+        'v in ("auto", "on", "off")')
 
 
 @dataclass
 class PeopleConfig:
-    cluster_distance: float = 0.0  # tracks join one person below this average-linkage distance (0: the embedder's)
-    match_distance: float = 0.0  # a photo (enrolled or queried) matches a track below this (0: the embedder's)
-    neighbours: int = 30  # k of the k-nearest-neighbour graph clustering works on
-    # tracks of this quality (face_tracks.quality, 0-1) and up form people; weaker ones only join a person
-    # clearly nearest to them (docs/internals/identities.md: chosen on the shared clips' tracks)
-    min_quality: float = 0.25
-    attach_margin: float = 0.1  # ...nearer by at least this than to any other person (the embedder's metric)
-    index_exact_below: int = 100_000  # FAISS: exact search below this many tracks, IVF above
-    index_codec: str = "SQ8"  # IVF code: SQ8 (recall@10 ~0.96) or PQ16x8 / PQ64x8 (smaller, ~0.6-0.8)
+    cluster_distance: float = key(0.0,
+        "tracks join one person below this average-linkage distance (0: the embedder's)", '0 <= v <= 2')
+    match_distance: float = key(0.0,
+        "a photo (enrolled or queried) matches a track below this (0: the embedder's)", '0 <= v <= 2')
+    neighbours: int = key(30, 'k of the k-nearest-neighbour graph clustering works on', '1 <= v <= 1000')
+    min_quality: float = key(0.25,
+        "tracks of this quality (face_tracks.quality, 0-1) and up form people; weaker ones only join a person "
+        "clearly nearest to them (docs/internals/identities.md: chosen on the shared clips' tracks)", '0 <= v <= 1')
+    attach_margin: float = key(0.1,
+        "...nearer by at least this than to any other person (the embedder's metric)", '0 <= v <= 2')
+    index_exact_below: int = key(100_000, 'FAISS: exact search below this many tracks, IVF above', 'v >= 0')
+    index_codec: str = key('SQ8',
+        "IVF code: SQ8 (recall@10 ~0.96) or PQ16x8 / PQ64x8 (smaller, ~0.6-0.8)",
+        'v in ("SQ8", "PQ16x8", "PQ32x8", "PQ64x8")')
 
 
 @dataclass
 class RayConfig:
-    actors: int = 0  # actor pool size; 0 = as many as the cluster's CPUs (or GPUs) allow
-    num_cpus: float = 1.0  # per actor
-    num_gpus: float = 0.0  # per actor; 0 on CPU machines
+    actors: int = key(0, "actor pool size; 0 = as many as the cluster's CPUs (or GPUs) allow", 'v >= 0')
+    num_cpus: float = key(1.0, 'per actor', 'v > 0')
+    num_gpus: float = key(0.0, 'per actor; 0 on CPU machines', 'v >= 0')
 
 
 @dataclass
 class Config:
-    chunk_seconds: float = 60.0  # videos are split into chunks of this length
-    max_archive_gb: float = 64.0  # an archive that would expand beyond this is refused (gzip / zip bombs)
+    chunk_seconds: float = key(60.0, 'videos are split into chunks of this length', 'v >= 1')
+    max_archive_gb: float = key(64.0,
+        "an archive that would expand beyond this is refused (gzip / zip bombs)", 'v > 0')
     faces: FacesConfig = field(default_factory=FacesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     actions: ActionsConfig = field(default_factory=ActionsConfig)
@@ -119,45 +142,20 @@ def fill_distances(embedder: str, tracking: "TrackingConfig | None", people: "Pe
                 setattr(sec, k, getattr(sp, k))
 
 
-_RULES = {
-    "chunk_seconds": lambda v: v >= 1,
-    "max_archive_gb": lambda v: v > 0,
-    "faces.detector": lambda v: v in ("retinaface", "dlib"),
-    "faces.embedder": lambda v: v in ("sface", "dlib"),
-    "faces.sample_fps": lambda v: 0 < v <= 120,
-    "faces.min_score": lambda v: 0 <= v <= 1,
-    "faces.extend_score": lambda v: 0 <= v <= 1,
-    "faces.min_size": lambda v: v >= 0,
-    "faces.min_sharpness": lambda v: v >= 0,
-    "faces.max_side": lambda v: v == 0 or v >= 160,
-    "faces.upsample": lambda v: v in (0, 1),
-    "faces.batch_frames": lambda v: 1 <= v <= 1024,
-    "faces.full_every": lambda v: 0 <= v <= 100,
-    "faces.embed": lambda v: v in ("auto", "all", "needed"),
-    "faces.device": lambda v: v == "auto" or v == "cpu" or v.startswith("cuda"),
-    "tracking.link_distance": lambda v: 0 <= v <= 2,
-    "tracking.overlap_distance": lambda v: 0 <= v <= 2,
-    "tracking.max_gap_s": lambda v: v >= 0,
-    "tracking.join_distance": lambda v: 0 <= v <= 2,
-    "tracking.verify_distance": lambda v: 0 <= v <= 2,
-    "actions.clip_len": lambda v: v == 0 or 9 <= v <= 512,
-    "actions.stride": lambda v: v >= 0,
-    "actions.top_k": lambda v: 1 <= v <= 400,
-    "actions.min_score": lambda v: 0 <= v <= 1,
-    "actions.keep_score": lambda v: 0 <= v <= 1,
-    "actions.min_duration": lambda v: v >= 0,
-    "actions.per_person": lambda v: v in ("auto", "on", "off"),
-    "people.cluster_distance": lambda v: 0 <= v <= 2,
-    "people.match_distance": lambda v: 0 <= v <= 2,
-    "people.neighbours": lambda v: 1 <= v <= 1000,
-    "people.min_quality": lambda v: 0 <= v <= 1,
-    "people.attach_margin": lambda v: 0 <= v <= 2,
-    "people.index_exact_below": lambda v: v >= 0,
-    "people.index_codec": lambda v: v in ("SQ8", "PQ16x8", "PQ32x8", "PQ64x8"),
-    "ray.actors": lambda v: v >= 0,
-    "ray.num_cpus": lambda v: v > 0,
-    "ray.num_gpus": lambda v: v >= 0,
-}
+def _rules(obj: Any = None, prefix: str = "") -> dict[str, str]:
+    """Each key's valid range, as declared beside it (``key(..., valid)``): full key -> expression of v."""
+    obj = obj if obj is not None else Config()
+    got: dict[str, str] = {}
+    for f in dataclasses.fields(obj):
+        sub = getattr(obj, f.name)
+        if dataclasses.is_dataclass(sub):
+            got.update(_rules(sub, f"{prefix}{f.name}."))
+        elif f.metadata.get("valid"):
+            got[prefix + f.name] = f.metadata["valid"]
+    return got
+
+
+_RULES = _rules()
 
 
 def _set(obj: Any, key: str, value: Any, prefix: str = "") -> None:
@@ -194,8 +192,8 @@ def _set(obj: Any, key: str, value: Any, prefix: str = "") -> None:
     except (TypeError, ValueError):
         raise ConfigError(f"config key '{full}' must be {typ.__name__}, got {value!r}") from None
     rule = _RULES.get(full)
-    if rule and not rule(v):
-        raise ConfigError(f"config key '{full}' = {value!r} is out of range")
+    if rule and not eval(rule, {"__builtins__": {}}, {"v": v}):  # noqa: S307 - our own declared expressions
+        raise ConfigError(f"config key '{full}' = {value!r} is out of range (valid: {rule})")
     setattr(obj, name, v)
 
 

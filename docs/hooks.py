@@ -4,8 +4,8 @@ A page holds a marker (an HTML comment) where generated Markdown goes:
 
 * ``<!-- generated: cli -->``: every command's ``--help``, from the argparse parser the CLI runs;
 * ``<!-- generated: config -->``: every config key, its default, the presets' values, its valid
-  range and its meaning, from ``vidx.configs.config`` (the dataclasses, their comments, the
-  range rules) and the preset YAML files;
+  range and its meaning, as ``vidx.configs.config`` declares each once (``key(default, help,
+  valid)``), and the preset YAML files;
 * ``<!-- generated: schemas -->``: every table's columns and types, from ``vidx.indexing.schemas``.
 
 ``tests/test_docs.py`` builds the site strictly and checks the CLI page against the parser.
@@ -55,31 +55,6 @@ def cli_markdown() -> str:
     return "\n".join(parts)
 
 
-def _field_comments(cls) -> dict[str, str]:
-    """Each dataclass field's comment in the source (the line's trailing comment, after any
-    comment lines right above it)."""
-    src = inspect.getsource(cls).splitlines()
-    out, above = {}, []
-    for line in src[1:]:
-        s = line.strip()
-        if s.startswith("#"):
-            above.append(s.lstrip("# ").strip())
-            continue
-        m = re.match(r"(\w+): [^=]+=.*?(?:#\s*(.*))?$", s)
-        if m and not s.startswith(("def ", "@")):
-            out[m.group(1)] = " ".join([*above, m.group(2) or ""]).strip()
-        above = []
-    return out
-
-
-def _rule_texts() -> dict[str, str]:
-    """Each config key's range rule as written (``lambda v: 0 < v <= 120`` -> ``0 < v <= 120``)."""
-    from vidx.configs import config
-
-    src = inspect.getsource(config)
-    return {k: r.strip().rstrip(",") for k, r in re.findall(r'^\s+"([\w.]+)": lambda v: (.+)$', src, re.M)}
-
-
 def config_rows() -> list[dict[str, str]]:
     """One row per config key: key, default, each preset's value (blank: the default), rule, meaning."""
     import yaml
@@ -98,19 +73,15 @@ def config_rows() -> list[dict[str, str]]:
             data = data[k]
         return data
 
-    rules = _rule_texts()
     rows = []
     top = config.Config()
     for f in dataclasses.fields(top):
         sub = getattr(top, f.name)
-        if dataclasses.is_dataclass(sub):
-            notes = _field_comments(type(sub))
-            items = [(f"{f.name}.{g.name}", getattr(sub, g.name), notes.get(g.name, "")) for g in dataclasses.fields(sub)]
-        else:
-            items = [(f.name, sub, _field_comments(config.Config).get(f.name, ""))]
-        for key, default, note in items:
+        fields = [(f"{f.name}.{g.name}", g, getattr(sub, g.name)) for g in dataclasses.fields(sub)] \
+            if dataclasses.is_dataclass(sub) else [(f.name, f, sub)]
+        for key, fld, default in fields:  # each key as declared once (configs/config.py: key(default, help, valid))
             rows.append({"key": key, "default": default, **{p: preset_value(d, key) for p, d in presets.items()},
-                         "valid": rules.get(key, ""), "meaning": note})
+                         "valid": fld.metadata.get("valid", ""), "meaning": fld.metadata.get("help", "")})
     return rows
 
 
