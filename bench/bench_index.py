@@ -58,7 +58,9 @@ if hasattr(J, "_Pool"):  # this checkout: when Ray, the actors and the work were
         fan(*a, **k); phases["work_done_s"] = time.time() - t0
     def _commit(*a, **k):
         commit(*a, **k); phases["committed_s"] = time.time() - t0
-    J._Pool.__enter__, J._fan_out, J._commit = _enter, _fan, _commit
+    J._Pool.__enter__ = _enter
+    R = sys.modules.get("vidx.jobs.index.run", J)  # where run_index looks them up (a package since 2026-12-05)
+    R._fan_out, R._commit = _fan, _commit
 src, out, sets = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 cfg = load_config(None, ["actions.enabled=false", *sets])
 s = J.run_index([src], out, cfg, progress=False, quiet=True)

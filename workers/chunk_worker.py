@@ -1,7 +1,7 @@
 """The per-chunk worker that runs inside Ray actors: decode -> faces -> tracks -> Parquet parts.
 
 The batch-inference pattern: :class:`ChunkIndexer` loads the face engine once in ``__init__``;
-``index_chunk`` turns a chunk description into a small result row.  The index job holds one per Ray actor (``jobs/index._Worker``), two
+``index_chunk`` turns a chunk description into a small result row.  The index job holds one per Ray actor (``jobs/index/pool._Worker``), two
 chunks at a time.  Decoded frames never leave the actor: a decoder thread fills a bounded queue of frame pieces while
 the models run on the previous piece, so memory is set by ``faces.batch_frames`` and the
 queue depth, not by the video's length.  Parts are written under names of their own and
