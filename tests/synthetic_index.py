@@ -106,6 +106,10 @@ def write_index(out, videos: dict[str, list[tuple]],
             "detections": pa.array([max(1, int(e - s)) for s, e in zip(start, end)], pa.int32()),
             "embedding": _fsl(emb, DIM), "thumbnail": [f"jpeg:{t}".encode() for t in tid], "thumbnail_t": start,
             "segments": [[t] for t in tid], "quality": pa.array(qual, pa.float32())}, schema=schemas.FACE_TRACKS)
+        shots = pa.table({"video_id": [vid], "chunk": pa.array([0], pa.int32()), "shot": pa.array([0], pa.int32()),
+                          "start_s": [0.0], "end_s": [max(end) if len(end) else 0.0],
+                          "score": pa.nulls(1, pa.float32())}, schema=schemas.SHOTS)  # one shot, no cut
+        adds["shots"].append(write_part(store, "shots", shots, vid, (0, 0)))
         adds["track_segments"].append(write_part(store, "track_segments", segs, vid, (0, 0)))
         adds["face_detections"].append(write_part(store, "face_detections", dets, vid, (0, 0)))
         adds["face_tracks"].append(write_part(store, "face_tracks", ft, vid))

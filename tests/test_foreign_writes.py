@@ -137,3 +137,36 @@ def test_another_writer_s_commit_between_vidx_s_is_retried_and_checkpoints_keep_
     assert dt.transaction_version("stream-1") == 7  # the checkpoint kept the other writer's txn
     names = {os.path.relpath(u, out / "face_tracks") for u in dt.file_uris()}
     assert mine.path in names and len(names) == 4 and _readable(out / "face_tracks") == 5
+
+
+def test_vidx_check_finds_an_old_orphan_and_a_chunk_in_two_of_vidx_s_parts(index_dir):
+    """A Parquet file in a table's folder that no commit holds, older than the table's retention,
+    is an orphan (one line; --repair deletes it; a young one may be a running job's and is left);
+    a chunk committed in two of vidx's own parts is a chunk twice (one line, to index again)."""
+    import time
+
+    from vidx.indexing.check import check, repair
+    from vidx.indexing.tables import write_part
+
+    out, v = index_dir
+    assert check(str(out)).whole
+    young = out / "face_detections" / "vid1" / "00009-aaaaaaaaaaaa.parquet"
+    old = out / "face_detections" / "vid1" / "00009-bbbbbbbbbbbb.parquet"
+    src = next((out / "face_detections" / "vid1").glob("*.parquet"))
+    for f in (young, old):
+        shutil.copy(src, f)
+    week = time.time() - 8 * 24 * 3600
+    os.utime(old, (week, week))
+    rep = check(str(out))
+    assert [f.what for f in rep.findings] == [
+        "face_detections: vid1/00009-bbbbbbbbbbbb.parquet is in no commit of the table's log (an orphan, 192 h old)"]
+    fixed = repair(str(out))
+    assert fixed.whole and not old.exists() and young.exists() and "1 orphan file(s) deleted" in fixed.repaired
+    # the same chunk in a second part of vidx's, committed beside the first
+    t = IndexTable(Store(str(out)), "face_detections")
+    first = next(p for p in t.snapshot().files.values() if p.tags["video_id"] == "vid1")
+    twin = write_part(Store(str(out)), "face_detections", t.read([first]), "vid1", (0, 0))
+    t.commit([twin])
+    lines = [f.what for f in check(str(out)).findings]
+    assert len(lines) == 1 and lines[0].startswith("face_detections: chunk 0 of vid1") and "in 2 of vidx's parts" in \
+        lines[0], lines
