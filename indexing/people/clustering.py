@@ -3,7 +3,6 @@ linkage, the quality rule, centres and stable person ids."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import numpy as np
@@ -332,9 +331,7 @@ def stable_ids(labels: np.ndarray, track_ids: list[str], previous: dict[str, str
         if votes:
             pid = max(sorted(votes), key=votes.get)
         else:
-            pid = person_id_for([track_ids[i] for i in members])
-            while pid in taken:
-                pid = "P" + hashlib.blake2b(pid.encode(), digest_size=4).hexdigest()
+            pid = person_id_for([track_ids[i] for i in members], taken=taken)
         taken.add(pid)
         for i in members:
             out[i] = pid

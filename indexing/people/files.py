@@ -63,8 +63,13 @@ GALLERY = pa.schema([
 ])
 
 
-def person_id_for(track_ids: list[str], salt: str = "") -> str:
-    return "P" + hashlib.blake2b((salt + min(track_ids)).encode(), digest_size=4).hexdigest()
+def person_id_for(track_ids: list[str], salt: str = "", taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """The one place a person id is minted: from the person's first track id (and a salt naming the
+    correction that made it), stable across re-clustering; rehashed past the ids in ``taken``."""
+    pid = "P" + hashlib.blake2b((salt + min(track_ids)).encode(), digest_size=4).hexdigest()
+    while pid in taken:
+        pid = "P" + hashlib.blake2b(pid.encode(), digest_size=4).hexdigest()
+    return pid
 
 
 def _emb(table: pa.Table, col: str = "embedding") -> np.ndarray:
