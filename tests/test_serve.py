@@ -327,6 +327,9 @@ def test_page_review_loop(data_dir, tmp_path):
         assert page.locator(f"#similar .card[data-person-id='{biden_id}'] button.merge-similar").count() == 1
         page.goto(f"{url}/#people")
         page.wait_for_selector(f"#people .card[data-person-id='{apart}']")
+        # the gallery drawn before this visit is still there until the fresh one replaces it (its ticks
+        # with it): tick only once the page's requests are done
+        page.wait_for_load_state("networkidle")
         page.check(f"#people .card[data-person-id='{pid}'] .merge")
         page.check(f"#people .card[data-person-id='{apart}'] .merge")
         page.click("#merge-btn")  # merging it back is refused, saying why
