@@ -418,7 +418,7 @@ def test_a_delivery_is_appended_on_s3_and_a_server_reads_vectors_by_range(s3_env
 
 
 @pytest.mark.media
-def test_other_engines_operations_on_s3_then_an_index_give_an_uninterrupted_runs_tables(s3, data_dir, tmp_path):
+def test_other_engines_operations_on_s3_then_an_index_give_an_uninterrupted_runs_tables(s3_env, data_dir, tmp_path):
     """On the object store: delta-rs deletes one chunk's rows, compacts one table, updates another,
     z-orders a per-video table and overwrites one video's rows; the next `vidx index` redoes what is
     no longer vidx's, takes the old rows out of the rewritten objects in the same commits, and ends
@@ -430,50 +430,37 @@ def test_other_engines_operations_on_s3_then_an_index_give_an_uninterrupted_runs
     from vidx.indexing.delta_log import storage_options
     from vidx.indexing.tables import read_index_table
 
-    endpoint, env, fs = s3
+    endpoint, env, fs = s3_env  # its settings in this process too (delta-rs and vidx's readers)
     v = data_dir / "videos"
     args = [v / "hk_obama.mp4", v / "shd_obama.mp4", "--set", "chunk_seconds=1"]
     local = tmp_path / "local"
     assert vidx(env, "index", "--no-actions", *args, "--out", local).returncode == 0
     out = "s3://archive/ops"
     assert vidx(env, "index", "--no-actions", *args, "--out", out).returncode == 0
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", *KEYS)}
-    os.environ.update({"AWS_ENDPOINT_URL": endpoint, **KEYS})
-    try:
-        # one writer here: delta-rs may commit without a lock (vidx's own commits use conditional writes)
-        opts = {**storage_options(f"{out}/face_detections", "s3"), "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
-        dt = lambda name: deltalake.DeltaTable(f"{out}/{name}", storage_options=opts)  # noqa: E731
-        dt("face_detections").delete("chunk = 1")
-        dt("track_segments").optimize.compact()
-        dt("shots").update(updates={"end_s": "end_s + 1"}, predicate="chunk = 0")
-        dt("face_tracks").optimize.z_order(["start_s"])
-        rows = dt("face_detections").to_pyarrow_table()
-        one = rows["video_id"][0].as_py()
-        deltalake.write_deltalake(f"{out}/face_detections", rows.filter(pc.equal(rows["video_id"], one)),
-                                  mode="overwrite", predicate=f"video_id = '{one}'", storage_options=opts)
-        p = vidx(env, "index", "--no-actions", *args, "--out", out)
-        assert p.returncode == 0 and "already done" in p.stdout, p.stdout + p.stderr[-3000:]
-        for name, keys in (("face_detections", ["video_id", "frame", "x1", "y1"]), ("track_segments", ["segment_id"]),
-                           ("face_tracks", ["track_id"])):
-            a = read_index_table(str(local), name).sort_by([(k, "ascending") for k in keys])
-            b = read_index_table(out, name).sort_by([(k, "ascending") for k in keys])
-            assert a.select(keys).equals(b.select(keys)), name
-            theirs = deltalake.DeltaTable(f"{out}/{name}", storage_options=opts).to_pyarrow_table()
-            assert theirs.num_rows == a.num_rows, name  # delta-rs reads no row twice
-    finally:
-        for k, val in saved.items():
-            if val is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = val
+    # one writer here: delta-rs may commit without a lock (vidx's own commits use conditional writes)
+    opts = {**storage_options(f"{out}/face_detections", "s3"), "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+    dt = lambda name: deltalake.DeltaTable(f"{out}/{name}", storage_options=opts)  # noqa: E731
+    dt("face_detections").delete("chunk = 1")
+    dt("track_segments").optimize.compact()
+    dt("shots").update(updates={"end_s": "end_s + 1"}, predicate="chunk = 0")
+    dt("face_tracks").optimize.z_order(["start_s"])
+    rows = dt("face_detections").to_pyarrow_table()
+    one = rows["video_id"][0].as_py()
+    deltalake.write_deltalake(f"{out}/face_detections", rows.filter(pc.equal(rows["video_id"], one)),
+                              mode="overwrite", predicate=f"video_id = '{one}'", storage_options=opts)
+    p = vidx(env, "index", "--no-actions", *args, "--out", out)
+    assert p.returncode == 0 and "already done" in p.stdout, p.stdout + p.stderr[-3000:]
+    for name, keys in (("face_detections", ["video_id", "frame", "x1", "y1"]), ("track_segments", ["segment_id"]),
+                       ("face_tracks", ["track_id"])):
+        a = read_index_table(str(local), name).sort_by([(k, "ascending") for k in keys])
+        b = read_index_table(out, name).sort_by([(k, "ascending") for k in keys])
+        assert a.select(keys).equals(b.select(keys)), name
+        theirs = deltalake.DeltaTable(f"{out}/{name}", storage_options=opts).to_pyarrow_table()
+        assert theirs.num_rows == a.num_rows, name  # delta-rs reads no row twice
     p = vidx(env, "check", out)
     assert p.returncode == 0 and "is whole" in p.stdout, p.stdout + p.stderr[-2000:]
-    os.environ.update({"AWS_ENDPOINT_URL": endpoint, **KEYS})
-    try:  # a vacuum with zero retention by delta-rs afterwards changes nothing vidx needs
-        dt("face_detections").vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
-    finally:
-        for k in ("AWS_ENDPOINT_URL", *KEYS):
-            os.environ.pop(k, None)
+    # a vacuum with zero retention by delta-rs afterwards changes nothing vidx needs
+    dt("face_detections").vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
     p = vidx(env, "index", "--no-actions", *args, "--out", out)
     assert p.returncode == 0 and " 0 indexed" in p.stdout, p.stdout + p.stderr[-2000:]
     p = vidx(env, "check", out)
