@@ -55,6 +55,7 @@ class Finding:
     what: str  # one line for the user
     fix: str = ""  # what --repair does, or "" when it cannot
     redo: str | None = None  # a video whose chunks must be indexed again (its path)
+    orphan: tuple[str, str] | None = None  # (table, file) that no commit holds: --repair deletes it
 
 
 @dataclass
@@ -295,7 +296,7 @@ def _check_orphans(store: Store, tables: dict[str, IndexTable], rep: CheckReport
             age_ms = now_ms - (info.mtime.timestamp() * 1000 if info.mtime else now_ms)
             if age_ms > retention:
                 rep.findings.append(Finding(f"{name}: {rel} is in no commit of the table's log (an orphan, "
-                                            f"{age_ms / 3_600_000:.0f} h old)", fix="deleted"))
+                                            f"{age_ms / 3_600_000:.0f} h old)", fix="deleted", orphan=(name, rel)))
 
 
 @writes_index("check --repair")
@@ -331,9 +332,8 @@ def repair(out: str) -> CheckReport:
 
         packs.update(store, None)  # every pack rewritten from its table
         done.append("the FAISS index, identities and packs rebuilt from the tables")
-    orphans = [f for f in before.findings if f.what.endswith("h old)") and "an orphan" in f.what]
-    for f in orphans:
-        name, rel = f.what.split(": ", 1)[0], f.what.split(": ", 1)[1].split(" is in no commit")[0]
+    orphans = [f.orphan for f in before.findings if f.orphan]
+    for name, rel in orphans:
         tables[name].delete([rel])
     if orphans:
         done.append(f"{len(orphans)} orphan file(s) deleted")
