@@ -179,13 +179,13 @@ def profile(videos: Path, sets: list[str]) -> tuple[float, list[tuple[str, float
     import pstats
 
     from vidx.configs.config import load_config
-    from vidx.jobs.index import chunk_rows, list_inputs, plan_all
+    from vidx.jobs.index import chunk_tasks, list_inputs, plan_all
     from vidx.workers.chunk_worker import ChunkIndexer
 
     cfg = load_config(None, ["actions.enabled=false", *sets])
     cfg.resolve()
     plans = plan_all(list_inputs([str(videos)]), cfg.chunk_seconds)
-    chunks = [row for p in plans.values() if not p.error for row in chunk_rows(p, cfg)]
+    chunks = [row for p in plans.values() if not p.error for row in chunk_tasks(p, cfg)]
     with tempfile.TemporaryDirectory() as tmp:
         w = ChunkIndexer(tmp, cfg.to_dict()["faces"], cfg.to_dict()["tracking"], num_cpus=1)
         w.index_chunk(chunks[0])  # warm
@@ -209,7 +209,7 @@ def profile(videos: Path, sets: list[str]) -> tuple[float, list[tuple[str, float
             continue
         by_name[key] = by_name.get(key, 0.0) + cum
     groups = [(label, by_name.get(fn, 0.0)) for label, fn in PROFILE_GROUPS]
-    decode_s = sum(r["decode_s"] for r in rs)
+    decode_s = sum(r.decode_s for r in rs)
     return wall, groups, decode_s
 
 

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     from torchvision.models import get_model
 
     from vidx.configs.config import load_config
-    from vidx.jobs.index import chunk_rows, list_inputs, plan_video
+    from vidx.jobs.index import chunk_tasks, list_inputs, plan_video
     from vidx.workers import actions
     from vidx.workers.chunk_worker import ChunkIndexer
 
@@ -69,10 +69,10 @@ def main(argv=None) -> int:
         w._person_windows = timed
         t0 = time.perf_counter()
         for vp in plans:
-            for row in chunk_rows(vp, cfg):
+            for row in chunk_tasks(vp, cfg):
                 r = w.index_chunk(row)
-                if r["status"] != "ok":
-                    print(f"  {vp.uri}: {r['error']}", file=sys.stderr)
+                if not r.ok:
+                    print(f"  {vp.uri}: {r.error}", file=sys.stderr)
         wall = time.perf_counter() - t0
         rate = spent["crop"] / spent["s"] if spent["s"] and spent["crop"] else 0.0
         print(f"| {mode} | {wall:.1f} | {seconds / wall:.1f} | {spent['crop']} / {spent['scene']} | {spent['s']:.1f} | "

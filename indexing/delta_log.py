@@ -68,9 +68,8 @@ class FilePart:
     @classmethod
     def from_add(cls, add: dict[str, Any]) -> "FilePart":
         stats = json.loads(add.get("stats") or "{}")
-        tags = add.get("tags") or {}
         return cls(add["path"], int(add.get("size") or 0), int(stats.pop("numRecords", 0) or 0), stats,
-                   dict(tags) if not isinstance(tags, list) else dict(tags))
+                   dict(add.get("tags") or {}))
 
     def remove(self, now_ms: int, data_change: bool = True) -> dict[str, Any]:
         return {"remove": {"path": self.path, "deletionTimestamp": now_ms, "dataChange": data_change,

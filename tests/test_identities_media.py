@@ -47,7 +47,7 @@ def _tracks(video: Path, tmp_path: Path, shots: list | None = None) -> list[dict
     import pyarrow.parquet as pq
 
     from vidx.configs.config import load_config
-    from vidx.jobs.index import Input, chunk_rows, plan_video
+    from vidx.jobs.index import Input, chunk_tasks, plan_video
     from vidx.workers.chunk_worker import ChunkIndexer
 
     cfg = load_config(None, ["actions.enabled=false"])
@@ -55,11 +55,11 @@ def _tracks(video: Path, tmp_path: Path, shots: list | None = None) -> list[dict
     assert not vp.error, vp.error
     out = tmp_path / f"ix-{video.stem}"
     worker = ChunkIndexer(str(out), cfg.to_dict()["faces"], cfg.to_dict()["tracking"])
-    res = worker.index_chunk(chunk_rows(vp, cfg)[0])
-    assert res["status"] == "ok", res
+    res = worker.index_chunk(chunk_tasks(vp, cfg)[0])
+    assert res.ok, res
     if shots is not None:
-        shots.extend(pq.read_table(out / "shots" / res["parts"]["shots"]["path"]).to_pylist())
-    segs = pq.read_table(out / "track_segments" / res["parts"]["track_segments"]["path"])
+        shots.extend(pq.read_table(out / "shots" / res.parts["shots"].path).to_pylist())
+    segs = pq.read_table(out / "track_segments" / res.parts["track_segments"].path)
     return sorted(segs.to_pylist(), key=lambda r: r["start_s"])
 
 

@@ -284,3 +284,35 @@ def test_decoder_messages_lose_their_internal_paths_and_lost_frames_make_spans()
     times = np.arange(10) * 0.5
     assert decode.lost_spans([2.0, 2.5, 4.5], times) == [(2.0, 3.0), (4.5, 4.5)]
     assert decode.describe_spans([(2.0, 3.0), (4.5, 4.5)]) == "2.00-3.00 s, at 4.50 s"
+
+
+def test_chunk_tasks_and_results_cross_the_ray_boundary_as_typed_values(tmp_path):
+    """A chunk goes to its worker as a ChunkTask (the frames it samples, the stream it reads, no
+    dict of keys) and a pickled copy is the same task; damage spans travel as numbers and only the
+    part file's tag is a string, read back to the same spans."""
+    import pickle
+
+    from vidx.configs.config import load_config
+    from vidx.indexing.delta_log import FilePart
+    from vidx.jobs.index import Input, chunk_tasks, plan_video
+    from vidx.workers import decode
+    from vidx.workers.chunks import ChunkResult, ChunkTask, parse_spans, spans_tag
+
+    cfg = load_config(None, ["actions.enabled=false", "chunk_seconds=1"])
+    vp = plan_video(Input(str(_clip(tmp_path))), cfg.chunk_seconds)
+    tasks = chunk_tasks(vp, cfg)
+    assert len(tasks) == len(vp.chunks) >= 2 and all(isinstance(t, ChunkTask) for t in tasks)
+    t = tasks[1]
+    assert t.key == (vp.video_id, 1) and t.seconds == pytest.approx(t.end_s - t.start_s)
+    assert isinstance(t.stream, decode.Stream) and (t.stream.width, t.stream.height) == (vp.info.width, vp.info.height)
+    assert np.array_equal(t.frame_t, vp.info.timestamps[t.frame_idx]) and t.start_s <= t.frame_t.min() < t.end_s
+    assert t.action_idx is None  # faces only
+    back = pickle.loads(pickle.dumps(t))
+    assert back.key == t.key and back.stream.backend == t.stream.backend and np.array_equal(back.frame_idx, t.frame_idx)
+    spans = [(4.0, 4.5), (6.1, 6.1)]
+    assert spans_tag(spans) == "4.00-4.50;6.10-6.10" and parse_spans(spans_tag(spans)) == spans
+    r = ChunkResult(t.video_id, t.chunk, t.seconds, parts={"shots": FilePart("a.parquet", 10, 1)}, damaged=spans)
+    back = pickle.loads(pickle.dumps(r))
+    assert back.ok and back.parts["shots"] == FilePart("a.parquet", 10, 1) and back.damaged == spans
+    failed = ChunkResult.failed(t, "boom")
+    assert not failed.ok and failed.error == "boom" and failed.seconds == t.seconds

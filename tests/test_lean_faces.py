@@ -108,7 +108,7 @@ def test_the_lean_pipeline_keeps_the_full_ones_faces_on_real_clips(data_dir, tmp
     """Detection on crops between full frames and embedding only what the tracker needs, beside
     every frame detected and every face embedded, chunk by chunk on three shared clips."""
     from vidx.configs.config import load_config
-    from vidx.jobs.index import chunk_rows, list_inputs, plan_all
+    from vidx.jobs.index import chunk_tasks, list_inputs, plan_all
     from vidx.workers.chunk_worker import ChunkIndexer
 
     vids = [data_dir / "videos" / n for n in ("shd_obama.mp4", "hk_biden.mp4", "psd_goldeneye-vfr-drop3.mp4")]
@@ -121,9 +121,9 @@ def test_the_lean_pipeline_keeps_the_full_ones_faces_on_real_clips(data_dir, tmp
         w = ChunkIndexer(str(tmp_path / name), cfg.to_dict()["faces"] | {"device": "cpu"}, cfg.to_dict()["tracking"],
                          num_cpus=1)
         assert (w.full_every, w.embed_needed) == ((1, False) if name == "full" else (2, True))  # auto on a CPU
-        rows = [w.index_chunk(r) for p in plans.values() for r in chunk_rows(p, cfg)]
-        assert all(r["status"] == "ok" for r in rows), rows
-        res[name] = pa.concat_tables(pq.read_table(tmp_path / name / "face_detections" / r["parts"]["face_detections"]["path"])
+        rows = [w.index_chunk(r) for p in plans.values() for r in chunk_tasks(p, cfg)]
+        assert all(r.ok for r in rows), rows
+        res[name] = pa.concat_tables(pq.read_table(tmp_path / name / "face_detections" / r.parts["face_detections"].path)
                                      for r in rows)
     full, lean = res["full"], res["lean"]
     tracked = lambda d: {(v, round(t, 3)) for v, t, s in zip(d["video_id"].to_pylist(), d["t"].to_pylist(),  # noqa: E731

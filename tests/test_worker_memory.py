@@ -14,13 +14,14 @@ PROBE = textwrap.dedent("""
     import psutil
     from vidx.configs.config import load_config
     from vidx.workers.chunk_worker import ChunkIndexer
-    from vidx.jobs.index import Input, chunk_rows, plan_video
+    import dataclasses
+    from vidx.jobs.index import Input, chunk_tasks, plan_video
     path, out, device = sys.argv[1], sys.argv[2], sys.argv[3]
     # pieces of 4 frames: a 60 s clip at 2 fps runs 30 pieces through decode and the models
     config = load_config(None, ["faces.device=" + device, "faces.batch_frames=4", "chunk_seconds=600", *sys.argv[4:]])
     cfg = config.to_dict()
     w = ChunkIndexer(out, cfg["faces"], cfg["tracking"])
-    (row,) = chunk_rows(plan_video(Input(path), config.chunk_seconds), config)
+    (task,) = chunk_tasks(plan_video(Input(path), config.chunk_seconds), config)
     proc, rss, stop = psutil.Process(), [], threading.Event()
     def watch():
         while not stop.is_set():
@@ -28,9 +29,10 @@ PROBE = textwrap.dedent("""
             time.sleep(0.1)
     th = threading.Thread(target=watch, daemon=True)
     th.start()
-    r = w.index_chunk({**row, "video_id": "v"})
+    r = w.index_chunk(dataclasses.replace(task, video_id="v"))
     stop.set(); th.join()
-    print(json.dumps({"rss": rss, **{k: r[k] for k in ("status", "error", "detections", "segments", "sampled_frames", "parts")}}))
+    print(json.dumps({"rss": rss, **{k: getattr(r, k) for k in ("status", "error", "detections", "segments", "sampled_frames")},
+                  "parts": {n: dataclasses.asdict(p) for n, p in r.parts.items()}}))
 """)
 
 

@@ -16,7 +16,6 @@ import queue
 import threading
 import time
 import traceback
-from dataclasses import asdict
 from typing import Any, Iterator
 
 import numpy as np
@@ -27,6 +26,7 @@ from vidx.indexing import schemas
 from vidx.indexing.store import Store
 from vidx.indexing.tables import write_part
 from vidx.workers import decode
+from vidx.workers.chunks import ChunkResult, ChunkTask, spans_tag
 from vidx.workers.face_detector import Detections
 from vidx.workers.sources import SourceError, local_file
 from vidx.workers import shots
@@ -117,7 +117,7 @@ def _crop_detect(det, frame: np.ndarray, pred: np.ndarray):
     return Detections(to_dlib_boxes(raw), sc, pt)
 
 
-def _pieces(path: str, info: decode.VideoInfo, indices: np.ndarray, times: np.ndarray, max_side: int, piece: int,
+def _pieces(path: str, info: decode.Stream, indices: np.ndarray, times: np.ndarray, max_side: int, piece: int,
             timing: dict, lost: list[float] | None = None, threads: int = 1,
             every=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Decode in a background thread, at most QUEUE_PIECES pieces ahead of the consumer; the
@@ -207,18 +207,15 @@ class ChunkIndexer:
                                             stride=int(actions.get("stride") or 0))
         self.store = Store(out)
 
-    def index_chunk(self, row: dict[str, Any]) -> dict[str, Any]:
-        vid, chunk = str(row["video_id"]), int(row["chunk"])
-        start, end = float(row["start_s"]), float(row["end_s"])
+    def index_chunk(self, task: ChunkTask) -> ChunkResult:
+        vid, chunk = task.video_id, task.chunk
         timing = {"decode_s": 0.0, "model_s": 0.0}
-        res = {"video_id": vid, "chunk": chunk, "status": "ok", "error": "", "damaged": "", "detections": 0,
-               "segments": 0,
-               "sampled_frames": 0, "seconds": end - start, "decode_s": 0.0, "model_s": 0.0, "wall_s": 0.0}
+        res = ChunkResult(vid, chunk, task.seconds)
         t0 = time.perf_counter()
         try:
-            with local_file(str(row["uri"])) as path:
-                dets, segs, (windows, person), n_frames, spans, shot_rows = self._run(path, row, timing)
-            damaged = ";".join(f"{a:.2f}-{b:.2f}" for a, b in spans)
+            with local_file(task.uri) as path:
+                dets, segs, (windows, person), n_frames, spans, shot_rows = self._run(path, task, timing)
+            damaged = spans_tag(spans)
             # new parts under names of their own; the driver commits them (a retry writes others)
             parts = {"face_detections": write_part(self.store, "face_detections", dets, vid, (chunk, chunk),
                                                    **({"damaged": damaged} if damaged else {})),
@@ -228,38 +225,34 @@ class ChunkIndexer:
                 parts["action_windows"] = write_part(self.store, "action_windows", windows, vid, (chunk, chunk))
             if person is not None:
                 parts["person_windows"] = write_part(self.store, "person_windows", person, vid, (chunk, chunk))
-            res.update(detections=dets.num_rows, segments=segs.num_rows, sampled_frames=n_frames, damaged=damaged,
-                       parts={k: asdict(v) for k, v in parts.items()})
+            res.parts, res.damaged = parts, [(float(x), float(y)) for x, y in spans]
+            res.detections, res.segments, res.sampled_frames = dets.num_rows, segs.num_rows, n_frames
         except (decode.DecodeError, SourceError) as e:
-            res.update(status="failed", error=str(e))
+            res.status, res.error = "failed", str(e)
         except Exception as e:  # noqa: BLE001 - one bad chunk must not stop the job
             log.error("chunk %s/%d failed:\n%s", vid, chunk, traceback.format_exc())
-            res.update(status="failed", error=f"internal error: {type(e).__name__}: {e}")
-        res.update(decode_s=timing["decode_s"], model_s=timing["model_s"], wall_s=time.perf_counter() - t0)
+            res.status, res.error = "failed", f"internal error: {type(e).__name__}: {e}"
+        res.decode_s, res.model_s, res.wall_s = timing["decode_s"], timing["model_s"], time.perf_counter() - t0
         return res
 
-    def _run(self, path: str, row: dict[str, Any], timing: dict):
+    def _run(self, path: str, task: ChunkTask, timing: dict):
         """The driver already probed the video and picked this chunk's frames (frame_idx and
         their times frame_t): the worker decodes exactly those, without probing again."""
-        vid, chunk = str(row["video_id"]), int(row["chunk"])
-        face_idx = np.asarray(row["frame_idx"], np.int64)
-        idx, times = face_idx, np.asarray(row["frame_t"], np.float64)
+        vid, chunk = task.video_id, task.chunk
+        face_idx = np.asarray(task.frame_idx, np.int64)
+        idx, times = face_idx, np.asarray(task.frame_t, np.float64)
         act = self.action_model
         if act is not None:  # one decode for both stages: the union of their frames
-            act_idx = np.asarray(row["action_idx"], np.int64)
+            act_idx = np.asarray(task.action_idx, np.int64)
             tmap = dict(zip(face_idx.tolist(), times.tolist()))
-            tmap.update(zip(act_idx.tolist(), np.asarray(row["action_t"], np.float64).tolist()))
+            tmap.update(zip(act_idx.tolist(), np.asarray(task.action_t, np.float64).tolist()))
             idx = np.union1d(face_idx, act_idx)
             times = np.array([tmap[i] for i in idx.tolist()])
             from vidx.workers.actions import Windows
 
             buf = Windows(act)
             wins = []
-        keys = row.get("keys")
-        info = decode.VideoInfo(duration=0.0, fps=0.0, frames=0, width=int(row["width"]), height=int(row["height"]),
-                                codec="", backend=str(row["decoder"]), timestamps=np.zeros(0),
-                                keyframes=None if keys is None else np.asarray(keys, np.float64),
-                                pts_offset=float(row.get("pts_offset") or 0.0))
+        info = task.stream
         w, h = decode.scaled_size(info.width, info.height, int(self.faces["max_side"]))
         sx, sy = info.width / w, info.height / h
         scale4 = np.array([sx, sy, sx, sy])
@@ -302,7 +295,7 @@ class ChunkIndexer:
             timing["model_s"] += time.perf_counter() - t
         return self._tables(vid, chunk, cols, tracker, wins if act is not None else None,
                             pwins if act is not None else None, n_frames, lost, times,
-                            (float(row["start_s"]), float(row["end_s"]), hist_state["shots"].cuts))
+                            (task.start_s, task.end_s, hist_state["shots"].cuts))
 
     def _actions(self, run, tracker: Tracker, wins: list, pwins: list, to_decoded: np.ndarray) -> None:
         """Classify one run of windows (:class:`vidx.workers.actions.Windows`): the frame's, then each

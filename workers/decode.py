@@ -56,6 +56,18 @@ def sniff(head: bytes) -> bool:
     return len(head) >= 189 * 3 and all(head[i * 188] == 0x47 for i in range(3))
 
 
+@dataclass(frozen=True)
+class Stream:
+    """What a reader needs to decode chosen frames of a probed video without probing it again
+    (:meth:`VideoInfo.stream`; a chunk's task carries it to its worker)."""
+
+    width: int
+    height: int
+    backend: str  # decord or pyav
+    keyframes: np.ndarray | None = None  # key frames' times (pyav), or None
+    pts_offset: float = 0.0  # pyav: the stream's own time of its first frame
+
+
 @dataclass
 class VideoInfo:
     duration: float
@@ -72,6 +84,10 @@ class VideoInfo:
     pts_offset: float = 0.0  # pyav backend: the stream's own time of the first frame (vidx's time 0)
     stream_start: float = 0.0  # the stream's own time of its first frame, whatever the backend: a player's
     #                            media time of vidx's time t is t + stream_start
+
+    def stream(self) -> Stream:
+        """The reader's part of this probe."""
+        return Stream(self.width, self.height, self.backend, self.keyframes, self.pts_offset)
 
 
 def stream_start(path: str, packets: int = 64) -> float:
@@ -262,11 +278,12 @@ def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, 2 * round(width * s / 2)), max(2, 2 * round(height * s / 2))
 
 
-def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int = 0, piece: int = 16,
+def read_frames(path: str, info: VideoInfo | Stream, indices: np.ndarray, max_side: int = 0, piece: int = 16,
                 times: np.ndarray | None = None, lost: list[float] | None = None, threads: int = 1,
                 every: Callable[[float, object], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (frame indices, frames (n, h, w, 3) uint8 RGB) for the given frames, `piece` at a time.
 
+    ``info``: the probe, or only its :class:`Stream` (then ``times`` are required).
     ``times`` are those frames' presentation times (default: from ``info.timestamps``); only the
     PyAV path needs them, so a caller that knows them need not hold every frame's time.  With
     ``lost`` (a list), damage is read around: the times of sampled frames that cannot be decoded
@@ -287,6 +304,7 @@ def read_frames(path: str, info: VideoInfo, indices: np.ndarray, max_side: int =
     if times is None:
         times = info.timestamps[indices]
     times = np.asarray(times, np.float64)
+    info = info.stream() if isinstance(info, VideoInfo) else info
     if info.backend == "decord":
         decord = _decord()
         vr = decord.VideoReader(path, ctx=decord.cpu(0), width=w if w != info.width else -1,

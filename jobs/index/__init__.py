@@ -14,14 +14,18 @@
    parts are compacted into one file a table, and the videos table and the manifest are
    written.  A rerun with nothing to do changes nothing.
 
-Modules, in the order of a run: ``inputs`` (what the sources hold), ``plan`` (chunks), ``run``
-(checks, then plan, pool and commit), ``pool`` (Ray actors and retries), ``commit`` (parts into
-the tables, the manifest), ``merge`` (per-video tracks and actions from the chunks' rows).
+Modules, in the order of a run: ``inputs`` (what the sources hold), ``plan`` (chunks, as
+:class:`~vidx.workers.chunks.ChunkTask` values), ``run`` (checks, then plan, pool and commit),
+``state`` (what those steps share: :class:`Run`, and the :class:`Summary`), ``pool`` (Ray actors
+and retries over one state per chunk; results come back as
+:class:`~vidx.workers.chunks.ChunkResult`), ``commit`` (parts into the tables, the manifest),
+``merge`` (per-video tracks and actions from the chunks' rows).
 """
 
 from vidx.jobs.index.commit import _ChunkParts, _commit, _compact  # noqa: F401
 from vidx.jobs.index.inputs import Input, content_id, list_inputs, member_id  # noqa: F401
 from vidx.jobs.index.merge import action_segments, join_tracks, person_actions  # noqa: F401
-from vidx.jobs.index.plan import VideoPlan, chunk_rows, plan_all, plan_video  # noqa: F401
+from vidx.jobs.index.plan import VideoPlan, chunk_tasks, plan_all, plan_video  # noqa: F401
 from vidx.jobs.index.pool import _fan_out, _Pool  # noqa: F401
-from vidx.jobs.index.run import Summary, run_index  # noqa: F401
+from vidx.jobs.index.run import run_index  # noqa: F401
+from vidx.jobs.index.state import Run, Summary  # noqa: F401

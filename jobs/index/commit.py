@@ -24,8 +24,10 @@ from vidx.indexing.tables import (
     write_part,
 )
 from vidx.workers import decode, face_weights
+from vidx.workers.chunks import parse_spans
 
 from vidx.jobs.index.merge import action_segments, join_tracks, person_actions
+from vidx.jobs.index.state import Run
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +78,9 @@ class _ChunkParts:
                 seen.setdefault(p.path, p)
         return list(seen.values())
 
-    def add(self, parts: dict[str, dict]) -> None:
-        for n, d in parts.items():
-            self.pending[n].append(FilePart(**d))
+    def add(self, parts: dict[str, FilePart]) -> None:
+        for n, p in parts.items():
+            self.pending[n].append(p)
 
     def replace(self, name: str, adds: list[FilePart], operation: str = "WRITE") -> None:
         """Commit ``adds`` to table ``name``, removing the parts they supersede (a chunk redone:
@@ -108,10 +110,9 @@ class _ChunkParts:
                 self.replace(n, adds)
 
 
-def _damage(damaged: str, info: decode.VideoInfo | None) -> list[tuple[float, float]]:
-    """Undecodable spans from chunk results ("4.00-4.50;6.10-6.10"), without the last frames of a
+def _damage(spans: list[tuple[float, float]], info: decode.VideoInfo | None) -> list[tuple[float, float]]:
+    """Undecodable spans (a chunk's result, or its part's tag), without the last frames of a
     file cut short: those belong to the cut (the video's note says so), not to damage."""
-    spans = [tuple(map(float, sp.split("-"))) for sp in damaged.split(";") if sp]
     if info and info.data_end:
         spans = [sp for sp in spans if sp[0] < info.data_end - 2.0 / max(info.fps, 1.0)]
     return spans
@@ -121,7 +122,11 @@ def _comparable(m: dict) -> dict:
     return {k: v for k, v in m.items() if k not in ("commit", "updated")}
 
 
-def _commit(store, tables, parts, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions=None):
+def _commit(run: Run) -> None:
+    """Per video: its status from its chunks, its joined tracks and merged actions (where a chunk
+    ran), compaction; then the videos table and the manifest (nothing at all when nothing changed)."""
+    store, tables, parts, manifest, plans = run.store, run.tables, run.parts, run.manifest, run.plans
+    cfg, summary, actions, ran_videos = run.cfg, run.summary, run.actions, run.ran_videos
     rows = {k: [] for k in schemas.VIDEOS.names}
     per_video = {}
     for n in VIDEO_TABLES:
@@ -148,11 +153,12 @@ def _commit(store, tables, parts, manifest, plans, chunk_errors, ran_videos, cfg
         info = vp.info
         n_chunks = len(vp.chunks)
         done = sum(1 for c in range(n_chunks) if (vid, c) in parts.live["face_detections"])
-        errs = [f"chunk {k.split('/')[1]}: {e}" for k, e in chunk_errors.items() if k.split("/")[0] == vid]
+        errs = [f"chunk {c}: {e}" for (v, c), e in run.chunk_errors.items() if v == vid]
         if vp.error:
             status, error = "failed", vp.error
         elif done == n_chunks:
-            spans = _damage(";".join(p.tags.get("damaged", "") for p in parts.of_video("face_detections", vid, n_chunks)),
+            spans = _damage([sp for p in parts.of_video("face_detections", vid, n_chunks)
+                             for sp in parse_spans(p.tags.get("damaged", ""))],
                             info)
             notes = ([info.note] if info and info.note else []) + (
                 [f"undecodable {decode.describe_spans(spans)} (indexed around it)"] if spans else [])
@@ -241,7 +247,7 @@ def _commit(store, tables, parts, manifest, plans, chunk_errors, ran_videos, cfg
     manifest["config"] = cfg.to_dict()
     manifest.pop("tables", None)
     unchanged = (not ran_videos and old is not None and not any(new_parts.values())
-                 and old.sort_by("path").equals(videos) and _comparable(manifest) == before)
+                 and old.sort_by("path").equals(videos) and _comparable(manifest) == run.before)
     if unchanged:
         log.info("nothing new to index; %s is up to date", store.uri)
         return

@@ -7,7 +7,6 @@ import os
 import tarfile
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -15,6 +14,7 @@ import pyarrow.fs as pafs
 from vidx.configs.config import Config
 from vidx.indexing.store import resolve
 from vidx.workers import decode, sources
+from vidx.workers.chunks import ChunkTask
 
 from vidx.jobs.index.inputs import Input, _path_id, content_id, member_id
 
@@ -80,27 +80,29 @@ def plan_all(inputs: list[Input], chunk_s: float) -> dict[str, VideoPlan]:
     return plans
 
 
-def chunk_rows(vp: VideoPlan, cfg: Config) -> list[dict[str, Any]]:
-    """One work item per chunk, carrying what the worker needs to decode without probing:
-    the sampled frames' indices and presentation times (faces; actions at their clip rate),
-    the frame size and the decoder."""
+def chunk_tasks(vp: VideoPlan, cfg: Config) -> list[ChunkTask]:
+    """One task per chunk, carrying what the worker needs to decode without probing: the
+    sampled frames' indices and presentation times (faces; actions at their clip rate), the
+    frame size, the decoder and the key frames the chunk may seek to."""
     info = vp.info
-    rows = []
+    tasks = []
     for c, (s, e) in enumerate(vp.chunks):
         idx = decode.sample_indices(info.timestamps, s, e, cfg.faces.sample_fps)
-        row = {"video_id": vp.video_id, "uri": vp.uri, "chunk": c, "start_s": s, "end_s": e,
-               "frame_idx": idx.tolist(), "frame_t": info.timestamps[idx].tolist(),
-               "width": info.width, "height": info.height, "decoder": info.backend, "pts_offset": info.pts_offset}
+        a = None
         wanted = idx
         if cfg.actions.enabled:
             from vidx.workers.actions import clip_fps, resolve_name
 
             a = decode.sample_indices(info.timestamps, s, e, clip_fps(resolve_name(cfg.actions.model, cfg.ray.num_gpus > 0)))
-            row.update(action_idx=a.tolist(), action_t=info.timestamps[a].tolist())
             wanted = np.union1d(idx, a)
+        keys = None
         if info.keyframes is not None and len(wanted):  # the key frames this chunk may seek to
             t0, t1 = info.timestamps[wanted[0]], info.timestamps[wanted[-1]]
             lo = max(0, int(np.searchsorted(info.keyframes, t0 + 1e-6)) - 1)
-            row["keys"] = info.keyframes[lo : int(np.searchsorted(info.keyframes, t1 + 1e-6))].tolist()
-        rows.append(row)
-    return rows
+            keys = np.asarray(info.keyframes[lo : int(np.searchsorted(info.keyframes, t1 + 1e-6))], np.float64)
+        stream = decode.Stream(info.width, info.height, info.backend, keys, info.pts_offset)
+        tasks.append(ChunkTask(vp.video_id, vp.uri, c, s, e, stream, np.asarray(idx, np.int64),
+                               np.asarray(info.timestamps[idx], np.float64),
+                               None if a is None else np.asarray(a, np.int64),
+                               None if a is None else np.asarray(info.timestamps[a], np.float64)))
+    return tasks

@@ -9,16 +9,18 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 
 from vidx.configs.config import Config
 from vidx.configs.errors import IndexJobError
 from vidx.indexing.store import Store
 from vidx.workers import decode
+from vidx.workers.chunks import ChunkResult, ChunkTask
 
 from vidx.jobs.index.commit import _damage
+from vidx.jobs.index.state import Run
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +147,10 @@ class _Worker:
 
         return ray.get_runtime_context().get_node_id()
 
-    def index_chunk(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {**self.indexer.index_chunk(row), "node": self.ready()}
+    def index_chunk(self, task: ChunkTask) -> ChunkResult:
+        r = self.indexer.index_chunk(task)
+        r.node = self.ready()
+        return r
 
 
 class _Pool:
@@ -198,122 +202,166 @@ class _Pool:
             ray.shutdown()
 
 
-def _fan_out(todo, pool, parts, chunk_errors, ran_videos, summary, plans, progress, term=None):
-    import ray
-    from tqdm import tqdm
+@dataclass
+class _Chunk:
+    """One chunk's task and what happened to it so far (the pool's per-chunk state)."""
 
+    task: ChunkTask
+    crashes: int = 0  # times its worker process died on a live node (retried up to TASK_RETRIES)
+    moves: int = 0  # times its actor was lost with its node (free, up to MAX_MOVES)
+
+
+class _FanOut:
+    """The chunks of one run through the pool: two an actor, the next as each returns; a chunk
+    whose actor was lost with its node goes to another actor, one whose worker process died is
+    retried, and a lost actor takes work again once Ray has restarted it elsewhere.  Each result
+    goes to the run (:meth:`record`), committed every few seconds."""
+
+    def __init__(self, run: Run, todo: list[ChunkTask], pool: _Pool, progress: bool | None, term):
+        from tqdm import tqdm
+
+        self.run, self.pool, self.term = run, pool, term
+        self.todo = todo
+        self.queue = [_Chunk(t) for t in reversed(todo)]  # pop() takes them in plan order; a retry goes on top
+        self.running: dict = {}  # ObjectRef -> (chunk, actor)
+        self.probes: dict = {}  # ObjectRef of a ready() call -> actor whose node was lost (restarting elsewhere)
+        self.healthy = list(pool.actors)
+        self.nodes: dict = {}  # actor -> the node its last answer came from
+        self.left: dict[str, int] = {}  # video -> chunks not yet returned
+        for t in todo:
+            self.left[t.video_id] = self.left.get(t.video_id, 0) + 1
+        self.videos_done: set[str] = set()
+        self.done_s, self.faces = 0.0, 0
+        self.total_s = sum(t.seconds for t in todo)
+        self.tty = term.isatty() if progress is None else progress
+        self.bar = tqdm(total=round(self.total_s, 1), unit="video-s", disable=not self.tty, dynamic_ncols=True,
+                        file=term)
+        self.last_write = self.last_log = self.t_run = time.time()
+
+    def submit(self, actor) -> None:
+        ch = self.queue.pop()
+        self.running[actor.index_chunk.remote(ch.task)] = (ch, actor)
+
+    def go(self) -> None:
+        import ray
+
+        for _ in range(CALLS_PER_ACTOR):
+            for a in self.healthy:
+                if self.queue:
+                    self.submit(a)
+        waiting_since = None
+        while self.running or (self.queue and self.probes):
+            if not self.running and self.queue and not self.healthy:  # every actor lost with its node: wait
+                waiting_since = waiting_since or time.time()
+                if time.time() - waiting_since > NO_WORKER_S:
+                    break
+            ready, _ = ray.wait(list(self.running) + list(self.probes), num_returns=1,
+                                timeout=None if self.running else 10.0)
+            if not ready:
+                continue
+            ref = ready[0]
+            if ref in self.probes:
+                if self.back(ref):
+                    waiting_since = None
+                continue
+            ch, actor = self.running.pop(ref)
+            try:
+                r = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                r = self.failed(ch, actor, e)
+                if r is None:  # retried or moved
+                    continue
+            if r.node:
+                self.nodes[actor] = r.node
+            if self.queue and actor in self.healthy:
+                self.submit(actor)
+            self.record(r)
+        for ch in reversed(self.queue):  # no worker could be placed for NO_WORKER_S: these wait for the next run
+            self.run.chunk_errors[ch.task.key] = (f"no worker could run it: every worker was lost with its node and "
+                                                  f"none came back within {NO_WORKER_S:.0f} s")
+        self.run.parts.commit()
+        self.bar.close()
+
+    def back(self, ref) -> bool:
+        """A lost actor's probe answered: back (restarted on a live node), it takes work again."""
+        import ray
+
+        actor = self.probes.pop(ref)
+        try:
+            node = ray.get(ref)
+        except ray.exceptions.RayError:
+            self.probes[actor.ready.remote()] = actor
+            return False
+        self.nodes[actor] = node
+        self.healthy.append(actor)
+        for _ in range(CALLS_PER_ACTOR):
+            if self.queue:
+                self.submit(actor)
+        return True
+
+    def failed(self, ch: _Chunk, actor, e: Exception) -> ChunkResult | None:
+        """A chunk's call raised: moved (its actor went with its node), retried (its worker process
+        died), or, past its retries, a failed result.  None when it goes back on the queue."""
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        if _node_lost(e, self.nodes.get(actor)) and ch.moves < MAX_MOVES:  # not the chunk's fault
+            ch.moves += 1
+            self.queue.append(ch)
+            if actor in self.healthy:
+                self.healthy.remove(actor)
+                self.probes[actor.ready.remote()] = actor
+                log.info("a worker was lost with its node (%s); its chunks go to the other workers", first)
+            if self.healthy and self.queue:
+                self.submit(self.healthy[len(self.running) % len(self.healthy)])
+            return None
+        ch.crashes += 1
+        if ch.crashes <= TASK_RETRIES:  # its worker process died: Ray restarts the actor; try again
+            self.queue.append(ch)
+            if self.queue and actor in self.healthy:
+                self.submit(actor)
+            return None
+        return ChunkResult.failed(ch.task, f"the worker process died on this chunk ({TASK_RETRIES + 1} tries): {first}")
+
+    def record(self, r: ChunkResult) -> None:
+        """A chunk's result into the run: its parts (committed every few seconds), its damage or its
+        error, the progress bar."""
+        from tqdm import tqdm
+
+        run, vid = self.run, r.video_id
+        run.ran_videos.add(vid)
+        run.summary.chunks_run += 1
+        if r.ok:
+            run.parts.add(r.parts)
+            spans = _damage(r.damaged, run.plans[vid].info)
+            if spans:
+                with tqdm.external_write_mode(file=self.term):  # the bar steps aside for the line
+                    log.warning("%s: undecodable %s (indexed around it)", run.plans[vid].uri,
+                                decode.describe_spans(spans))
+            self.faces += r.detections
+        else:
+            run.chunk_errors[(vid, r.chunk)] = r.error
+            with tqdm.external_write_mode(file=self.term):
+                log.warning("%s chunk %d failed: %s", run.plans[vid].uri, r.chunk, r.error)
+        self.left[vid] -= 1
+        if self.left[vid] == 0:
+            self.videos_done.add(vid)
+        self.done_s += r.seconds
+        self.bar.update(round(r.seconds, 1))
+        self.bar.set_postfix_str(f"videos {len(self.videos_done)}/{len(self.left)} chunks {run.summary.chunks_run}/"
+                                 f"{len(self.todo)} faces {self.faces}")
+        now = time.time()
+        if now - self.last_write > 2.0:  # resumable: what finished is committed every few seconds
+            run.parts.commit()
+            self.last_write = now
+        if not self.tty and now - self.last_log > 10.0:
+            log.info("%d/%d chunks, %.0f/%.0f video-s, %d faces, %.1f video-s/s", run.summary.chunks_run,
+                     len(self.todo), self.done_s, self.total_s, self.faces, self.done_s / max(now - self.t_run, 1e-9))
+            self.last_log = now
+
+
+def _fan_out(run: Run, todo: list[ChunkTask], pool: _Pool, progress: bool | None = None, term=None) -> None:
+    """Run ``todo`` on the pool's actors (:class:`_FanOut`), their results into ``run``."""
     term = term or sys.stderr
     pool.trim(len(todo))
     log.info("indexing %d chunk(s) of %d video(s) with %d actor(s)", len(todo),
-             len({t["video_id"] for t in todo}), len(pool.actors))
-    tty = term.isatty() if progress is None else progress
-    total_s = sum(t["end_s"] - t["start_s"] for t in todo)
-    bar = tqdm(total=round(total_s, 1), unit="video-s", disable=not tty, dynamic_ncols=True, file=term)
-    last_write = last_log = t_run = time.time()
-    done_s, faces, videos_done = 0.0, 0, set()
-    left: dict[str, int] = {}
-    for t in todo:
-        left[t["video_id"]] = left.get(t["video_id"], 0) + 1
-    queue = list(reversed(todo))  # pop() takes them in plan order; a chunk to retry goes back on top
-    running: dict = {}  # ObjectRef -> (row, actor)
-    probes: dict = {}  # ObjectRef of a ready() call -> actor whose node was lost (restarting elsewhere)
-    healthy = list(pool.actors)
-    crashes: dict[tuple, int] = {}  # chunk -> times its worker process died on a live node
-    moves: dict[tuple, int] = {}  # chunk -> times its actor was lost with its node (free)
-    nodes: dict = {}  # actor -> the node its last answer came from
-    waiting_since = None
-
-    def submit(actor) -> None:
-        row = queue.pop()
-        running[actor.index_chunk.remote(row)] = (row, actor)
-
-    for _ in range(CALLS_PER_ACTOR):
-        for a in healthy:
-            if queue:
-                submit(a)
-    while running or (queue and probes):
-        if not running and queue and not healthy:  # every actor lost with its node: wait for a restart
-            waiting_since = waiting_since or time.time()
-            if time.time() - waiting_since > NO_WORKER_S:
-                break
-        ready, _ = ray.wait(list(running) + list(probes), num_returns=1, timeout=None if running else 10.0)
-        if not ready:
-            continue
-        ref = ready[0]
-        if ref in probes:  # a lost actor is back (restarted on a live node): it takes work again
-            actor = probes.pop(ref)
-            try:
-                ray.get(ref)
-            except ray.exceptions.RayError:
-                probes[actor.ready.remote()] = actor
-                continue
-            nodes[actor] = ray.get(ref)
-            healthy.append(actor)
-            waiting_since = None
-            for _ in range(CALLS_PER_ACTOR):
-                if queue:
-                    submit(actor)
-            continue
-        row, actor = running.pop(ref)
-        key = (row["video_id"], int(row["chunk"]))
-        try:
-            r = ray.get(ref)
-        except ray.exceptions.RayError as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            if _node_lost(e, nodes.get(actor)) and moves.get(key, 0) < MAX_MOVES:  # not the chunk's fault
-                moves[key] = moves.get(key, 0) + 1
-                queue.append(row)
-                if actor in healthy:
-                    healthy.remove(actor)
-                    probes[actor.ready.remote()] = actor
-                    log.info("a worker was lost with its node (%s); its chunks go to the other workers", first)
-                if healthy and queue:
-                    submit(healthy[len(running) % len(healthy)])
-                continue
-            crashes[key] = crashes.get(key, 0) + 1
-            if crashes[key] <= TASK_RETRIES:  # its worker process died: Ray restarts the actor; try again
-                queue.append(row)
-                if queue and actor in healthy:
-                    submit(actor)
-                continue
-            r = {"video_id": row["video_id"], "chunk": row["chunk"], "status": "failed", "detections": 0,
-                 "seconds": row["end_s"] - row["start_s"],
-                 "error": f"the worker process died on this chunk ({TASK_RETRIES + 1} tries): {first}"}
-        if r.get("node"):
-            nodes[actor] = r.pop("node")
-        if queue and actor in healthy:
-            submit(actor)
-        vid, c = r["video_id"], int(r["chunk"])
-        ran_videos.add(vid)
-        summary.chunks_run += 1
-        if r["status"] == "ok":
-            parts.add(r["parts"])
-            spans = _damage(r.get("damaged", ""), plans[vid].info)
-            if spans:
-                with tqdm.external_write_mode(file=term):  # the bar steps aside for the line
-                    log.warning("%s: undecodable %s (indexed around it)", plans[vid].uri,
-                                decode.describe_spans(spans))
-            faces += int(r["detections"])
-        else:
-            chunk_errors[f"{vid}/{c}"] = r["error"]
-            with tqdm.external_write_mode(file=term):
-                log.warning("%s chunk %d failed: %s", plans[vid].uri, c, r["error"])
-        left[vid] -= 1
-        if left[vid] == 0:
-            videos_done.add(vid)
-        done_s += float(r["seconds"])
-        bar.update(round(float(r["seconds"]), 1))
-        bar.set_postfix_str(f"videos {len(videos_done)}/{len(left)} chunks {summary.chunks_run}/{len(todo)} faces {faces}")
-        now = time.time()
-        if now - last_write > 2.0:  # resumable: what finished is committed every few seconds
-            parts.commit()
-            last_write = now
-        if not tty and now - last_log > 10.0:
-            log.info("%d/%d chunks, %.0f/%.0f video-s, %d faces, %.1f video-s/s", summary.chunks_run, len(todo),
-                     done_s, total_s, faces, done_s / max(now - t_run, 1e-9))
-            last_log = now
-    for row in reversed(queue):  # no worker could be placed for NO_WORKER_S: these chunks wait for the next run
-        chunk_errors[f"{row['video_id']}/{row['chunk']}"] = (f"no worker could run it: every worker was lost with its "
-                                                             f"node and none came back within {NO_WORKER_S:.0f} s")
-    parts.commit()
-    bar.close()
+             len({t.video_id for t in todo}), len(pool.actors))
+    _FanOut(run, todo, pool, progress, term).go()

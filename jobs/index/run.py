@@ -7,7 +7,6 @@ import logging
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 
 from vidx.configs.config import Config
@@ -24,27 +23,11 @@ from vidx.workers import face_weights
 
 from vidx.jobs.index.commit import _ChunkParts, _commit, _comparable
 from vidx.jobs.index.inputs import list_inputs
-from vidx.jobs.index.plan import chunk_rows, plan_all
+from vidx.jobs.index.plan import chunk_tasks, plan_all
 from vidx.jobs.index.pool import _fan_out, _Pool, ray_output_to_file
+from vidx.jobs.index.state import Run, Summary
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Summary:
-    videos_ok: int = 0
-    videos_partial: int = 0
-    videos_failed: int = 0
-    chunks_run: int = 0
-    chunks_skipped: int = 0
-    tracks: int = 0
-    detections: int = 0
-    people: int = 0
-    wall_s: float = 0.0
-    people_s: float = 0.0  # of wall_s, the people refresh at the end
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    partials: list[tuple[str, str]] = field(default_factory=list)  # indexed with a part missing, and why
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # pointed at, not indexed, and why
 
 
 @writes_index("index")
@@ -102,8 +85,6 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
                          + "".join(f"\n  skipped: {u}: {w}" for u, w in summary.skipped))
     # New names are likely work: Ray and its actors start (and load the models) while this
     # process hashes and probes the inputs in a thread; a rerun over known names plans first.
-    chunk_errors: dict[str, str] = {}
-    ran_videos: set[str] = set()
     known = {p for v in manifest["videos"].values() for p in (v.get("paths") or [v.get("path")])}
     early = any(i.uri not in known for i in inputs)
     per_person = actions and actions["per_person"] != "off"
@@ -111,7 +92,7 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
     for name in VIDEO_TABLES:  # refused before any work when another engine changed what vidx writes
         tables[name].snapshot(write=True)
     tables["videos"].snapshot(write=True)
-    parts = _ChunkParts(tables)  # the chunk tables' checks
+    run = Run(cfg, store, tables, _ChunkParts(tables), manifest, before, actions, summary=summary)
     with contextlib.ExitStack() as stack:
         pool, term = None, sys.stderr
 
@@ -129,6 +110,7 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
                     plans = planned.result()
         else:
             plans = plan_all(inputs, cfg.chunk_seconds)
+        run.plans = plans
         todo = []
         needed = ["face_detections", "track_segments", "shots"] + (["action_windows"] if actions else []) + (
             ["person_windows"] if per_person else [])
@@ -139,15 +121,15 @@ def run_index(srcs: list[str], out: str, cfg: Config, progress: bool | None = No
             if vp.error:
                 continue
             entry["chunk_seconds"] = cfg.chunk_seconds
-            for row in chunk_rows(vp, cfg):
-                if parts.done((vp.video_id, int(row["chunk"])), needed):
+            for task in chunk_tasks(vp, cfg):
+                if run.parts.done(task.key, needed):
                     summary.chunks_skipped += 1
                     continue
-                todo.append(row)
+                todo.append(task)
         if todo:
             pool = pool or start_pool()
-            _fan_out(todo, pool, parts, chunk_errors, ran_videos, summary, plans, progress, term)
-    _commit(store, tables, parts, manifest, plans, chunk_errors, ran_videos, cfg, before, summary, actions)
+            _fan_out(run, todo, pool, progress, term)
+    _commit(run)
     from vidx.indexing import people  # FAISS index + identities; a no-op when nothing changed
 
     t_people = time.time()
