@@ -142,7 +142,7 @@ class QueryEngine:
         self._labels = sorted({x for x in self.segments["label"].to_pylist() + self.person_actions["label"].to_pylist()
                                if x})
         lab = {x: i for i, x in enumerate(self._labels)}
-        seg_v = np.array([self._by_video.code.get(v, -1) for v in self.segments["video_id"].to_pylist()], np.int64)
+        seg_v = self._by_video.lookup(self.segments["video_id"].to_pylist())
         self._segs = _Intervals(self.segments, seg_v, len(self._by_video.values), seg_v, lab, source=False)
         pact_r = row_of[pc.index_in(pact_tracks, value_set=acted).to_numpy(zero_copy_only=False).astype(np.int64)] \
             if len(acted) else np.zeros(0, np.int64)
@@ -524,19 +524,16 @@ def _csr(keys: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
     return order, np.concatenate([[0], np.cumsum(np.bincount(keys, minlength=n_keys))]).astype(np.int64)
 
 
-class _Groups:
-    """Rows of a table grouped by one string column's value."""
+class _Groups(people.Codes):
+    """Rows of a table grouped by one id column's value (its :class:`~vidx.indexing.people.Codes`)."""
 
     def __init__(self, col: pa.Array | pa.ChunkedArray):
-        enc = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
-        self.codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        self.values: list[str] = enc.dictionary.to_pylist()
-        self.code = {v: i for i, v in enumerate(self.values)}
+        super().__init__(col)
         self.order, self.start = _csr(self.codes, len(self.values))
 
     def rows(self, value: str) -> np.ndarray:
-        i = self.code.get(value)
-        return self.rows_of_code(i) if i is not None else np.zeros(0, np.int64)
+        i = self.code_of(value)
+        return self.rows_of_code(i) if i >= 0 else np.zeros(0, np.int64)
 
     def rows_of_code(self, i: int) -> np.ndarray:
         return self.order[self.start[i] : self.start[i + 1]]

@@ -77,6 +77,7 @@ from vidx.indexing.people.edits import correct, enroll  # noqa: F401
 from vidx.indexing.people.files import (  # noqa: F401
     BASIS,
     CORRECTIONS_REL,
+    Codes,
     GALLERY,
     IDENTITIES,
     PEOPLE,

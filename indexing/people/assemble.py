@@ -7,14 +7,13 @@ import logging
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from vidx.configs.config import PeopleConfig
 from vidx.configs.spaces import Space
 from vidx.indexing import faces_index, schemas
 from vidx.indexing.people.clustering import _blocks, _quality
 from vidx.indexing.people.corrections import Assignment
-from vidx.indexing.people.files import IDENTITIES, PEOPLE, _fsl
+from vidx.indexing.people.files import IDENTITIES, PEOPLE, Codes, _fsl
 from vidx.indexing.people.naming import name_people
 
 log = logging.getLogger(__name__)
@@ -29,11 +28,11 @@ def _tables(tracks: pa.Table, emb: np.ndarray, assign: Assignment, manual: dict[
 
     n = tracks.num_rows
     quality = _quality(tracks)
-    person_ids = assign.person_ids()
-    names_sorted = sorted(set(assign.names[c] for c in np.unique(assign.code).tolist())) if n else []
+    person_ids = assign.ids()
+    names_sorted = sorted(set(assign.values[c] for c in np.unique(assign.codes).tolist())) if n else []
     rank = {p: i for i, p in enumerate(names_sorted)}
-    remap = np.array([rank.get(p, -1) for p in assign.names], np.int64)
-    inv = remap[assign.code] if n else np.zeros(0, np.int64)  # person index per track, people sorted by id
+    remap = np.array([rank.get(p, -1) for p in assign.values], np.int64)
+    inv = remap[assign.codes] if n else np.zeros(0, np.int64)  # person index per track, people sorted by id
     k = len(names_sorted)
     det = tracks["detections"].to_numpy(zero_copy_only=False).astype(np.float64)
     w = det * np.maximum(quality, 1e-3)  # a person's centre leans on its many-detection, good tracks
@@ -64,7 +63,7 @@ def _tables(tracks: pa.Table, emb: np.ndarray, assign: Assignment, manual: dict[
     taken = [manual.get(p) for p in names_sorted]
     no = None
     if refused:  # per person, the names its tracks are marked as not being: a manual one goes too
-        pos = {p: i for i, p in enumerate(assign.names)}
+        pos = {p: i for i, p in enumerate(assign.values)}
         no = [refused.get(pos[p], set()) for p in names_sorted]
         taken = [None if t in n else t for t, n in zip(taken, no)]
     enrolled, name_d = name_people(centre, gallery, sp, cfg.match_distance, together, taken, no)
@@ -75,7 +74,7 @@ def _tables(tracks: pa.Table, emb: np.ndarray, assign: Assignment, manual: dict[
     order = np.lexsort((np.arange(n), -w, inv)) if n else np.zeros(0, np.int64)
     first = order[np.r_[0, np.flatnonzero(np.diff(inv[order])) + 1]] if n else np.zeros(0, np.int64)
     thumb = tracks["track_id"].take(pa.array(first))  # per person: the track with most (weighted) detections
-    vcode = pc.dictionary_encode(tracks["video_id"].combine_chunks()).indices.to_numpy(zero_copy_only=False)
+    vcode = Codes(tracks["video_id"]).codes
     pairs = np.unique(inv * (int(vcode.max()) + 1 if n else 1) + vcode) if n else np.zeros(0, np.int64)
     n_videos = np.bincount(pairs // (int(vcode.max()) + 1), minlength=k) if n else np.zeros(0, np.int64)
     people = pa.table({

@@ -10,40 +10,27 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vidx.indexing.people.files import IDENTITIES, PeopleError, _read
+from vidx.indexing.people.files import IDENTITIES, Codes, PeopleError, _read
 from vidx.indexing.store import Store
 
 log = logging.getLogger(__name__)
 
 
-class Assignment:
-    """Person per track as integer codes over a list of person ids: corrections replayed over a
+class Assignment(Codes):
+    """Person per track, as :class:`Codes` over the person ids: corrections replayed over a
     million tracks are array operations, not loops over a dict."""
 
     def __init__(self, track_ids: pa.Array, person_ids: pa.Array):
+        super().__init__(person_ids)
         self.track_ids = track_ids
-        enc = pc.dictionary_encode(person_ids).combine_chunks() if isinstance(person_ids, pa.ChunkedArray) \
-            else pc.dictionary_encode(person_ids)
-        self.names: list[str] = enc.dictionary.to_pylist()
-        self.code = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-
-    def person_ids(self) -> pa.Array:
-        return pa.array(self.names, pa.string()).take(pa.array(self.code))
-
-    def code_of(self, pid: str) -> int:
-        try:
-            return self.names.index(pid)
-        except ValueError:
-            self.names.append(pid)
-            return len(self.names) - 1
 
     def plurality(self, rows: np.ndarray) -> int | None:
         """The person most of ``rows`` belong to (ties: the smallest id)."""
         if not len(rows):
             return None
-        codes, counts = np.unique(self.code[rows], return_counts=True)
+        codes, counts = np.unique(self.codes[rows], return_counts=True)
         best = counts == counts.max()
-        return min(codes[best].tolist(), key=lambda c: self.names[c])
+        return min(codes[best].tolist(), key=lambda c: self.values[c])
 
 
 def _rows(assign: Assignment, ops: list[dict[str, Any]],
@@ -76,28 +63,28 @@ def replay(assign: Assignment, ops: list[dict[str, Any]]) -> dict[str, str]:
             into = assign.plurality(r["into"])
             if into is None:
                 continue
-            for p in set(assign.code[r["from"]].tolist()) - {into}:
-                assign.code[assign.code == p] = into
-                names.pop(assign.names[p], None)  # the first person keeps its name; the others' go
+            for p in set(assign.codes[r["from"]].tolist()) - {into}:
+                assign.codes[assign.codes == p] = into
+                names.pop(assign.values[p], None)  # the first person keeps its name; the others' go
         elif kind == "split":
-            assign.code[r["tracks"]] = assign.code_of(op["person_id"])
+            assign.codes[r["tracks"]] = assign.code_of(op["person_id"], add=True)
         elif kind in ("move", "accept"):  # tracks moved into another person; accepted: kept in theirs
             into = assign.plurality(r["into"])
             if into is not None:
-                assign.code[r["tracks"]] = into
+                assign.codes[r["tracks"]] = into
         elif kind == "not":  # "these tracks are not that person": out of the anchor's person, whoever put them back
             anchor = assign.plurality(r["anchor"])
             if anchor is not None and len(r["tracks"]):
-                back = r["tracks"][assign.code[r["tracks"]] == anchor]
+                back = r["tracks"][assign.codes[r["tracks"]] == anchor]
                 if len(back):
-                    assign.code[back] = assign.code_of(op["person_id"])
+                    assign.codes[back] = assign.code_of(op["person_id"], add=True)
         elif kind == "rename":
             p = assign.plurality(r["tracks"])
             if p is not None:
                 if op["name"]:
-                    names[assign.names[p]] = op["name"]
+                    names[assign.values[p]] = op["name"]
                 else:
-                    names.pop(assign.names[p], None)
+                    names.pop(assign.values[p], None)
     return names
 
 
@@ -107,7 +94,7 @@ def refused_names(assign: Assignment, ops: list[dict[str, Any]]) -> dict[int, se
     out: dict[int, set[str]] = {}
     nots = [op for op in ops if op["op"] == "not" and op.get("name")]
     for op, r in zip(nots, _rows(assign, nots, ("tracks",)) if nots else ()):
-        for c in np.unique(assign.code[r["tracks"]]).tolist():
+        for c in np.unique(assign.codes[r["tracks"]]).tolist():
             out.setdefault(c, set()).add(op["name"])
     return out
 

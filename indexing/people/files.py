@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from vidx.configs.config import PeopleConfig, fill_distances
 from vidx.configs.spaces import Space, space
 from vidx.indexing import faces_index, schemas
@@ -61,6 +62,48 @@ GALLERY = pa.schema([
     pa.field("embedding", pa.list_(pa.float32(), schemas.EMBED_DIM)),
     pa.field("added", pa.string()),
 ])
+
+
+class Codes:
+    """A column of ids (person ids, video ids) as integer codes over its distinct values: the one
+    shape ids take inside array code (``values[codes[i]]`` is row i's id).  Ids are strings at every
+    boundary (the tables, the API, the CLI); codes live only as long as the arrays they index."""
+
+    def __init__(self, col: pa.Array | pa.ChunkedArray | list[str]):
+        if isinstance(col, list):
+            col = pa.array(col, pa.string())
+        enc = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+        self.values: list[str] = enc.dictionary.to_pylist()
+        self.codes: np.ndarray = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        self._at = {v: i for i, v in enumerate(self.values)}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def code_of(self, value: str, add: bool = False) -> int:
+        """The code of ``value``: -1 when it has none, or (``add``) a new code for it."""
+        c = self._at.get(value)
+        if c is None:
+            if not add:
+                return -1
+            c = self._at[value] = len(self.values)
+            self.values.append(value)
+        return c
+
+    def lookup(self, values: list[str]) -> np.ndarray:
+        """The codes of ``values`` (-1 where absent), one hash lookup for all."""
+        at = pc.index_in(pa.array(values, pa.string()), value_set=pa.array(self.values, pa.string()))
+        return np.nan_to_num(at.to_numpy(zero_copy_only=False).astype(np.float64), nan=-1).astype(np.int64)
+
+    def member(self, some: np.ndarray) -> np.ndarray:
+        """Whether each row's code is among ``some`` (a table lookup: np.isin hashes a million codes)."""
+        table = np.zeros(len(self.values), bool)
+        table[np.asarray(some, np.int64)] = True
+        return table[self.codes]
+
+    def ids(self) -> pa.Array:
+        """Each row's id."""
+        return pa.array(self.values, pa.string()).take(pa.array(self.codes))
 
 
 def person_id_for(track_ids: list[str], salt: str = "", taken: set[str] | frozenset[str] = frozenset()) -> str:

@@ -128,7 +128,7 @@ def refresh(out: str, cfg: PeopleConfig | None = None, force: bool = False, purg
         built = _full(store, ft, parts, cfg, sp, old)
     manual = replay(built.assign, ops)
     refused = refused_names(built.assign, ops)
-    role = np.where(built.assign.code != built.auto, "manual", built.role)
+    role = np.where(built.assign.codes != built.auto, "manual", built.role)
     accepted = [t for op in ops if op["op"] in ("accept", "not") for t in op["tracks"]]
     if accepted:  # reviewed by hand (accepted, or marked not their person): out of the review queue
         seen = pc.is_in(built.tracks["track_id"], value_set=pa.array(accepted, pa.string())).to_numpy(
@@ -211,7 +211,7 @@ def _full(store: Store, ft: IndexTable, parts: dict, cfg: PeopleConfig, sp: Spac
         prev = _read(store, "identities", IDENTITIES)
         previous = dict(zip(prev["track_id"].to_pylist(), prev["person_id"].to_pylist()))
     assign = Assignment(tracks["track_id"].combine_chunks(), pa.array(stable_ids(labels, tids, previous), pa.string()))
-    return _Built(_track_rows(tracks), emb, idx, assign, assign.code.copy(), np.array(role, dtype=object), len(tids),
+    return _Built(_track_rows(tracks), emb, idx, assign, assign.codes.copy(), np.array(role, dtype=object), len(tids),
                   "full", cannot=cannot)
 
 
@@ -295,4 +295,4 @@ def _incremental(store: Store, basis: dict[str, Any], parts: dict, files: dict[s
     log.log(logging.INFO if changed else logging.DEBUG,
             "people: incremental: +%d / -%d track(s); %d person(s) touched; %d track(s) clustered again",
             len(new_tids), int((~keep).sum()), len(touched), len(s))
-    return _Built(tracks, emb, idx, assign, assign.code.copy(), role, len(s), "incremental", changed), ""
+    return _Built(tracks, emb, idx, assign, assign.codes.copy(), role, len(s), "incremental", changed), ""

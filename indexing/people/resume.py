@@ -37,6 +37,7 @@ from vidx.indexing.people.clustering import (
 )
 from vidx.indexing.people.files import (
     IDENTITIES,
+    Codes,
     PEOPLE,
     TRACK_COLUMNS,
     _emb,
@@ -116,9 +117,7 @@ def grow(store: Store, basis: dict, parts: dict, files: dict[str, str | None], c
     q = np.nan_to_num(new["quality"].to_numpy(zero_copy_only=False).astype(np.float64), nan=1.0)
     conf = q >= cfg.min_quality
 
-    enc = pc.dictionary_encode(prev["person_id"].combine_chunks())
-    code = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    pids = enc.dictionary.to_pylist()
+    ids = Codes(prev["person_id"])  # the previous tracks' people
     q_prev = np.nan_to_num(prev["quality"].to_numpy(zero_copy_only=False).astype(np.float64), nan=1.0)
     conf_prev = q_prev >= cfg.min_quality
 
@@ -137,9 +136,9 @@ def grow(store: Store, basis: dict, parts: dict, files: dict[str, str | None], c
         e = np.empty((len(r), x.shape[1]), np.float32)
         e[o] = vec[r[o]]
         d = sp.distance(e, x[qi])
-        touched = np.unique(code[r[d < cfg.cluster_distance]])
-    t_rows = np.flatnonzero(_member(code, touched, len(pids)) & conf_prev)  # sorted: read in file order
-    t_of = np.searchsorted(touched, code[t_rows])
+        touched = np.unique(ids.codes[r[d < cfg.cluster_distance]])
+    t_rows = np.flatnonzero(ids.member(touched) & conf_prev)  # sorted: read in file order
+    t_of = np.searchsorted(touched, ids.codes[t_rows])
     ut = faces_index.unit(np.asarray(vec[t_rows])).astype(np.float64)
     wt = np.maximum(q_prev[t_rows], 1e-3)
     T = len(touched)
@@ -187,12 +186,12 @@ def grow(store: Store, basis: dict, parts: dict, files: dict[str, str | None], c
     known = person_of_label[np.minimum(labels_new, k - 1)] if k else np.full(m, -1)
     known = np.where(labels_new < k, known, -1)
     pid = np.empty(m, dtype=object)
-    pid[known >= 0] = [pids[c] for c in known[known >= 0].tolist()]
+    pid[known >= 0] = [ids.values[c] for c in known[known >= 0].tolist()]
     fresh = np.flatnonzero(known < 0)
     if len(fresh):
-        pid[fresh] = stable_ids(labels_new[fresh], [tids[i] for i in fresh], {}, taken=set(pids))
+        pid[fresh] = stable_ids(labels_new[fresh], [tids[i] for i in fresh], {}, taken=set(ids.values))
 
-    people = _grow_people(store, prev, code, pids, new, x, pid, gallery, cannot, ops, cfg, sp)
+    people = _grow_people(store, prev, ids, new, x, pid, gallery, cannot, ops, cfg, sp)
     det = new["detections"].to_numpy(zero_copy_only=False).astype(np.float64)
     centre = _centres_of(people, pid)
     identities = pa.table({
@@ -212,7 +211,7 @@ def _centres_of(people: pa.Table, pid: np.ndarray) -> np.ndarray:
     return _emb(people)[np.asarray(at, np.int64)].astype(np.float64)
 
 
-def _grow_people(store: Store, prev: pa.Table, code: np.ndarray, pids: list[str], new: pa.Table, x: np.ndarray,
+def _grow_people(store: Store, prev: pa.Table, ids: Codes, new: pa.Table, x: np.ndarray,
                  pid: np.ndarray, gallery: pa.Table, cannot: np.ndarray, ops: list[dict], cfg: PeopleConfig,
                  sp: Space) -> pa.Table:
     """The people table with the new tracks counted in: the people they went to (counts, seconds,
@@ -228,11 +227,11 @@ def _grow_people(store: Store, prev: pa.Table, code: np.ndarray, pids: list[str]
     start, end = new["start_s"].to_numpy(), new["end_s"].to_numpy()
 
     # what the people had: their weight (sum of w) and best thumbnail weight, from identities
-    prev_code = _codes(pids, got)  # -1: a new person
-    sel = _member(code, prev_code[prev_code >= 0], len(pids))
+    prev_code = ids.lookup(got)  # -1: a new person
+    sel = ids.member(prev_code[prev_code >= 0])
     w_prev = prev["detections"].to_numpy(zero_copy_only=False).astype(np.float64)[sel] * np.maximum(
         np.nan_to_num(prev["quality"].to_numpy(zero_copy_only=False)[sel].astype(np.float64), nan=1.0), 1e-3)
-    at = np.searchsorted(np.sort(prev_code), code[sel])
+    at = np.searchsorted(np.sort(prev_code), ids.codes[sel])
     by = np.argsort(prev_code)
     owner = by[at] if len(by) else at  # index into ``got`` of each previous row
     W0 = np.bincount(owner, weights=w_prev, minlength=g)
@@ -267,7 +266,7 @@ def _grow_people(store: Store, prev: pa.Table, code: np.ndarray, pids: list[str]
 
     name, source, name_d = old_col("name", None), old_col("name_source", None), old_col("name_distance", None)
     if gallery.num_rows:
-        name, source, name_d = _names(prev, code, pids, got, centre, name, source, name_d, gi, cannot, new, people,
+        name, source, name_d = _names(prev, ids, got, centre, name, source, name_d, gi, cannot, new, people,
                                       gallery, ops, cfg, sp)
     grown = pa.table({
         "person_id": pa.array(got, pa.string()), "name": pa.array(name, pa.string()),
@@ -281,36 +280,24 @@ def _grow_people(store: Store, prev: pa.Table, code: np.ndarray, pids: list[str]
     return pa.concat_tables([people.filter(keep), grown]).sort_by("person_id")
 
 
-def _member(code: np.ndarray, some: np.ndarray, n: int) -> np.ndarray:
-    """code in some, for person codes below n (a table lookup: np.isin hashes a million codes)."""
-    table = np.zeros(n, bool)
-    table[some] = True
-    return table[code]
-
-
-def _codes(pids: list[str], got: list[str]) -> np.ndarray:
-    at = pc.index_in(pa.array(got, pa.string()), value_set=pa.array(pids, pa.string()))
-    return np.nan_to_num(at.to_numpy(zero_copy_only=False).astype(np.float64), nan=-1).astype(np.int64)
-
-
-def _names(prev, code, pids, got, centre, name, source, name_d, gi, cannot, new, people, gallery, ops, cfg, sp):
+def _names(prev, ids: Codes, got, centre, name, source, name_d, gi, cannot, new, people, gallery, ops, cfg, sp):
     """Enrolled names of the people the delivery went to, by the full refresh's rule among them
     and the people on screen with them; a name held by a person on screen with one of them that
     the delivery did not touch stays with that person."""
     g = len(got)
-    gcode = _codes(pids, got)  # -1: a new person
+    gcode = ids.lookup(got)  # -1: a new person
     # on screen together: new tracks among themselves, and these people's earlier tracks with anyone
     together = {(min(a, b), max(a, b)) for a, b in zip(gi[cannot[:, 0]].tolist(), gi[cannot[:, 1]].tolist()) if a != b} \
         if len(cannot) else set()
     blocked: list[set[str]] = [set() for _ in range(g)]
-    mine = _member(code, gcode[gcode >= 0], len(pids))
+    mine = ids.member(gcode[gcode >= 0])
     if mine.any():
         vids = pc.unique(prev["video_id"].filter(pa.array(mine)))
         there = np.flatnonzero(pc.is_in(prev["video_id"], value_set=vids).to_numpy(zero_copy_only=False))
         sub = prev.take(pa.array(there))
         pairs = co_occurring(sub)
         if len(pairs):
-            pc_ = code[there][pairs]
+            pc_ = ids.codes[there][pairs]
             of = {c: j for j, c in enumerate(gcode.tolist()) if c >= 0}
             pname = dict(zip(people["person_id"].to_pylist(), people["name"].to_pylist()))
             for a, b in pc_.tolist():
@@ -319,8 +306,8 @@ def _names(prev, code, pids, got, centre, name, source, name_d, gi, cannot, new,
                     together.add((min(ja, jb), max(ja, jb)))
                 elif (ja is None) != (jb is None):
                     j, other = (ja, b) if ja is not None else (jb, a)
-                    if pname.get(pids[other]):
-                        blocked[j].add(pname[pids[other]])
+                    if pname.get(ids.values[other]):
+                        blocked[j].add(pname[ids.values[other]])
     taken = [n if s == "manual" else None for n, s in zip(name, source)]
     refused = [set() for _ in range(g)]
     nots = [op for op in ops if op["op"] == "not" and op.get("name")]
