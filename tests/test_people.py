@@ -47,7 +47,7 @@ def test_replay_merge_split_rename():
         {"op": "rename", "tracks": ["b2"], "name": "Xavier"},
         {"op": "merge", "into": ["a1"], "from": ["b1"]},
     ])
-    assert assign.person_ids().to_pylist() == ["PA", "PA", "PA", "PX"]
+    assert assign.ids().to_pylist() == ["PA", "PA", "PA", "PX"]
     assert names == {"PX": "Xavier"}  # the merged-away person's name goes with it
 
 
