@@ -119,3 +119,11 @@ class RedactError(RuntimeError, VidxError):
 class IndexJobError(RuntimeError, VidxError):
     """The index job cannot start as asked (no videos, a missing bucket or weights, another embedder,
     GPU actors on a cluster without GPUs). (``jobs.index``)"""
+
+
+class ServeError(RuntimeError, VidxError):
+    """vidx serve cannot start: an index it cannot open, an address that needs a token."""
+
+
+class DemoError(RuntimeError, VidxError):
+    """vidx demo cannot make its media (scikit-image, which ships the photo, is not installed)."""

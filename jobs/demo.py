@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vidx.configs.errors import DemoError
+
 log = logging.getLogger(__name__)
 
 
@@ -21,7 +23,7 @@ def astronaut() -> np.ndarray:
     try:
         from skimage import data
     except ImportError:
-        raise SystemExit("vidx demo needs scikit-image: pip install 'vidx[demo]'") from None
+        raise DemoError("vidx demo needs scikit-image: pip install 'vidx[demo]'") from None
     return data.astronaut()
 
 

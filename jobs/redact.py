@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from vidx.configs.errors import RedactError  # noqa: F401 - defined there, raised here
+from vidx.workers.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def _video(out: str, video: str) -> dict:
     rows = {r["video_id"]: r for r in read_index_table(out, "videos").to_pylist()}
     ids = sorted(video_keys(rows.values()).get(video, ()))
     if not ids and os.path.exists(video):
-        ids = [v for v, r in rows.items() if "://" not in r["path"] and os.path.exists(r["path"])
+        ids = [v for v, r in rows.items() if Source.parse(r["path"]).local_path and os.path.exists(r["path"])
                and os.path.samefile(r["path"], video)]
     if not ids:
         raise RedactError(f"no indexed video with id, path or file name {video!r} (see 'vidx query {out} --video ...')")
@@ -376,7 +377,7 @@ def _check_target(src: str, to: str) -> Path:
     dst = Path(to)
     if dst.suffix.lower() not in (".mp4", ".mov", ".mkv", ".m4v"):
         raise RedactError(f"{to}: write to a .mp4, .mov, .m4v or .mkv file")
-    if "://" not in src and os.path.exists(to) and os.path.exists(src) and os.path.samefile(src, to):
+    if not Source.parse(src).remote and os.path.exists(to) and os.path.exists(src) and os.path.samefile(src, to):
         raise RedactError(f"{to} is the source video itself: write the redacted copy to another file")
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.is_dir():

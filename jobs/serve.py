@@ -47,19 +47,19 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 
 from vidx.indexing import people as people_mod
-from vidx.indexing.faces_index import FaceIndexError
 from vidx.indexing.schemas import EMBED_DIM
 from vidx.indexing.query import Query, QueryEngine, QueryError
 from vidx.indexing.lease import LeaseLost, WriterBusy
 from vidx.indexing.store import IndexError_, Store
 from vidx.jobs.engines import pick_faces
+from vidx.configs.errors import ServeError
 from vidx.jobs.redact_jobs import RedactJobs
+from vidx.workers.sources import Source
 
 log = logging.getLogger(__name__)
 
 MAX_UPLOAD = 10 << 20  # bytes per photo
 TOKEN_COOKIE = "vidx_token"
-ERRORS = (QueryError, people_mod.PeopleError, FaceIndexError, IndexError_)
 
 
 def is_loopback(host: str) -> bool:
@@ -217,15 +217,13 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return first, last
 
 
-def _remote_stream(uri: str, range_header: str | None) -> Response | None:
+def _remote_stream(src: Source, range_header: str | None) -> Response | None:
     """A video on an object store, streamed through pyarrow.fs with range requests (so a browser
     can seek); None when the object is not there."""
     from fastapi.responses import StreamingResponse
     import pyarrow.fs as pafs
 
-    from vidx.indexing.store import resolve
-
-    fs, path = resolve(uri)
+    fs, path = src.resolve()
     info = fs.get_file_info(path)
     if info.type != pafs.FileType.File:
         return None
@@ -284,7 +282,15 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
         status = 404 if str(exc).startswith(("no person", "no indexed video", "no track")) else 400
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
-    # ------------------------------------------------------------------ pages
+    _pages(app, web)
+    _people_routes(app, state, out)
+    _search_routes(app, state)
+    _video_routes(app, state, out)
+    return app
+
+
+def _pages(app: FastAPI, web) -> None:
+    """The page, its assets and the favicon."""
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page():
         return HTMLResponse((web / "index.html").read_text())
@@ -301,7 +307,9 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
             raise HTTPException(404, "not found")
         return Response((web / name).read_text(), media_type=files[name])
 
-    # ------------------------------------------------------------------ API
+
+def _people_routes(app: FastAPI, state: State, out: str) -> None:
+    """The index's health, people and their corrections, the review queue, a photo's faces, enrolment."""
     @app.get("/api/health")
     def health() -> dict[str, Any]:
         e = state.engine
@@ -456,6 +464,9 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
         sug = [] if named else [asdict(x) for x in people_mod.suggestions(out, name)]
         return {"name": name, "people": named, "suggestions": sug, "warnings": res.warnings}
 
+
+def _search_routes(app: FastAPI, state: State) -> None:
+    """Searches: by person, action or video, by a photo, by an embedding (the heavy ones in threads)."""
     heavy = anyio.CapacityLimiter(HEAVY_THREADS)
 
     async def _query(person, person_id, action, video, start, end, min_score, limit, offset, face=None,
@@ -505,6 +516,9 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
                       max(1, min(body.limit, 1000)), max(0, body.offset), face=np.asarray(body.embedding, np.float32),
                       face_embedder=body.embedder)
 
+
+def _video_routes(app: FastAPI, state: State, out: str) -> None:
+    """Videos: the list, each one's timeline and stream, redaction jobs and their copies, thumbnails."""
     starts: dict[str, float] = {}  # measured here for videos of indexes that predate the manifest's record
 
     def _stream_start(v: dict[str, Any]) -> float:
@@ -514,7 +528,7 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
         if got is None:
             got = 0.0
             for n in dict.fromkeys([v["path"], *(v.get("paths") or [])]):
-                if "://" not in n and "::" not in n and Path(n).is_file():
+                if Source.parse(n).local_path is not None and Path(n).is_file():
                     from vidx.workers import decode
 
                     try:
@@ -580,17 +594,18 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
     def stream(video_id: str, request: Request):
         v = _video(video_id)
         names = list(dict.fromkeys([v["path"], *(v.get("paths") or [])]))  # the latest name first, then the others
-        playable = [n for n in names if "::" not in n]
+        playable = [src for src in map(Source.parse, names) if src.member is None]
         if not playable:
             raise HTTPException(409, "this video is inside an archive; playback serves files and object-store videos")
-        for n in playable:
-            if "://" in n:
-                resp = _remote_stream(n, request.headers.get("range"))
+        for src in playable:
+            n = src.uri
+            if src.remote:
+                resp = _remote_stream(src, request.headers.get("range"))
                 if resp is not None:
                     return resp
             elif Path(n).is_file():
                 return FileResponse(n, media_type=_media_type(n))
-        raise HTTPException(410, f"the video is no longer at {', '.join(playable)}")
+        raise HTTPException(410, f"the video is no longer at {', '.join(map(str, playable))}")
 
     exports = Path(tempfile.mkdtemp(prefix="vidx-exports-"))  # redacted copies, for this server's lifetime
 
@@ -649,19 +664,13 @@ def create_app(out: str, token: str | None = None, detector: str | None = None) 
             raise HTTPException(404, str(e)) from None
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
-    return app
-
 
 def serve(out: str, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
           detector: str | None = None) -> None:
     import uvicorn
 
     if not is_loopback(host) and not token:
-        raise SystemExit(f"vidx serve: binding to {host} needs a token (--token or VIDX_TOKEN); "
-                         "without one, serve on 127.0.0.1")
-    try:
-        app = create_app(out, token, detector)
-    except ERRORS as e:
-        raise SystemExit(f"vidx serve: {e}") from None
+        raise ServeError(f"binding to {host} needs a token (--token or VIDX_TOKEN); without one, serve on 127.0.0.1")
+    app = create_app(out, token, detector)  # an index it cannot open: a VidxError, one line from the CLI
     log.info("serving %s on http://%s:%d/", out, host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning")

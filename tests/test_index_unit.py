@@ -218,7 +218,7 @@ def test_archive_members_are_inputs_and_names_are_not_paths(tmp_path, kind):
             t.add(clip, evil)
             t.add(clip, "sub/again.mp4")
     inputs = list_inputs([str(arc)])
-    names = sorted(sources.split(i.uri)[1] for i in inputs)
+    names = sorted(i.source.member for i in inputs)
     assert names == ([evil] if kind == "zip" else ["../../escape/clip.mp4", "sub/again.mp4"])
     vp = plan_video(inputs[0], 60.0)
     assert vp.error == "" and abs(vp.info.duration - 2.0) < 0.2
@@ -226,7 +226,7 @@ def test_archive_members_are_inputs_and_names_are_not_paths(tmp_path, kind):
     import pyarrow.fs as pafs
 
     assert vp.video_id == content_id(pafs.LocalFileSystem(), str(clip), clip.stat().st_size)
-    with sources.local_file(inputs[0].uri) as p:
+    with sources.local_file(inputs[0].source) as p:
         assert p.endswith("/video") and "escape" not in p
     assert not (tmp_path.parent / "escape").exists() and not (tmp_path / "escape").exists()
 
@@ -316,3 +316,18 @@ def test_chunk_tasks_and_results_cross_the_ray_boundary_as_typed_values(tmp_path
     assert back.ok and back.parts["shots"] == FilePart("a.parquet", 10, 1) and back.damaged == spans
     failed = ChunkResult.failed(t, "boom")
     assert not failed.ok and failed.error == "boom" and failed.seconds == t.seconds
+
+
+def test_a_source_is_parsed_once_into_what_it_names():
+    from vidx.workers.sources import Input, Source
+
+    local = Source.parse("/data/a.mp4")
+    assert (local.base, local.member, local.remote, local.local_path) == ("/data/a.mp4", None, False, "/data/a.mp4")
+    remote = Source.parse("s3://bucket/videos/a.mp4?endpoint_override=http://127.0.0.1:9000")
+    assert remote.remote and remote.local_path is None and remote.member is None
+    member = Source.parse("s3://bucket/clips.tar::day1/cam2.mp4")
+    assert (member.base, member.member, member.remote) == ("s3://bucket/clips.tar", "day1/cam2.mp4", True)
+    assert member.local_path is None and str(member) == "s3://bucket/clips.tar::day1/cam2.mp4"
+    assert Source.parse(member) is member  # a parsed source is never parsed again
+    inp = Input("/x/clips.zip::a::b.mp4")  # the first separator splits; member names may hold it
+    assert inp.source.member == "a::b.mp4" and inp.uri == "/x/clips.zip::a::b.mp4"

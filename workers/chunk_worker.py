@@ -213,7 +213,7 @@ class ChunkIndexer:
         res = ChunkResult(vid, chunk, task.seconds)
         t0 = time.perf_counter()
         try:
-            with local_file(task.uri) as path:
+            with local_file(task.source) as path:
                 dets, segs, (windows, person), n_frames, spans, shot_rows = self._run(path, task, timing)
             damaged = spans_tag(spans)
             # new parts under names of their own; the driver commits them (a retry writes others)

@@ -14,6 +14,7 @@ import numpy as np
 
 from vidx.indexing.delta_log import FilePart
 from vidx.workers.decode import Stream
+from vidx.workers.sources import Source
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class ChunkTask:
     actions run, at the action model's clip rate; the stream's size, decoder and key frames."""
 
     video_id: str
-    uri: str
+    source: Source  # the video's name, parsed (a path, a URI, or ARCHIVE::MEMBER)
     chunk: int
     start_s: float
     end_s: float

@@ -1,5 +1,10 @@
 """Where videos come from: local paths, pyarrow.fs URIs, and members of .tar / .zip archives.
 
+A source is parsed once into a :class:`Source` (what it names, whether it is remote or a member
+of an archive) and handed on as that value: discovery (:func:`list_inputs`, each found video an
+:class:`Input`), content ids (:func:`content_id`, :func:`member_id`), the planner, the chunk
+tasks and the workers' :func:`local_file` all take it.
+
 A member of an archive is named ``ARCHIVE::MEMBER`` (e.g. ``clips.tar::day1/cam2.mp4``).
 Member names are only labels: nothing is ever written under a member's name.  A member is
 read as a stream, or copied to a temporary file with a generated name (decoders need a
@@ -9,17 +14,24 @@ file), at most ``MAX_MEMBER_BYTES`` and never beyond the free space of the tempo
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import os
+import posixpath
 import shutil
 import tarfile
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from typing import IO, Iterator
 
 import pyarrow.fs as pafs
 
 from vidx.indexing.store import resolve
+from vidx.workers import decode
 from vidx.configs.errors import ArchiveRefused, SourceError  # noqa: F401 - defined there, raised here
+
+log = logging.getLogger(__name__)
 
 SEP = "::"
 MAX_MEMBER_BYTES = 64 << 30  # refuse absurd members (zip bombs declare what they like)
@@ -72,12 +84,42 @@ def _gb(n: int) -> str:
     return f"{n / (1 << 30):g} GB"
 
 
-def split(uri: str) -> tuple[str, str | None]:
-    """(archive or file uri, member name or None)."""
-    if SEP in uri:
-        a, m = uri.split(SEP, 1)
-        return a, m
-    return uri, None
+@dataclass(frozen=True)
+class Source:
+    """A video's name, parsed once: a local path, a pyarrow.fs URI (``s3://bucket/key``), or a
+    member of an archive (``ARCHIVE::MEMBER``, the archive itself local or remote).  ``uri`` is the
+    name as given (what the tables keep); ``base`` the file to open (the archive for a member)."""
+
+    uri: str
+    base: str
+    member: str | None = None
+
+    @classmethod
+    def parse(cls, uri: "str | Source") -> "Source":
+        if isinstance(uri, Source):
+            return uri
+        uri = str(uri)
+        if SEP in uri:
+            base, member = uri.split(SEP, 1)
+            return cls(uri, base, member)
+        return cls(uri, uri)
+
+    @property
+    def remote(self) -> bool:
+        """Whether its file is on an object store (or any pyarrow.fs URI), not this machine's disk."""
+        return "://" in self.base
+
+    @property
+    def local_path(self) -> str | None:
+        """The path of a plain local file (what a player or ``os.path`` can open), else None."""
+        return None if self.remote or self.member is not None else self.base
+
+    def resolve(self) -> tuple[pafs.FileSystem, str]:
+        """The filesystem and path of its file (the archive, for a member)."""
+        return resolve(self.base)
+
+    def __str__(self) -> str:
+        return self.uri
 
 
 def is_archive(name: str, head: bytes) -> str | None:
@@ -154,9 +196,10 @@ def members(uri: str, limit: int = MAX_ARCHIVE_BYTES) -> Iterator[tuple[str, int
 
 
 @contextlib.contextmanager
-def open_member(uri: str) -> Iterator[tuple[IO[bytes], int]]:
+def open_member(uri: str | Source) -> Iterator[tuple[IO[bytes], int]]:
     """(binary stream, size) of ARCHIVE::MEMBER."""
-    archive, name = split(uri)
+    src = Source.parse(uri)
+    archive, name = src.base, src.member
     with _open_archive(archive) as (kind, a):
         try:
             if kind == "zip":
@@ -173,10 +216,11 @@ def open_member(uri: str) -> Iterator[tuple[IO[bytes], int]]:
 
 
 @contextlib.contextmanager
-def local_file(uri: str) -> Iterator[str]:
+def local_file(uri: str | Source) -> Iterator[str]:
     """A local path for a video: itself, or a bounded temporary copy (remote object, archive member)."""
-    base, member = split(uri)
-    fs, path = resolve(base)
+    src = Source.parse(uri)
+    uri, member = src.uri, src.member
+    fs, path = src.resolve()
     if member is None and fs.type_name == "local":
         yield path
         return
@@ -186,14 +230,14 @@ def local_file(uri: str) -> Iterator[str]:
         if member is None:
             size = fs.get_file_info(path).size or 0
             _check_room(tmp, size, uri)
-            with fs.open_input_stream(path) as src, open(dst, "wb") as out:
-                shutil.copyfileobj(src, out, 8 << 20)
+            with fs.open_input_stream(path) as stream, open(dst, "wb") as out:
+                shutil.copyfileobj(stream, out, 8 << 20)
         else:
-            with open_member(uri) as (src, size):
+            with open_member(src) as (stream, size):
                 _check_room(tmp, size, uri)
                 with open(dst, "wb") as out:
                     copied = 0
-                    while chunk := src.read(8 << 20):
+                    while chunk := stream.read(8 << 20):
                         copied += len(chunk)
                         if copied > size or copied > MAX_MEMBER_BYTES:
                             raise SourceError(f"{uri}: member is larger than the archive declares")
@@ -214,3 +258,128 @@ def _check_room(folder: str, size: int, uri: str) -> None:
 def read_head(fs: pafs.FileSystem, path: str, n: int = 1024) -> bytes:
     with fs.open_input_file(path) as f:
         return f.read(n)
+
+
+# ---------------------------------------------------------------------------- discovery
+
+_SAMPLE = 4 << 20  # bytes hashed from the start, the middle and the end of a file
+
+
+def content_id(fs: pafs.FileSystem, path: str, size: int) -> str:
+    """Stable id from the file's content: its size and 3 samples of 4 MiB (whole file if small)."""
+    h = hashlib.blake2b(digest_size=10)
+    h.update(str(size).encode())
+    with fs.open_input_file(path) as f:
+        if size <= 3 * _SAMPLE:
+            h.update(f.read())
+        else:
+            for off in (0, size // 2 - _SAMPLE // 2, size - _SAMPLE):
+                f.seek(off)
+                h.update(f.read(_SAMPLE))
+    return "v" + h.hexdigest()
+
+
+def member_id(uri: str | Source) -> str:
+    """Content id of an archive member: its size and first 12 MiB (members are streams; compressed
+    ones cannot seek).  A member equal to a plain file gets the plain file's id when both are
+    at most 12 MiB."""
+    with open_member(uri) as (f, size):
+        h = hashlib.blake2b(digest_size=10)
+        h.update(str(size).encode())
+        h.update(f.read(3 * _SAMPLE))
+    return "v" + h.hexdigest()
+
+
+def _path_id(uri: str) -> str:
+    return "p" + hashlib.blake2b(uri.encode(), digest_size=10).hexdigest()
+
+
+@dataclass(frozen=True)
+class Input:
+    """A video the sources hold (or a thing pointed at that is not indexed, with ``skip`` saying why)."""
+
+    source: Source  # a str given here is parsed once (Source.parse)
+    skip: str = ""  # why it is not indexed (not an archive, too large, dangling symlink...): reported, not planned
+
+    def __post_init__(self):
+        if not isinstance(self.source, Source):
+            object.__setattr__(self, "source", Source.parse(self.source))
+
+    @property
+    def uri(self) -> str:
+        return self.source.uri
+
+
+def _is_video(name: str, head: bytes) -> bool:
+    return posixpath.splitext(name)[1].lower() in decode.VIDEO_SUFFIXES or decode.sniff(head)
+
+
+def _archive_inputs(uri: str, limit: int) -> list[Input]:
+    try:
+        found = [(name, head) for name, _, head in members(uri, limit)]
+    except ArchiveRefused as e:
+        return [Input(uri, skip=str(e))]
+    except (OSError, EOFError, SourceError, tarfile.TarError, zipfile.BadZipFile) as e:
+        return [Input(uri, skip=f"unreadable archive: {e}")]
+    videos = [Input(f"{uri}{SEP}{name}") for name, head in found if _is_video(name, head)]
+    return videos or [Input(uri, skip=f"archive holds no videos ({len(found)} file(s))")]
+
+
+def _dangling(path: str) -> str | None:
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"dangling symlink (points to {os.readlink(path)})"
+    return None
+
+
+def list_inputs(srcs: list[str], max_archive_bytes: int = MAX_ARCHIVE_BYTES) -> list[Input]:
+    """Files named explicitly, the videos found in folders (by extension or content), and the
+    videos inside .tar / .zip archives (named or found).  Everything the user pointed at that is
+    not indexed comes back with ``skip`` saying why: a file named like an archive that is not
+    one, an archive that would expand beyond ``max_archive_bytes``, one with no videos, a
+    dangling symlink."""
+    out: list[Input] = []
+    for src in srcs:
+        fs, path = resolve(src)
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            sel = pafs.FileSelector(path, recursive=True)
+            for fi in sorted(fs.get_file_info(sel), key=lambda i: i.path):
+                if fi.type != pafs.FileType.File:
+                    continue
+                uri = fi.path if fs.type_name == "local" else f"{src.split('://')[0]}://{fi.path}"
+                try:
+                    head = read_head(fs, fi.path, 1024)
+                except OSError:
+                    head = b""
+                out += _one(uri, fi.path, head, max_archive_bytes, named=False)
+            if fs.type_name == "local":  # the listing leaves dangling symlinks out: account for them
+                for root, dirs, files in os.walk(path):
+                    for name in sorted(dirs + files):
+                        why = _dangling(os.path.join(root, name))
+                        if why:
+                            out.append(Input(os.path.join(root, name), skip=why))
+        else:
+            uri = src if fs.type_name != "local" else path
+            why = _dangling(path) if fs.type_name == "local" else None
+            if why:
+                out.append(Input(uri, skip=why))
+                continue
+            head = b""
+            if info.type == pafs.FileType.File:
+                try:
+                    head = read_head(fs, path, 1024)
+                except OSError:
+                    pass
+            out += _one(uri, path, head, max_archive_bytes, named=True)
+    return out
+
+
+def _one(uri: str, path: str, head: bytes, limit: int, named: bool) -> list[Input]:
+    """The inputs a file stands for: an archive's videos, the file itself (a video, or any file
+    named explicitly: planning says what is wrong with it), or nothing for other files of a folder."""
+    if is_archive(path, head):
+        return _archive_inputs(uri, limit)
+    why = not_an_archive(path, head)
+    if why:
+        return [Input(uri, skip=why)]
+    return [Input(uri)] if named or _is_video(path, head) else []

@@ -96,5 +96,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"vidx {argv[0]}: {msg}") from None
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,6 +18,7 @@ def cmd_index(args) -> int:
     from vidx.indexing.store import IndexError_
     from vidx.configs.config import ConfigError, load_config
     from vidx.jobs.index import run_index
+    from vidx.workers.sources import Source
 
     sets = args.set + (["actions.enabled=false"] if args.no_actions else [])
     if args.detector:
@@ -36,14 +37,14 @@ def cmd_index(args) -> int:
 
     # local inputs are checked before Ray starts: when none of them exists, nothing starts and no
     # index folder is made; the ones missing among others are reported as failed videos
-    local = [x for x in args.sources if "://" not in x and "::" not in x]
+    local = [x for x in args.sources if Source.parse(x).local_path is not None]
     missing = [x for x in local if not os.path.exists(x)]
     if missing and len(missing) == len(args.sources):
         log.error("vidx index: no such file or folder: %s", ", ".join(missing))
         return 2
     for x in missing:
         log.warning("vidx index: no such file or folder: %s (reported as failed; the other inputs are indexed)", x)
-    fresh = "://" not in args.out and not os.path.exists(args.out)  # a local index this run creates
+    fresh = not Source.parse(args.out).remote and not os.path.exists(args.out)  # a local index this run creates
     try:
         s = run_index(args.sources, args.out, cfg, quiet=not args.verbose)
     except (IndexError_, IndexJobError) as e:

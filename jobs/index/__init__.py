@@ -14,7 +14,9 @@
    parts are compacted into one file a table, and the videos table and the manifest are
    written.  A rerun with nothing to do changes nothing.
 
-Modules, in the order of a run: ``inputs`` (what the sources hold), ``plan`` (chunks, as
+Discovery (what the sources hold, each video's content id) is ``vidx.workers.sources``, which
+hands each video on as a parsed :class:`~vidx.workers.sources.Source`.  Modules, in the order of a
+run: ``plan`` (chunks, as
 :class:`~vidx.workers.chunks.ChunkTask` values), ``run`` (checks, then plan, pool and commit),
 ``state`` (what those steps share: :class:`Run`, and the :class:`Summary`), ``pool`` (Ray actors
 and retries over one state per chunk; results come back as
@@ -23,7 +25,7 @@ and retries over one state per chunk; results come back as
 """
 
 from vidx.jobs.index.commit import _ChunkParts, _commit, _compact  # noqa: F401
-from vidx.jobs.index.inputs import Input, content_id, list_inputs, member_id  # noqa: F401
+from vidx.workers.sources import Input, Source, content_id, list_inputs, member_id  # noqa: F401
 from vidx.jobs.index.merge import action_segments, join_tracks, person_actions  # noqa: F401
 from vidx.jobs.index.plan import VideoPlan, chunk_tasks, plan_all, plan_video  # noqa: F401
 from vidx.jobs.index.pool import _fan_out, _Pool  # noqa: F401

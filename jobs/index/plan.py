@@ -12,11 +12,9 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from vidx.configs.config import Config
-from vidx.indexing.store import resolve
 from vidx.workers import decode, sources
 from vidx.workers.chunks import ChunkTask
-
-from vidx.jobs.index.inputs import Input, _path_id, content_id, member_id
+from vidx.workers.sources import Input, Source, _path_id, content_id, member_id
 
 log = logging.getLogger(__name__)
 
@@ -24,26 +22,32 @@ log = logging.getLogger(__name__)
 @dataclass
 class VideoPlan:
     video_id: str
-    uri: str
+    source: Source
     size: int = 0
     info: decode.VideoInfo | None = None
     error: str = ""
     chunks: list[tuple[float, float]] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)  # other inputs with the same content
 
+    @property
+    def uri(self) -> str:
+        """The name it was given (what the tables keep)."""
+        return self.source.uri
+
 
 def plan_video(inp: Input, chunk_s: float) -> VideoPlan:
-    if sources.split(inp.uri)[1] is not None:  # a member of an archive
+    src = inp.source
+    if src.member is not None:  # a member of an archive
         try:
-            vp = VideoPlan(member_id(inp.uri), inp.uri)
-            with sources.local_file(inp.uri) as lp:
+            vp = VideoPlan(member_id(src), src)
+            with sources.local_file(src) as lp:
                 vp.info = decode.probe(lp)
                 vp.size = os.path.getsize(lp)
             vp.chunks = decode.chunk_bounds(vp.info.duration, chunk_s)
         except (sources.SourceError, decode.DecodeError, OSError, tarfile.TarError, zipfile.BadZipFile) as e:
-            vp = VideoPlan(_path_id(inp.uri), inp.uri, error=str(e))
+            vp = VideoPlan(_path_id(src.uri), src, error=str(e))
         return vp
-    fs, path = resolve(inp.uri)
+    fs, path = src.resolve()
     try:
         if fs.type_name == "local":  # missing, folder, unreadable, empty, not a video: before hashing
             decode.check_file(path)
@@ -52,12 +56,12 @@ def plan_video(inp: Input, chunk_s: float) -> VideoPlan:
             raise decode.DecodeError("no such file" if fi.type == pafs.FileType.NotFound else "not a file")
         vid = content_id(fs, path, fi.size)
     except decode.DecodeError as e:
-        return VideoPlan(_path_id(inp.uri), inp.uri, error=str(e))
+        return VideoPlan(_path_id(src.uri), src, error=str(e))
     except OSError as e:
-        return VideoPlan(_path_id(inp.uri), inp.uri, error=f"unreadable: {e}")
-    vp = VideoPlan(vid, inp.uri, size=fi.size)
+        return VideoPlan(_path_id(src.uri), src, error=f"unreadable: {e}")
+    vp = VideoPlan(vid, src, size=fi.size)
     try:
-        with sources.local_file(inp.uri) as lp:
+        with sources.local_file(src) as lp:
             vp.info = decode.probe(lp)
         vp.chunks = decode.chunk_bounds(vp.info.duration, chunk_s)
     except (decode.DecodeError, sources.SourceError) as e:
@@ -101,7 +105,7 @@ def chunk_tasks(vp: VideoPlan, cfg: Config) -> list[ChunkTask]:
             lo = max(0, int(np.searchsorted(info.keyframes, t0 + 1e-6)) - 1)
             keys = np.asarray(info.keyframes[lo : int(np.searchsorted(info.keyframes, t1 + 1e-6))], np.float64)
         stream = decode.Stream(info.width, info.height, info.backend, keys, info.pts_offset)
-        tasks.append(ChunkTask(vp.video_id, vp.uri, c, s, e, stream, np.asarray(idx, np.int64),
+        tasks.append(ChunkTask(vp.video_id, vp.source, c, s, e, stream, np.asarray(idx, np.int64),
                                np.asarray(info.timestamps[idx], np.float64),
                                None if a is None else np.asarray(a, np.int64),
                                None if a is None else np.asarray(info.timestamps[a], np.float64)))

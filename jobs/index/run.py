@@ -20,9 +20,9 @@ from vidx.indexing.tables import (
     create_all,
 )
 from vidx.workers import face_weights
+from vidx.workers.sources import list_inputs
 
 from vidx.jobs.index.commit import _ChunkParts, _commit, _comparable
-from vidx.jobs.index.inputs import list_inputs
 from vidx.jobs.index.plan import chunk_tasks, plan_all
 from vidx.jobs.index.pool import _fan_out, _Pool, ray_output_to_file
 from vidx.jobs.index.state import Run, Summary
