@@ -116,6 +116,7 @@ def test_people_show_and_eval_cli_on_the_shared_clips(shared, tmp_path):
     p = vidx("eval", shared, "--truth", TRUTH)
     assert p.returncode == 0, p.stderr
     assert "tracks of one person overlapping in time: 0" in p.stdout and "Barack Obama*" in p.stdout
+    assert "identity (motmetrics" in p.stdout and "seconds." not in p.stderr  # not motmetrics' own timings
     bad = tmp_path / "bad.csv"
     bad.write_text("video,person,start_s,end_s\nfnp_video.mp4,someone,3,1\n")
     p = vidx("eval", shared, "--truth", bad)
