@@ -379,7 +379,9 @@ def _people(out: str, m: dict, rows: list[TruthRow], person_rows: list[TruthRow]
     p = identity_measures(out, person_rows, fps, by_person)
     report.identity["people"] = {k: p.get(k) for k in ("idf1", "idp", "idr", "switches", "transfers")} | {
         "people": p.get("tracks"), "pure_people": p.get("pure_tracks"), "purity_min": p.get("purity_min"),
-        "impure": p.get("impure", [])}
+        "impure": p.get("impure", []),
+        # where a truth person's faces went to another vidx person: the videos to look at first
+        "by_video": [v for v in p.get("by_video", []) if v["switches"] or v["transfers"]]}
 
 
 QUALITY_BINS = (0.0, 0.15, 0.25, 0.5, 1.0)  # track quality; people.min_quality (0.25) is an edge
