@@ -371,13 +371,11 @@ def _table_uri(uri: str, fs_type: str, root: str) -> str:
 def storage_options(uri: str, fs_type: str) -> dict[str, str]:
     """delta-rs storage options matching pyarrow's view of ``uri`` (an S3 endpoint from the URI's
     query or ``AWS_ENDPOINT_URL``; credentials from the environment, which delta-rs reads)."""
-    from urllib.parse import parse_qs, urlparse
-
     if fs_type != "s3":
         return {}
-    from vidx.indexing.store import s3_endpoint
+    from vidx.indexing.store import s3_endpoint, uri_query
 
-    q = {k: v[-1] for k, v in parse_qs(urlparse(uri).query).items()} if "://" in uri else {}
+    q = uri_query(uri)
     endpoint = s3_endpoint(uri)
     out = {}
     if endpoint:

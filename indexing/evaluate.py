@@ -523,7 +523,7 @@ def identity_measures(out: str, person_rows: list[TruthRow], sample_fps: float,
         return res
     mh = mm.metrics.create()
     keys = ["idf1", "idp", "idr", "num_switches", "num_transfer", "num_objects", "num_false_positives", "num_misses"]
-    with contextlib.redirect_stdout(io.StringIO()), _quiet_root(mm.metrics.__file__):
+    with _quiet_root(mm.metrics.__file__):
         summary = mh.compute_many(accs, metrics=keys, names=names, generate_overall=True)
     overall = summary.loc["OVERALL"]
     res.update({"idf1": _r(overall["idf1"]), "idp": _r(overall["idp"]), "idr": _r(overall["idr"]),

@@ -24,7 +24,6 @@ import fcntl
 import os
 import uuid
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 from vidx.configs.errors import AlreadyExists, Changed  # noqa: F401 - defined there, raised here
 
 
@@ -115,10 +114,10 @@ def _object_store(uri: str, fs_type: str, root: str) -> tuple[Any, str]:
     from obstore.store import AzureStore, GCSStore, S3Store
 
     bucket, _, prefix = root.partition("/")
-    q = {k: v[-1] for k, v in parse_qs(urlparse(uri).query).items()} if "://" in uri else {}
     if fs_type == "s3":
-        from vidx.indexing.store import s3_endpoint
+        from vidx.indexing.store import s3_endpoint, uri_query
 
+        q = uri_query(uri)
         endpoint = s3_endpoint(uri)
         kw: dict[str, Any] = {}
         if endpoint:

@@ -49,13 +49,18 @@ _STORE_ERRORS = [  # (what pyarrow's S3 / GCS message holds, what the user reads
 ]
 
 
+def uri_query(uri: str) -> dict[str, str]:
+    """A URI's query options (``endpoint_override``, ``scheme``, ``region``: pyarrow.fs's), last one wins."""
+    from urllib.parse import parse_qs, urlparse
+
+    return {k: v[-1] for k, v in parse_qs(urlparse(uri).query).items()} if "://" in uri else {}
+
+
 def s3_endpoint(uri: str = "") -> str | None:
     """The S3 endpoint every client of vidx uses (pyarrow, obstore, delta-rs): the URI's
     ``endpoint_override`` query, else ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``, with a
     scheme (the URI's ``scheme``, https by default); None for AWS itself."""
-    from urllib.parse import parse_qs, urlparse
-
-    q = {k: v[-1] for k, v in parse_qs(urlparse(uri).query).items()} if "://" in uri else {}
+    q = uri_query(uri)
     endpoint = q.get("endpoint_override") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
         "AWS_ENDPOINT_URL")
     if endpoint and "://" not in endpoint:

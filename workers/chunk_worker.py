@@ -225,7 +225,7 @@ class ChunkIndexer:
                 parts["action_windows"] = write_part(self.store, "action_windows", windows, vid, (chunk, chunk))
             if person is not None:
                 parts["person_windows"] = write_part(self.store, "person_windows", person, vid, (chunk, chunk))
-            res.parts, res.damaged = parts, [(float(x), float(y)) for x, y in spans]
+            res.parts, res.damaged = parts, spans
             res.detections, res.segments, res.sampled_frames = dets.num_rows, segs.num_rows, n_frames
         except (decode.DecodeError, SourceError) as e:
             res.status, res.error = "failed", str(e)

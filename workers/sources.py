@@ -321,7 +321,7 @@ def _archive_inputs(uri: str, limit: int) -> list[Input]:
         return [Input(uri, skip=str(e))]
     except (OSError, EOFError, SourceError, tarfile.TarError, zipfile.BadZipFile) as e:
         return [Input(uri, skip=f"unreadable archive: {e}")]
-    videos = [Input(f"{uri}{SEP}{name}") for name, head in found if _is_video(name, head)]
+    videos = [Input(Source(f"{uri}{SEP}{name}", uri, name)) for name, head in found if _is_video(name, head)]
     return videos or [Input(uri, skip=f"archive holds no videos ({len(found)} file(s))")]
 
 

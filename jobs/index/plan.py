@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tarfile
@@ -104,7 +105,7 @@ def chunk_tasks(vp: VideoPlan, cfg: Config) -> list[ChunkTask]:
             t0, t1 = info.timestamps[wanted[0]], info.timestamps[wanted[-1]]
             lo = max(0, int(np.searchsorted(info.keyframes, t0 + 1e-6)) - 1)
             keys = np.asarray(info.keyframes[lo : int(np.searchsorted(info.keyframes, t1 + 1e-6))], np.float64)
-        stream = decode.Stream(info.width, info.height, info.backend, keys, info.pts_offset)
+        stream = dataclasses.replace(info.stream(), keyframes=keys)
         tasks.append(ChunkTask(vp.video_id, vp.source, c, s, e, stream, np.asarray(idx, np.int64),
                                np.asarray(info.timestamps[idx], np.float64),
                                None if a is None else np.asarray(a, np.int64),
